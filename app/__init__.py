@@ -1,0 +1,1 @@
+"""Tessera: OAuth2 authorization and token-lifecycle service."""

@@ -1,0 +1,150 @@
+"""The one place that maps errors to the wire.
+
+- OAuth endpoints (`/oauth2/*`): RFC 6749 §5.2 JSON (`error`, `error_description`), with the
+  status and headers the Authlib error class carries (401 + `WWW-Authenticate` for clients).
+- Everything else: `{"error": "<machine code>", "message": "<text>", ...}`.
+- A database that cannot be reached is a 503 (fail closed), never a 500 or a false answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.responses import JSON
+from app.errors import ApiError
+
+log = logging.getLogger("tessera.errors")
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+DOMAIN_VALIDATION_CODES = {"per_plan_only", "invalid_period"}
+
+
+def _is_oauth(request: Request) -> bool:
+    return request.url.path.startswith("/oauth2/") and request.url.path != "/oauth2/authorize"
+
+
+def oauth_response(error: OAuth2Error) -> JSON:
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    return JSON(dict(error.get_body()), status_code=error.status_code, headers=headers)
+
+
+def _wire(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+          **extra: Any) -> JSON:
+    return JSON(
+        {"error": code, "message": message, **extra}, status_code=status, headers=headers
+    )
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo `input`: it may hold a password or a secret.
+    return [
+        {"loc": [str(p) for p in err.get("loc", ())], "message": err.get("msg", ""),
+         "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+def _is_db_outage(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(OAuth2Error)
+    async def _oauth(_request: Request, exc: OAuth2Error) -> JSON:
+        return oauth_response(exc)
+
+    @app.exception_handler(ApiError)
+    async def _api(_request: Request, exc: ApiError) -> JSON:
+        return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSON:
+        details = _validation_details(exc)
+        if _is_oauth(request):
+            return oauth_response(InvalidRequestError(description="malformed request"))
+        if any(d["type"] == "json_invalid" for d in details):
+            return _wire(400, "malformed_json", "the request body is not valid JSON")
+        # A domain rule broken by the body names itself as the code (e.g. `per_plan_only`).
+        kinds = {d["type"] for d in details}
+        if len(kinds) == 1 and (kind := kinds.pop()) in DOMAIN_VALIDATION_CODES:
+            return _wire(422, kind, details[0]["message"], details=details)
+        return _wire(422, "invalid_request", "the request is not valid", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSON:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        if _is_oauth(request) and exc.status_code in (404, 405):
+            return _wire(exc.status_code, code, str(exc.detail))
+        message = {404: "no such resource", 405: "method not allowed"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return _wire(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    app.add_middleware(LastResort)
+
+
+class LastResort:
+    """Turns what no handler caught into the JSON shape: 503 for a lost database, else 500."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def _send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        except Exception as exc:
+            if started:
+                raise
+            request = Request(scope)
+            await _last_resort(request, exc)(scope, receive, send)
+
+
+def _last_resort(request: Request, exc: Exception) -> JSON:
+    if isinstance(exc, IntegrityError):
+        # A concurrent write won a uniqueness race: the caller's request conflicts, it is not ours.
+        return _wire(409, "conflict", "the request conflicts with the current state; retry")
+    if _is_db_outage(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        if _is_oauth(request):
+            return JSON(
+                {"error": "temporarily_unavailable",
+                 "error_description": "the authorization server cannot reach its store"},
+                status_code=503, headers={"Retry-After": "1"},
+            )
+        return _wire(503, "unavailable", "the service cannot reach its database",
+                     headers={"Retry-After": "1"})
+    # The exception type only: messages can carry request data.
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return _wire(500, "internal_error", "an unexpected error occurred")

@@ -1,0 +1,18 @@
+"""A JSON response rendered with orjson: the hot paths (introspection, gateway check) use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

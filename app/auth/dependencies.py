@@ -1,0 +1,89 @@
+"""Bearer authentication for the management API (RFC 6750 §2.1, §3)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from app import credentials
+from app.api.deps import Now, Session
+from app.auth.principal import Principal
+from app.credentials import SecretKind
+from app.errors import Forbidden, Unauthorized
+from app.operators.models import Operator
+from app.tokens import repository
+from app.tokens.rules import Inactive, TokenKind, check
+from app.users.models import User
+
+_BEARER_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access}
+
+
+def bearer_credential(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("a bearer token is required", error=None)
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        raise Unauthorized("expected 'Authorization: Bearer <token>'", error="invalid_request")
+    return value
+
+
+async def principal_from_token(session: Session, secret: str, now: Now) -> Principal:
+    kind = credentials.kind_of(secret)
+    if kind is None:
+        raise Unauthorized("the token is malformed (bad format or checksum)")
+    digest = credentials.digest(secret)
+    if kind is SecretKind.operator:
+        op = (await session.execute(
+            select(Operator.id).where(Operator.token_digest == digest))).scalar_one_or_none()
+        if op is None:
+            raise Unauthorized("unknown token")
+        return Principal(kind="operator", operator_id=op)
+    if kind not in _BEARER_KINDS:
+        raise Unauthorized("this kind of token is not a bearer credential")
+    stored = await repository.find_by_digest(session, digest)
+    if stored is None:
+        raise Unauthorized("unknown token")
+    verdict = check(stored.facts, now)
+    if not verdict.active:
+        if verdict.reason is Inactive.integration_refused and verdict.access is not None:
+            raise Forbidden(
+                f"refused: {verdict.access.describe()}", code="integration_refused",
+                rule=verdict.access.rule,
+                deadline=verdict.access.deadline.isoformat() if verdict.access.deadline else None,
+            )
+        raise Unauthorized(f"the token is {verdict.reason}")
+    scopes = None if stored.kind == TokenKind.personal else frozenset(stored.scopes.split())
+    if stored.user_id is None:
+        return Principal(kind="client", plan_id=stored.plan_id, token_id=stored.id,
+                         integration_id=stored.integration_id, scopes=scopes)
+    role = (await session.execute(
+        select(User.role).where(User.id == stored.user_id))).scalar_one()
+    return Principal(kind="user", plan_id=stored.plan_id, user_id=stored.user_id, role=role,
+                     token_id=stored.id, integration_id=stored.integration_id, scopes=scopes)
+
+
+async def current_principal(request: Request, session: Session, now: Now) -> Principal:
+    return await principal_from_token(session, bearer_credential(request), now)
+
+
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """RFC 7617 Basic credentials, or None when the header is not Basic."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

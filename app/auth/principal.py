@@ -1,0 +1,55 @@
+"""Who is calling the management API, and what they may do."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from app.errors import Forbidden, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: str  # user | client | operator
+    plan_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    role: str | None = None
+    operator_id: uuid.UUID | None = None
+    integration_id: uuid.UUID | None = None
+    token_id: uuid.UUID | None = None
+    # None: every permission the principal's role has (personal tokens, password login).
+    scopes: frozenset[str] | None = None
+
+    @property
+    def actor(self) -> str:
+        if self.kind == "operator":
+            return f"operator:{self.operator_id}"
+        if self.kind == "user":
+            return f"user:{self.user_id}"
+        return f"integration:{self.integration_id}"
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+    def require_scope(self, scope: str) -> None:
+        if not self.allows(scope):
+            raise Forbidden(f"this token lacks the '{scope}' permission", code="insufficient_scope",
+                            required_scope=scope)
+
+    def require_user(self) -> uuid.UUID:
+        if self.kind != "user" or self.user_id is None:
+            raise Forbidden("this call is made by a user, not an integration", code="user_required")
+        return self.user_id
+
+    def require_operator(self) -> uuid.UUID:
+        if self.kind != "operator" or self.operator_id is None:
+            raise Forbidden("platform operators only", code="operator_required")
+        return self.operator_id
+
+    def require_plan_admin(self, plan_id: uuid.UUID, *, write: bool) -> None:
+        """Rule 9: another plan looks exactly like a plan that does not exist."""
+        if self.plan_id != plan_id:
+            raise NotFound("no such plan")
+        if self.kind == "user" and self.role != "admin":
+            raise Forbidden("only a system admin of this plan may do this", code="admin_required")
+        self.require_scope("plan:admin" if write else "plan:read")

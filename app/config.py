@@ -1,0 +1,35 @@
+"""Settings, read once from `TESSERA_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./tessera.db"
+    # The public base URL the service is reached at; the RFC 8414 issuer.
+    issuer: str = "http://localhost:8000"
+    # Signs the login session and CSRF cookies of the consent screen. A random per-process
+    # default keeps a first run safe; set it for more than one replica.
+    secret_key: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)))
+    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    authorization_code_ttl_seconds: int = Field(default=60, ge=10, le=600)
+    # How long a newly registered third-party integration works before its review must be done.
+    review_period_days: int = Field(default=30, ge=1, le=3650)
+    # Days before a token's effective expiry that its owner is told.
+    notice_lead_days: int = Field(default=7, ge=1, le=365)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    log_level: str = "info"
+    # Cookies marked Secure; turn off only for plain-http local runs.
+    secure_cookies: bool = False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

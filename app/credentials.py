@@ -1,0 +1,98 @@
+"""Secrets: generation, format check, digests, and password hashing (DESIGN rule 10).
+
+A token string is `<prefix>_<body><checksum>`: the prefix names its kind (so a leaked one can be
+spotted by secret scanners), the body carries 256 random bits in base62, and the last six
+characters are a CRC-32 of prefix and body, so a mistyped or truncated token is rejected without
+touching the database. Only the SHA-256 digest of the whole string is stored: with 256 bits of
+entropy a fast hash is the right storage, a slow one would only burn CPU on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import zlib
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BODY_LEN = 43  # ceil(256 / log2(62))
+_CHECK_LEN = 6  # 62**6 > 2**32
+
+
+class SecretKind(StrEnum):
+    personal = "tsp"
+    integration = "tsi"
+    access = "tsa"
+    refresh = "tsr"
+    client_secret = "tss"
+    code = "tsc"
+    operator = "tso"
+
+
+def _base62(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 62)
+        out.append(_ALPHABET[r])
+    return "".join(reversed(out))
+
+
+def _checksum(text: str) -> str:
+    return _base62(zlib.crc32(text.encode()), _CHECK_LEN)
+
+
+def generate(kind: SecretKind) -> str:
+    body = _base62(secrets.randbits(256), _BODY_LEN)
+    head = f"{kind.value}_{body}"
+    return head + _checksum(head)
+
+
+def kind_of(token: str) -> SecretKind | None:
+    """The kind a well-formed token claims, or None when its shape or checksum is wrong."""
+    if len(token) != 4 + _BODY_LEN + _CHECK_LEN or token[3] != "_":
+        return None
+    try:
+        kind = SecretKind(token[:3])
+    except ValueError:
+        return None
+    head, check = token[:-_CHECK_LEN], token[-_CHECK_LEN:]
+    if not all(c in _ALPHABET for c in token[4:]):
+        return None
+    if not hmac.compare_digest(_checksum(head), check):
+        return None
+    return kind
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hint(secret: str) -> str:
+    return secret[-4:]
+
+
+def digests_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+# argon2id with the library's RFC 9106 "low memory" defaults.
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Constant work whether or not the user exists: a missing hash still costs one verify."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))

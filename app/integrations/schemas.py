@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.oauth2 import scopes as catalogue
+
+_LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+
+def check_redirect_uri(uri: str) -> str:
+    """RFC 6749 §3.1.2: absolute, no fragment; https, or http only on a loopback host
+    (RFC 8252 §7.3); private-use schemes for native apps."""
+    parts = urlsplit(uri)
+    if not parts.scheme or parts.fragment or not (parts.netloc or parts.scheme not in {
+            "http", "https"}):
+        raise ValueError("a redirect URI must be absolute and carry no fragment")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise ValueError("plain http redirect URIs are allowed only on loopback hosts")
+    if parts.scheme in {"javascript", "data", "file"}:
+        raise ValueError("unsafe redirect URI scheme")
+    return uri
+
+
+class IntegrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    redirect_uris: list[str] = Field(default_factory=list, max_length=20)
+    scopes: list[str] = Field(default_factory=list, max_length=len(catalogue.CATALOGUE))
+    confidential: bool = True
+    can_introspect: bool = False
+    data_access: Literal["limited", "extended"] = "limited"
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _uris(cls, value: list[str]) -> list[str]:
+        return [check_redirect_uri(u) for u in value]
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        bad = catalogue.unknown(value)
+        if bad:
+            raise ValueError(f"unknown scopes: {', '.join(bad)}; see scopes_supported")
+        return list(dict.fromkeys(value))
+
+
+class IntegrationOut(BaseModel):
+    id: uuid.UUID
+    client_id: str
+    name: str
+    kind: str
+    plan_id: uuid.UUID | None
+    redirect_uris: list[str]
+    scopes: list[str]
+    confidential: bool
+    can_introspect: bool
+    data_access: str
+    review_status: str
+    review_deadline: datetime | None
+    exception_until: datetime | None
+    judged_third_party: bool
+    created_at: datetime
+
+
+class IssuedIntegrationOut(IntegrationOut):
+    client_secret: str | None = Field(description="shown this once; null for public clients")

@@ -1,0 +1,94 @@
+"""Registering integrations (OAuth clients) and their installations in plans."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import credentials
+from app.audit import service as audit
+from app.credentials import SecretKind
+from app.errors import NotFound
+from app.integrations.models import Installation, Integration
+from app.integrations.schemas import IntegrationIn, IntegrationOut
+
+
+def new_client_id() -> str:
+    return f"tc_{secrets.token_hex(12)}"
+
+
+def out(integ: Integration) -> IntegrationOut:
+    return IntegrationOut(
+        id=integ.id, client_id=integ.client_id, name=integ.name, kind=integ.kind,
+        plan_id=integ.plan_id, redirect_uris=integ.redirect_uris, scopes=integ.scopes,
+        confidential=integ.confidential, can_introspect=integ.can_introspect,
+        data_access=integ.data_access, review_status=integ.review_status,
+        review_deadline=integ.review_deadline, exception_until=integ.exception_until,
+        judged_third_party=integ.judged_third_party_at is not None, created_at=integ.created_at,
+    )
+
+
+def _register(session: AsyncSession, body: IntegrationIn, *, kind: str,
+              plan_id: uuid.UUID | None, actor: str, now: datetime,
+              review_deadline: datetime | None) -> tuple[Integration, str | None]:
+    secret = credentials.generate(SecretKind.client_secret) if body.confidential else None
+    integ = Integration(
+        id=uuid.uuid4(), client_id=new_client_id(),
+        client_secret_digest=credentials.digest(secret) if secret else None,
+        name=body.name, kind=kind, plan_id=plan_id, redirect_uris=body.redirect_uris,
+        scopes=body.scopes, confidential=body.confidential,
+        can_introspect=body.can_introspect and body.confidential, data_access=body.data_access,
+        review_status="not_reviewed", review_deadline=review_deadline, review_steps={},
+        created_at=now, created_by=actor,
+    )
+    session.add(integ)
+    return integ, secret
+
+
+async def create_custom(session: AsyncSession, plan_id: uuid.UUID, body: IntegrationIn, *,
+                        actor: str, user_id: uuid.UUID | None,
+                        now: datetime) -> tuple[Integration, str | None]:
+    """A plan's own integration; installed in that plan from the start."""
+    integ, secret = _register(session, body, kind="custom", plan_id=plan_id, actor=actor,
+                              now=now, review_deadline=None)
+    await session.flush()
+    session.add(Installation(id=uuid.uuid4(), integration_id=integ.id, plan_id=plan_id,
+                             state="active", installed_by=user_id, installed_at=now))
+    await session.flush()
+    await audit.record(session, actor, "integration.created", plan_id, "integration", integ.id,
+                       now, kind="custom", name=body.name)
+    return integ, secret
+
+
+async def create_third_party(session: AsyncSession, body: IntegrationIn, *, actor: str,
+                             now: datetime, review_deadline: datetime,
+                             ) -> tuple[Integration, str | None]:
+    integ, secret = _register(session, body, kind="third_party", plan_id=None, actor=actor,
+                              now=now, review_deadline=review_deadline)
+    await session.flush()
+    await audit.record(session, actor, "integration.registered", None, "integration", integ.id,
+                       now, kind="third_party", name=body.name)
+    return integ, secret
+
+
+async def by_client_id(session: AsyncSession, client_id: str) -> Integration | None:
+    return (await session.execute(
+        select(Integration).where(Integration.client_id == client_id))).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, integration_id: uuid.UUID) -> Integration:
+    integ = await session.get(Integration, integration_id)
+    if integ is None:
+        raise NotFound("no such integration")
+    return integ
+
+
+async def installation(session: AsyncSession, integration_id: uuid.UUID,
+                       plan_id: uuid.UUID) -> Installation | None:
+    return (await session.execute(select(Installation).where(
+        Installation.integration_id == integration_id, Installation.plan_id == plan_id,
+    ))).scalar_one_or_none()

@@ -1,0 +1,62 @@
+"""The ASGI application: `create_app()` wires settings, clock, database and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.api import errors
+from app.api.content_type import JSONBodiesOnly
+from app.api.responses import JSON
+from app.clock import Clock, SystemClock
+from app.config import Settings, get_settings
+from app.db import make_engine, make_sessionmaker
+
+log = logging.getLogger("tessera")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
+               engine: AsyncEngine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Tessera",
+        version="0.1.0",
+        summary="OAuth2 authorization and token-lifecycle service",
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+
+    errors.install(app)
+
+    app.add_middleware(JSONBodiesOnly)
+
+    from app.integrations.endpoints import router as integrations_router
+    from app.oauth2.introspection import router as introspection_router
+    from app.plans.endpoints import router as plans_router
+    from app.tokens.endpoints import router as tokens_router
+    from app.users.endpoints import router as users_router
+
+    for router in (plans_router, tokens_router, users_router, integrations_router,
+                   introspection_router):
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSON:
+        return JSON({"status": "ok"})
+
+    return app

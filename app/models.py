@@ -1,0 +1,22 @@
+"""Every mapped table, imported once so `Base.metadata` is complete (Alembic, tests)."""
+
+from app.audit.models import AuditEvent
+from app.db import Base
+from app.integrations.models import Installation, Integration
+from app.oauth2.models import AuthorizationCode
+from app.operators.models import Operator
+from app.plans.models import Plan
+from app.tokens.models import Token
+from app.users.models import User
+
+__all__ = [
+    "AuditEvent",
+    "AuthorizationCode",
+    "Base",
+    "Installation",
+    "Integration",
+    "Operator",
+    "Plan",
+    "Token",
+    "User",
+]

@@ -1,0 +1,58 @@
+"""`/v1/plans/{plan_id}/token-expiration`: the plan's one expiration period (rules 1-4)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response
+
+from app.api.deps import Now, Session
+from app.auth.dependencies import CurrentPrincipal
+from app.plans import service
+from app.plans.models import Plan
+from app.plans.schemas import PeriodIn, PeriodOut, PolicyOut, PreviewOut
+
+router = APIRouter(prefix="/v1/plans/{plan_id}/token-expiration", tags=["token expiration"])
+
+
+def _policy(plan: Plan) -> PolicyOut:
+    period = service.period_of(plan)
+    return PolicyOut(
+        plan_id=plan.id,
+        period=PeriodOut(value=period.value, unit=period.unit) if period else None,
+        description=(f"tokens expire {period.describe()} after they were generated"
+                     if period else "tokens do not expire by policy; they live until revoked"),
+        updated_at=plan.policy_updated_at,
+    )
+
+
+@router.get("", response_model=PolicyOut)
+async def read_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session):
+    principal.require_plan_admin(plan_id, write=False)
+    return _policy(await service.get_plan(session, plan_id))
+
+
+@router.put("", response_model=PolicyOut)
+async def set_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentPrincipal,
+                     session: Session, now: Now):
+    principal.require_plan_admin(plan_id, write=True)
+    return _policy(await service.set_period(session, plan_id, body.period(), principal, now))
+
+
+@router.delete("", status_code=204)
+async def remove_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session,
+                        now: Now) -> Response:
+    principal.require_plan_admin(plan_id, write=True)
+    await service.remove_period(session, plan_id, principal, now)
+    return Response(status_code=204)
+
+
+@router.post("/preview", response_model=PreviewOut)
+async def preview_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentPrincipal,
+                         session: Session, now: Now):
+    principal.require_plan_admin(plan_id, write=False)
+    counts = await service.preview(session, plan_id, body.period(), now)
+    return PreviewOut(plan_id=plan_id, period=PeriodOut(value=body.value, unit=body.unit),
+                      evaluated_at=now, expire_immediately=counts.expire_immediately,
+                      expire_within_7_days=counts.expire_within_7_days,
+                      expire_later=counts.expire_later, never_expire=counts.never_expire)

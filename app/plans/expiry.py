@@ -1,0 +1,149 @@
+"""The expiry rules of DESIGN.md (rules 1, 2 and 4), as pure functions with no I/O.
+
+Minutes, hours and days are exact durations. Months and years are calendar arithmetic in UTC,
+clamped to the last day of the target month: Jan 31 + 1 month = Feb 28 (or 29), Feb 29 + 1 year
+= Feb 28.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+
+class Unit(StrEnum):
+    minutes = "minutes"
+    hours = "hours"
+    days = "days"
+    months = "months"
+    years = "years"
+
+
+# The longest period accepted, per unit: 100 years, and no more.
+MAX_VALUE: dict[Unit, int] = {
+    Unit.years: 100,
+    Unit.months: 100 * 12,
+    Unit.days: 36_524,  # 100 Gregorian years, 24 leap days, rounded down
+    Unit.hours: 36_524 * 24,
+    Unit.minutes: 36_524 * 24 * 60,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    value: int
+    unit: Unit
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise TypeError("period value must be an integer")
+        if self.value <= 0:
+            raise ValueError("period value must be a positive integer")
+        if self.value > MAX_VALUE[self.unit]:
+            limit = MAX_VALUE[self.unit]
+            raise ValueError(f"period may not exceed 100 years ({limit} {self.unit})")
+
+    def describe(self) -> str:
+        unit = self.unit.value[:-1] if self.value == 1 else self.unit.value
+        return f"{self.value} {unit}"
+
+
+def add_months(at: datetime, months: int) -> datetime:
+    """Calendar month arithmetic, clamped to the target month's last day."""
+    index = at.year * 12 + (at.month - 1) + months
+    year, month = divmod(index, 12)
+    month += 1
+    day = min(at.day, calendar.monthrange(year, month)[1])
+    return at.replace(year=year, month=month, day=day)
+
+
+def add_period(at: datetime, period: Period) -> datetime:
+    """`at + period` in UTC. `at` must be timezone-aware."""
+    if at.tzinfo is None:
+        raise ValueError("naive datetime")
+    at = at.astimezone(UTC)
+    match period.unit:
+        case Unit.minutes:
+            return at + timedelta(minutes=period.value)
+        case Unit.hours:
+            return at + timedelta(hours=period.value)
+        case Unit.days:
+            return at + timedelta(days=period.value)
+        case Unit.months:
+            return add_months(at, period.value)
+        case Unit.years:
+            return add_months(at, 12 * period.value)
+    raise AssertionError(period.unit)  # pragma: no cover
+
+
+def effective_expiry(
+    issued_at: datetime, intrinsic_expiry: datetime | None, period: Period | None
+) -> datetime | None:
+    """Rule 1: the earliest of the intrinsic expiry and `issued_at + plan period`; None = never."""
+    by_policy = add_period(issued_at, period) if period is not None else None
+    candidates = [t for t in (intrinsic_expiry, by_policy) if t is not None]
+    return min(candidates) if candidates else None
+
+
+_MICRO = timedelta(microseconds=1)
+
+
+def latest_issue_expired_by(period: Period, at: datetime) -> datetime:
+    """The latest issue time `t` with `add_period(t, period) <= at`.
+
+    `add_period` is monotone in `t`, so the tokens a period has expired by `at` are exactly those
+    issued at or before this instant: a range over the `issued_at` index instead of a row scan.
+    """
+    at = at.astimezone(UTC)
+    if period.unit in (Unit.minutes, Unit.hours, Unit.days):
+        return at - (add_period(at, period) - at)
+    months = period.value * (12 if period.unit is Unit.years else 1)
+    # add_months(t, n) lies within [t + n months - 3 days, t + n months]: search that bracket.
+    lo = add_months(at, -months) - timedelta(days=1)
+    hi = add_months(at, -months) + timedelta(days=4)
+    while add_months(lo, months) > at:  # never taken in practice; keeps the invariant honest
+        lo -= timedelta(days=1)
+    span = (hi - lo) // _MICRO
+    first, last = 0, span  # invariant: f(lo + first) <= at; answer in [first, last]
+    while first < last:
+        mid = (first + last + 1) // 2
+        if add_months(lo + mid * _MICRO, months) <= at:
+            first = mid
+        else:
+            last = mid - 1
+    return lo + first * _MICRO
+
+
+def is_expired(expiry: datetime | None, now: datetime) -> bool:
+    """A token is expired from its expiry instant on (the instant itself included)."""
+    return expiry is not None and now >= expiry
+
+
+def plan_period(value: int | None, unit: str | None) -> Period | None:
+    if value is None or unit is None:
+        return None
+    return Period(value, Unit(unit))
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewCounts:
+    expire_immediately: int = 0
+    expire_within_7_days: int = 0
+    expire_later: int = 0
+    never_expire: int = 0
+
+
+NOTICE_WINDOW = timedelta(days=7)
+
+
+def preview_bucket(expiry: datetime | None, now: datetime) -> str:
+    """Where one token lands under a proposed period (the preview endpoint's buckets)."""
+    if expiry is None:
+        return "never_expire"
+    if expiry <= now:
+        return "expire_immediately"
+    if expiry <= now + NOTICE_WINDOW:
+        return "expire_within_7_days"
+    return "expire_later"

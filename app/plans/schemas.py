@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
+
+from app.plans.expiry import Period, Unit
+
+# Keys that would scope a period below the plan; refused with a clear word (DESIGN: per plan).
+_NARROWER_SCOPES = {"role", "roles", "user", "user_id", "users", "token", "token_id", "tokens",
+                    "domain", "domains", "kind", "scope"}
+
+
+class PeriodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: StrictInt
+    unit: Unit
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_plan_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and _NARROWER_SCOPES & set(data):
+            raise PydanticCustomError(
+                "per_plan_only",
+                "the expiration period is set per plan; it cannot be limited to a role, "
+                "user, token or domain",
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _in_range(self) -> PeriodIn:
+        try:
+            Period(self.value, self.unit)
+        except ValueError as exc:
+            raise PydanticCustomError("invalid_period", str(exc)) from None
+        return self
+
+    def period(self) -> Period:
+        return Period(self.value, self.unit)
+
+
+class PolicyOut(BaseModel):
+    plan_id: uuid.UUID
+    period: PeriodOut | None
+    description: str
+    updated_at: datetime | None
+
+
+class PeriodOut(BaseModel):
+    value: int
+    unit: Unit
+
+
+class PreviewOut(BaseModel):
+    plan_id: uuid.UUID
+    period: PeriodOut
+    evaluated_at: datetime
+    expire_immediately: int
+    expire_within_7_days: int
+    expire_later: int
+    never_expire: int
+
+
+PolicyOut.model_rebuild()

@@ -1,0 +1,105 @@
+"""Personal tokens (`/v1/me/tokens`) and the plan admin's view of every token of the plan."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request, Response
+
+from app.api.deps import Now, Session
+from app.auth.dependencies import basic_credentials, current_principal
+from app.auth.principal import Principal
+from app.errors import NotFound, Unauthorized
+from app.tokens import repository, service
+from app.tokens.models import Token
+from app.tokens.rules import TokenKind
+from app.tokens.schemas import IssuedTokenOut, PersonalTokenIn, TokenList, TokenOut
+from app.users import service as users
+
+router = APIRouter(tags=["tokens"])
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+async def _user_for_creation(request: Request, session: Session, now: Now) -> Principal:
+    """A bearer token, or, so a user can get a first token, HTTP Basic email:password."""
+    basic = basic_credentials(request)
+    if basic is None:
+        principal = await current_principal(request, session, now)
+        principal.require_user()
+        principal.require_scope("tokens:write")
+        return principal
+    user = await users.authenticate(session, *basic)
+    if user is None:
+        raise Unauthorized("wrong email or password", error=None)
+    return Principal(kind="user", plan_id=user.plan_id, user_id=user.id, role=user.role)
+
+
+@router.post("/v1/me/tokens", status_code=201, response_model=IssuedTokenOut)
+async def create_personal_token(
+    request: Request, session: Session, now: Now,
+    body: Annotated[PersonalTokenIn | None, Body()] = None,
+):
+    principal = await _user_for_creation(request, session, now)
+    token, secret = service.issue(
+        session, kind=TokenKind.personal, plan_id=principal.plan_id, user_id=principal.user_id,
+        name=body.name if body else None, now=now, created_by=principal.user_id,
+    )
+    await session.flush()
+    stored = await repository.find_by_id(session, token.id)
+    return IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret)
+
+
+@router.get("/v1/me/tokens", response_model=TokenList)
+async def list_personal_tokens(request: Request, session: Session, now: Now,
+                               limit: Limit = 100, offset: Offset = 0):
+    principal = await current_principal(request, session, now)
+    user_id = principal.require_user()
+    principal.require_scope("tokens:read")
+    items = await repository.list_where(
+        session, Token.user_id == user_id, Token.kind == TokenKind.personal.value,
+        limit=limit, offset=offset)
+    return TokenList(items=[TokenOut.of(t, now) for t in items], limit=limit, offset=offset)
+
+
+@router.delete("/v1/me/tokens/{token_id}", status_code=204)
+async def revoke_personal_token(token_id: uuid.UUID, request: Request, session: Session,
+                                now: Now) -> Response:
+    principal = await current_principal(request, session, now)
+    user_id = principal.require_user()
+    principal.require_scope("tokens:write")
+    stored = await service.get_in_plan(session, principal.plan_id, token_id, user_id=user_id)
+    if stored.kind != TokenKind.personal:
+        raise NotFound("no such token")
+    await service.revoke(session, stored, actor=principal.actor, reason="revoked by its owner",
+                         now=now)
+    return Response(status_code=204)
+
+
+@router.get("/v1/plans/{plan_id}/tokens", response_model=TokenList)
+async def list_plan_tokens(plan_id: uuid.UUID, request: Request, session: Session, now: Now,
+                           limit: Limit = 100, offset: Offset = 0,
+                           kind: Annotated[TokenKind | None, Query()] = None,
+                           user_id: Annotated[uuid.UUID | None, Query()] = None):
+    principal = await current_principal(request, session, now)
+    principal.require_plan_admin(plan_id, write=False)
+    conditions = [Token.plan_id == plan_id]
+    if kind is not None:
+        conditions.append(Token.kind == kind.value)
+    if user_id is not None:
+        conditions.append(Token.user_id == user_id)
+    items = await repository.list_where(session, *conditions, limit=limit, offset=offset)
+    return TokenList(items=[TokenOut.of(t, now) for t in items], limit=limit, offset=offset)
+
+
+@router.delete("/v1/plans/{plan_id}/tokens/{token_id}", status_code=204)
+async def revoke_plan_token(plan_id: uuid.UUID, token_id: uuid.UUID, request: Request,
+                            session: Session, now: Now) -> Response:
+    principal = await current_principal(request, session, now)
+    principal.require_plan_admin(plan_id, write=True)
+    stored = await service.get_in_plan(session, plan_id, token_id)
+    await service.revoke(session, stored, actor=principal.actor,
+                         reason="revoked by a plan admin", now=now)
+    return Response(status_code=204)

@@ -1,0 +1,99 @@
+"""Token storage. The check path is one indexed query joining plan, integration, installation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.integrations.access import IntegrationFacts
+from app.integrations.models import Installation, Integration
+from app.plans.expiry import plan_period
+from app.plans.models import Plan
+from app.tokens.models import Token
+from app.tokens.rules import TokenFacts
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """What a check needs to know of a token, read in one round trip."""
+
+    id: uuid.UUID
+    kind: str
+    plan_id: uuid.UUID
+    user_id: uuid.UUID | None
+    integration_id: uuid.UUID | None
+    client_id: str | None
+    scopes: str
+    issued_at: datetime
+    name: str | None
+    hint: str
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    revoked_by: str | None
+    family_id: uuid.UUID | None
+    facts: TokenFacts
+
+
+_CHECK_COLUMNS = (
+    Token.id, Token.kind, Token.plan_id, Token.user_id, Token.integration_id, Token.scopes,
+    Token.issued_at, Token.expires_at, Token.revoked_at, Token.used_at,
+    Plan.expiration_value, Plan.expiration_unit,
+    Integration.client_id, Integration.kind, Integration.review_status,
+    Integration.review_deadline, Integration.exception_until, Integration.data_access,
+    Integration.judged_third_party_at, Installation.state,
+    Token.name, Token.hint, Token.revoked_reason, Token.revoked_by, Token.family_id,
+)
+
+_CHECK_QUERY = (
+    select(*_CHECK_COLUMNS)
+    .join(Plan, Plan.id == Token.plan_id)
+    .outerjoin(Integration, Integration.id == Token.integration_id)
+    .outerjoin(
+        Installation,
+        and_(Installation.integration_id == Token.integration_id,
+             Installation.plan_id == Token.plan_id),
+    )
+)
+
+
+def _stored(row: tuple) -> StoredToken:
+    (tid, kind, plan_id, user_id, integration_id, scopes, issued_at, expires_at, revoked_at,
+     used_at, p_value, p_unit, client_id, i_kind, review_status, review_deadline,
+     exception_until, data_access, judged_at, inst_state, name, hint, revoked_reason, revoked_by,
+     family_id) = row
+    integration = None
+    if integration_id is not None:
+        integration = IntegrationFacts(
+            kind=i_kind, review_status=review_status, review_deadline=review_deadline,
+            exception_until=exception_until, data_access=data_access,
+            judged_third_party=judged_at is not None,
+        )
+    facts = TokenFacts(
+        kind=kind, issued_at=issued_at, expires_at=expires_at, revoked_at=revoked_at,
+        used_at=used_at, period=plan_period(p_value, p_unit), integration=integration,
+        installation_state=inst_state,
+    )
+    return StoredToken(tid, kind, plan_id, user_id, integration_id, client_id, scopes,
+                       issued_at, name, hint, revoked_at, revoked_reason, revoked_by, family_id,
+                       facts)
+
+
+async def find_by_digest(session: AsyncSession, digest: str) -> StoredToken | None:
+    row = (await session.execute(_CHECK_QUERY.where(Token.digest == digest))).first()
+    return _stored(tuple(row)) if row is not None else None
+
+
+async def find_by_id(session: AsyncSession, token_id: uuid.UUID) -> StoredToken | None:
+    row = (await session.execute(_CHECK_QUERY.where(Token.id == token_id))).first()
+    return _stored(tuple(row)) if row is not None else None
+
+
+async def list_where(session: AsyncSession, *conditions, limit: int = 100,  # noqa: ANN002
+                     offset: int = 0) -> list[StoredToken]:
+    query = (_CHECK_QUERY.where(*conditions)
+             .order_by(Token.issued_at.desc(), Token.id).limit(limit).offset(offset))
+    return [_stored(tuple(row)) for row in (await session.execute(query)).all()]

@@ -1,0 +1,60 @@
+"""Is a token active right now? Rules 1-4 and 6 of DESIGN.md as one pure function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from app.integrations.access import Access, IntegrationFacts, decide
+from app.plans.expiry import Period, effective_expiry, is_expired
+
+
+class TokenKind(StrEnum):
+    personal = "personal"
+    integration = "integration"
+    access = "access"
+    refresh = "refresh"
+
+
+class Inactive(StrEnum):
+    revoked = "revoked"
+    rotated = "rotated"  # a refresh token already exchanged (RFC 9700 §4.14.2)
+    expired = "expired"
+    integration_refused = "integration_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFacts:
+    kind: str
+    issued_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    used_at: datetime | None
+    period: Period | None
+    integration: IntegrationFacts | None = None
+    installation_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    active: bool
+    expiry: datetime | None
+    reason: Inactive | None = None
+    access: Access | None = None
+
+
+def check(facts: TokenFacts, now: datetime) -> Verdict:
+    expiry = effective_expiry(facts.issued_at, facts.expires_at, facts.period)
+    if facts.revoked_at is not None:
+        return Verdict(False, expiry, Inactive.revoked)
+    if facts.kind == TokenKind.refresh and facts.used_at is not None:
+        return Verdict(False, expiry, Inactive.rotated)
+    if is_expired(expiry, now):
+        return Verdict(False, expiry, Inactive.expired)
+    if facts.integration is not None:
+        access = decide(facts.integration, facts.installation_state, now)
+        if not access.allowed:
+            return Verdict(False, expiry, Inactive.integration_refused, access)
+        return Verdict(True, expiry, access=access)
+    return Verdict(True, expiry)

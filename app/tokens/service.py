@@ -1,0 +1,59 @@
+"""Issuing, listing and revoking tokens. Only digests are stored (rule 10)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import credentials
+from app.audit import service as audit
+from app.credentials import SecretKind
+from app.errors import NotFound
+from app.tokens import repository
+from app.tokens.models import Token
+from app.tokens.repository import StoredToken
+from app.tokens.rules import TokenKind
+
+
+def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
+          user_id: uuid.UUID | None = None, integration_id: uuid.UUID | None = None,
+          scopes: str = "", name: str | None = None, expires_at: datetime | None = None,
+          family_id: uuid.UUID | None = None, parent_id: uuid.UUID | None = None,
+          created_by: uuid.UUID | None = None,
+          authorization_code_id: uuid.UUID | None = None) -> tuple[Token, str]:
+    """A new token row and its secret; the caller shows the secret once."""
+    secret = credentials.generate(SecretKind[kind.value])
+    token = Token(
+        id=uuid.uuid4(), kind=kind.value, digest=credentials.digest(secret),
+        hint=credentials.hint(secret), name=name, plan_id=plan_id, user_id=user_id,
+        integration_id=integration_id, scopes=scopes, issued_at=now, expires_at=expires_at,
+        family_id=family_id, parent_id=parent_id, created_by=created_by,
+        authorization_code_id=authorization_code_id,
+    )
+    session.add(token)
+    return token, secret
+
+
+async def get_in_plan(session: AsyncSession, plan_id: uuid.UUID, token_id: uuid.UUID,
+                      *, user_id: uuid.UUID | None = None) -> StoredToken:
+    stored = await repository.find_by_id(session, token_id)
+    if stored is None or stored.plan_id != plan_id or (user_id and stored.user_id != user_id):
+        raise NotFound("no such token")
+    return stored
+
+
+async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reason: str,
+                 now: datetime) -> None:
+    """Revoke a token. A refresh token takes its whole grant (family) with it (RFC 7009 §2.1)."""
+    condition = Token.id == stored.id
+    if stored.kind == TokenKind.refresh and stored.family_id is not None:
+        condition = or_(condition, Token.family_id == stored.family_id)
+    await session.execute(
+        update(Token).where(condition, Token.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason, revoked_by=actor)
+    )
+    await audit.record(session, actor, "token.revoked", stored.plan_id, "token", stored.id, now,
+                       reason=reason, kind=stored.kind)

@@ -1,0 +1,45 @@
+"""Users of a plan, managed by its system admins; `/v1/me` for the caller."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from app.api.deps import Now, Session
+from app.auth.dependencies import CurrentPrincipal
+from app.users import service
+from app.users.models import User
+from app.users.schemas import UserIn, UserOut
+
+router = APIRouter(tags=["users"])
+
+
+def _out(user: User) -> UserOut:
+    return UserOut(id=user.id, plan_id=user.plan_id, email=user.email, name=user.name,
+                   role=user.role, created_at=user.created_at)
+
+
+@router.post("/v1/plans/{plan_id}/users", status_code=201, response_model=UserOut)
+async def create_user(plan_id: uuid.UUID, body: UserIn, principal: CurrentPrincipal,
+                      session: Session, now: Now):
+    principal.require_plan_admin(plan_id, write=True)
+    user = await service.create(session, plan_id=plan_id, email=body.email, name=body.name,
+                                role=body.role, password=body.password, actor=principal.actor,
+                                now=now)
+    return _out(user)
+
+
+@router.get("/v1/plans/{plan_id}/users", response_model=list[UserOut])
+async def list_users(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session):
+    principal.require_plan_admin(plan_id, write=False)
+    return [_out(u) for u in await service.list_in_plan(session, plan_id)]
+
+
+@router.get("/v1/me", response_model=UserOut)
+async def me(principal: CurrentPrincipal, session: Session):
+    user_id = principal.require_user()
+    principal.require_scope("profile")
+    user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
+    return _out(user)

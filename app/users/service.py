@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import anyio
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import credentials
+from app.audit import service as audit
+from app.errors import Conflict
+from app.users.models import User
+
+
+async def hash_password(password: str) -> str:
+    # argon2id costs tens of milliseconds of CPU: off the event loop.
+    return await anyio.to_thread.run_sync(credentials.hash_password, password)
+
+
+async def create(session: AsyncSession, *, plan_id: uuid.UUID, email: str, name: str, role: str,
+                 password: str, actor: str, now: datetime) -> User:
+    user = User(id=uuid.uuid4(), plan_id=plan_id, email=email.strip().lower(), name=name,
+                role=role, password_hash=await hash_password(password), created_at=now)
+    session.add(user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict("a user with this email exists", code="email_taken") from None
+    await audit.record(session, actor, "user.created", plan_id, "user", user.id, now, role=role)
+    return user
+
+
+async def by_email(session: AsyncSession, email: str) -> User | None:
+    return (await session.execute(
+        select(User).where(User.email == email.strip().lower()))).scalar_one_or_none()
+
+
+async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
+    """Email + password login; the same work whether or not the email exists."""
+    user = await by_email(session, email)
+    ok = await anyio.to_thread.run_sync(
+        credentials.verify_password, user.password_hash if user else None, password)
+    return user if ok else None
+
+
+async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[User]:
+    return list((await session.execute(
+        select(User).where(User.plan_id == plan_id).order_by(User.created_at))).scalars())

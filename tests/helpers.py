@@ -1,0 +1,33 @@
+"""Small helpers shared by HTTP tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx2
+
+from tests.conftest import PlanFixture
+
+
+async def create_gateway_client(client: httpx2.AsyncClient, plan: PlanFixture,
+                                **extra: Any) -> tuple[str, str]:
+    body = {"name": f"gateway-{uuid.uuid4().hex[:6]}", "can_introspect": True, **extra}
+    r = await client.post(f"/v1/plans/{plan.plan_id}/integrations", json=body,
+                          headers=plan.admin.auth)
+    assert r.status_code == 201, r.text
+    return r.json()["client_id"], r.json()["client_secret"]
+
+
+async def introspect(client: httpx2.AsyncClient, creds: tuple[str, str],
+                     token: str) -> dict[str, Any]:
+    r = await client.post("/oauth2/introspect", data={"token": token}, auth=creds)
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    return r.json()
+
+
+async def set_period(client: httpx2.AsyncClient, plan: PlanFixture, value: int,
+                     unit: str) -> httpx2.Response:
+    return await client.put(f"/v1/plans/{plan.plan_id}/token-expiration",
+                            json={"value": value, "unit": unit}, headers=plan.admin.auth)

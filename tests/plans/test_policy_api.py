@@ -1,0 +1,175 @@
+"""Rules 1-4 and 9 over HTTP: the plan's one expiration period."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.helpers import create_gateway_client, introspect, set_period
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_no_period_by_default_then_set_read_remove(client, plan) -> None:
+    url = f"/v1/plans/{plan.plan_id}/token-expiration"
+    r = await client.get(url, headers=plan.admin.auth)
+    assert r.status_code == 200
+    assert r.json()["period"] is None
+
+    r = await set_period(client, plan, 90, "days")
+    assert r.status_code == 200, r.text
+    assert r.json()["period"] == {"value": 90, "unit": "days"}
+    assert (await client.get(url, headers=plan.admin.auth)).json()["period"] == \
+        {"value": 90, "unit": "days"}
+
+    r = await client.delete(url, headers=plan.admin.auth)
+    assert r.status_code == 204
+    assert (await client.get(url, headers=plan.admin.auth)).json()["period"] is None
+
+
+async def test_period_counts_from_original_generation_time(client, plan, clock) -> None:
+    """Rule 2: a period set today expires a token generated 10 days ago at once."""
+    creds = await create_gateway_client(client, plan)
+    old = await plan.add_user()  # its token is generated now
+    clock.advance(days=10)
+    assert (await introspect(client, creds, old.token))["active"] is True
+
+    assert (await set_period(client, plan, 7, "days")).status_code == 200
+    assert (await introspect(client, creds, old.token)) == {"active": False}
+    r = await client.get("/v1/me/tokens", headers=old.auth)
+    assert r.status_code == 401
+    # The admin's own token was generated 10 days ago too: it is gone, and a new one is had
+    # with the admin's password.
+    assert (await client.get("/v1/me", headers=plan.admin.auth)).status_code == 401
+    await plan.admin.renew(client)
+
+    # Lengthening the period brings it back: it was only expired by policy (rule 4).
+    assert (await set_period(client, plan, 30, "days")).status_code == 200
+    answer = await introspect(client, creds, old.token)
+    assert answer["active"] is True
+    assert answer["exp"] - answer["iat"] == 30 * 86400
+
+
+async def test_removing_period_restores_policy_expired_but_not_revoked(client, plan,
+                                                                       clock) -> None:
+    creds = await create_gateway_client(client, plan)
+    keep, revoke = await plan.add_user(), await plan.add_user()
+    await set_period(client, plan, 1, "hours")
+    clock.advance(hours=2)
+    await plan.admin.renew(client)
+    r = await client.get(f"/v1/plans/{plan.plan_id}/tokens?user_id={revoke.user_id}",
+                         headers=plan.admin.auth)
+    token_id = r.json()["items"][0]["id"]
+    assert r.json()["items"][0]["status"] == "expired"
+    r = await client.delete(f"/v1/plans/{plan.plan_id}/tokens/{token_id}",
+                            headers=plan.admin.auth)
+    assert r.status_code == 204
+
+    r = await client.delete(f"/v1/plans/{plan.plan_id}/token-expiration",
+                            headers=plan.admin.auth)
+    assert r.status_code == 204
+    restored = await introspect(client, creds, keep.token)
+    assert restored["active"] is True and "exp" not in restored
+    assert await introspect(client, creds, revoke.token) == {"active": False}
+
+
+async def test_months_are_calendar_months(client, plan, clock) -> None:
+    creds = await create_gateway_client(client, plan)
+    clock.set(clock.now().replace(month=1, day=31, hour=9, minute=0))
+    user = await plan.add_user()
+    await set_period(client, plan, 1, "months")
+    answer = await introspect(client, creds, user.token)
+    expected = clock.now().replace(month=2, day=28)
+    assert answer["exp"] == int(expected.timestamp())
+    clock.set(expected - timedelta(seconds=1))
+    assert (await introspect(client, creds, user.token))["active"] is True
+    clock.set(expected)
+    assert await introspect(client, creds, user.token) == {"active": False}
+
+
+async def test_preview_counts_buckets(client, plan, clock) -> None:
+    await plan.add_user()  # generated at T0, like the admin's token
+    clock.advance(days=3)
+    await plan.add_user()  # T0 + 3 d
+    clock.advance(days=27)
+    await plan.add_user()  # T0 + 30 d = now
+    r = await client.post(f"/v1/plans/{plan.plan_id}/token-expiration/preview",
+                          json={"value": 30, "unit": "days"}, headers=plan.admin.auth)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # Generated at T0 (the admin's and the first): 30 days is now. T0 + 3 d: in 3 days.
+    assert body["expire_immediately"] == 2
+    assert body["expire_within_7_days"] == 1
+    assert body["expire_later"] == 1
+    assert body["never_expire"] == 0
+    # Nothing changed: a preview is only a preview.
+    r = await client.get(f"/v1/plans/{plan.plan_id}/token-expiration", headers=plan.admin.auth)
+    assert r.json()["period"] is None
+
+
+async def test_only_admins_of_the_plan_manage_it(client, plan, other_plan) -> None:
+    member = await plan.add_user("member")
+    url = f"/v1/plans/{plan.plan_id}/token-expiration"
+    body = {"value": 1, "unit": "days"}
+    r = await client.put(url, json=body, headers=member.auth)
+    assert r.status_code == 403 and r.json()["error"] == "admin_required"
+    r = await client.put(url, json=body, headers=other_plan.admin.auth)
+    missing = await client.put(url.replace(str(plan.plan_id),
+                                           "00000000-0000-4000-8000-000000000000"),
+                               json=body, headers=other_plan.admin.auth)
+    assert r.status_code == missing.status_code == 404
+    assert r.json() == missing.json()
+    for path in ("tokens", "users"):
+        r = await client.get(f"/v1/plans/{plan.plan_id}/{path}", headers=other_plan.admin.auth)
+        assert r.status_code == 404
+    r = await client.get(url, headers=plan.admin.auth)
+    assert r.json()["period"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"value": 1, "unit": "weeks"}, 422, "invalid_request"),
+        ({"value": 0, "unit": "days"}, 422, "invalid_period"),
+        ({"value": -3, "unit": "days"}, 422, "invalid_period"),
+        ({"value": 101, "unit": "years"}, 422, "invalid_period"),
+        ({"value": 1201, "unit": "months"}, 422, "invalid_period"),
+        ({"value": "90", "unit": "days"}, 422, "invalid_request"),
+        ({"value": 1.5, "unit": "days"}, 422, "invalid_request"),
+        ({"value": 90}, 422, "invalid_request"),
+        ({"value": 90, "unit": "days", "role": "member"}, 422, "per_plan_only"),
+        ({"value": 90, "unit": "days", "user_id": "x"}, 422, "per_plan_only"),
+        ({"value": 90, "unit": "days", "token_id": "x"}, 422, "per_plan_only"),
+        ([1, 2], 422, "invalid_request"),
+    ],
+)
+async def test_bad_periods_are_refused_clearly(client, plan, body, status, code) -> None:
+    r = await client.put(f"/v1/plans/{plan.plan_id}/token-expiration", json=body,
+                         headers=plan.admin.auth)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code
+    assert r.json()["message"]
+    r = await client.get(f"/v1/plans/{plan.plan_id}/token-expiration", headers=plan.admin.auth)
+    assert r.json()["period"] is None  # nothing was changed by a refused request
+
+
+async def test_policy_changes_are_audited_and_rewrite_no_token(client, plan, database) -> None:
+    from sqlalchemy import select
+
+    from app.audit.models import AuditEvent
+    from app.db import make_sessionmaker
+    from app.tokens.models import Token
+
+    maker = make_sessionmaker(database.engine)
+    async with maker() as s:
+        before = (await s.execute(select(Token.issued_at, Token.expires_at)
+                                  .where(Token.plan_id == plan.plan_id))).all()
+    await set_period(client, plan, 2, "years")
+    async with maker() as s:
+        after = (await s.execute(select(Token.issued_at, Token.expires_at)
+                                 .where(Token.plan_id == plan.plan_id))).all()
+        events = (await s.execute(select(AuditEvent.action, AuditEvent.detail)
+                                  .where(AuditEvent.plan_id == plan.plan_id))).all()
+    assert before == after
+    assert ("plan.period_set", {"period": "2 years"}) in [(a, d) for a, d in events]
