@@ -1,0 +1,315 @@
+"""An in-process cache of token facts, kept true across replicas by PostgreSQL LISTEN/NOTIFY.
+
+Rule 3 and "Storage and scale" of DESIGN.md: a revoked token, a period change or an integration's
+review or installation change must stop working on every replica within a stated bound.
+
+- What is cached is the *facts* of a found token (`StoredToken`), never a verdict: the verdict is
+  recomputed per request from the facts and the clock, so expiry needs no invalidation. Unknown
+  tokens are never cached, so a token issued a moment ago is never refused from the cache.
+- A service that changes check facts calls `changed(session, ...)` inside its transaction. It
+  evicts at once on this process, again right after the commit (so a read racing the commit
+  cannot put old facts back), and sends `pg_notify('tessera_invalidate', ...)`, which PostgreSQL
+  delivers to every replica's listener at commit (and drops on rollback).
+- The cache answers only while this process's listener is known to be healthy: its heartbeat
+  succeeded within the last `token_cache_bound_seconds` (default 1 s). A lost or silent listener
+  connection therefore disables and clears the cache within the bound (fail safe); the listener
+  reconnects by itself. So the bound on a stale answer is `token_cache_bound_seconds`.
+- A read that began before any eviction may not store what it read (a generation counter).
+- On SQLite there is no NOTIFY; the cache stays off there (no listener, no answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from app.tokens import repository
+from app.tokens.repository import StoredToken
+
+log = logging.getLogger("tessera.cache")
+
+CHANNEL = "tessera_invalidate"
+# pg_notify payloads are limited to 8000 bytes; past this many ids the whole cache is cleared.
+_MAX_IDS_IN_PAYLOAD = 100
+_PENDING = "tessera_cache_pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """What changed. Every key given evicts every cached token it names (a union)."""
+
+    token_ids: frozenset[uuid.UUID] = frozenset()
+    plan_id: uuid.UUID | None = None
+    integration_id: uuid.UUID | None = None
+    family_id: uuid.UUID | None = None
+    everything: bool = False
+
+    def payload(self) -> str:
+        if self.everything or len(self.token_ids) > _MAX_IDS_IN_PAYLOAD:
+            return json.dumps({"all": True})
+        body: dict[str, object] = {}
+        if self.token_ids:
+            body["t"] = sorted(str(t) for t in self.token_ids)
+        for name, value in (("p", self.plan_id), ("i", self.integration_id),
+                            ("f", self.family_id)):
+            if value is not None:
+                body[name] = str(value)
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_payload(cls, payload: str) -> Keys:
+        """A payload this module wrote. Anything unreadable clears everything (fail safe)."""
+        try:
+            body = json.loads(payload)
+            if body.get("all"):
+                return cls(everything=True)
+
+            def _id(name: str) -> uuid.UUID | None:
+                return uuid.UUID(body[name]) if body.get(name) else None
+
+            return cls(frozenset(uuid.UUID(t) for t in body.get("t", ())), _id("p"), _id("i"),
+                       _id("f"))
+        except (ValueError, TypeError, AttributeError):
+            return cls(everything=True)
+
+
+@dataclass(eq=False)
+class TokenCache:
+    """A bounded LRU map digest -> StoredToken with secondary indexes for eviction."""
+
+    size: int
+    bound_seconds: float = 1.0
+    generation: int = 0
+    _entries: OrderedDict[str, StoredToken] = field(default_factory=OrderedDict)
+    _by_id: dict[uuid.UUID, str] = field(default_factory=dict)
+    _by_plan: dict[uuid.UUID, set[str]] = field(default_factory=dict)
+    _by_integration: dict[uuid.UUID, set[str]] = field(default_factory=dict)
+    _by_family: dict[uuid.UUID, set[str]] = field(default_factory=dict)
+    # Monotonic time until which answers may be served; moved on by each listener heartbeat.
+    _fresh_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        _caches.add(self)
+
+    # -- health ---------------------------------------------------------------------------
+    @property
+    def serving(self) -> bool:
+        return self.size > 0 and time.monotonic() < self._fresh_until
+
+    def heartbeat(self, sent_at: float) -> None:
+        """The listener's connection answered a query sent at `sent_at` (monotonic): every
+        notification committed before then has been delivered, so answers stay good until
+        `sent_at + bound`."""
+        self._fresh_until = max(self._fresh_until, sent_at + self.bound_seconds)
+
+    def disable(self) -> None:
+        self._fresh_until = 0.0
+        self.clear()
+
+    # -- reads and writes -----------------------------------------------------------------
+    def get(self, digest: str) -> StoredToken | None:
+        if not self.serving:
+            return None
+        stored = self._entries.get(digest)
+        if stored is not None:
+            self._entries.move_to_end(digest)
+        return stored
+
+    def put(self, digest: str, stored: StoredToken, generation: int) -> None:
+        """Store facts read from the database, unless anything was evicted since the read
+        began (`generation` is `self.generation` taken before the read)."""
+        if generation != self.generation or not self.serving or digest in self._entries:
+            return
+        self._entries[digest] = stored
+        self._by_id[stored.id] = digest
+        _index(self._by_plan, stored.plan_id, digest)
+        _index(self._by_integration, stored.integration_id, digest)
+        _index(self._by_family, stored.family_id, digest)
+        while len(self._entries) > self.size:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def evict(self, keys: Keys) -> None:
+        self.generation += 1
+        if keys.everything:
+            self.clear()
+            return
+        doomed: set[str] = set()
+        for token_id in keys.token_ids:
+            if (digest := self._by_id.get(token_id)) is not None:
+                doomed.add(digest)
+        for index, key in ((self._by_plan, keys.plan_id),
+                           (self._by_integration, keys.integration_id),
+                           (self._by_family, keys.family_id)):
+            if key is not None:
+                doomed.update(index.get(key, ()))
+        for digest in doomed:
+            self._drop(digest)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+        self._by_id.clear()
+        self._by_plan.clear()
+        self._by_integration.clear()
+        self._by_family.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, digest: str) -> None:
+        stored = self._entries.pop(digest, None)
+        if stored is None:
+            return
+        self._by_id.pop(stored.id, None)
+        _unindex(self._by_plan, stored.plan_id, digest)
+        _unindex(self._by_integration, stored.integration_id, digest)
+        _unindex(self._by_family, stored.family_id, digest)
+
+
+def _index(index: dict[uuid.UUID, set[str]], key: uuid.UUID | None, digest: str) -> None:
+    if key is not None:
+        index.setdefault(key, set()).add(digest)
+
+
+def _unindex(index: dict[uuid.UUID, set[str]], key: uuid.UUID | None, digest: str) -> None:
+    if key is not None and (digests := index.get(key)) is not None:
+        digests.discard(digest)
+        if not digests:
+            del index[key]
+
+
+# Every cache of this process: a change evicts from all of them (several apps share a process
+# in tests; evicting too much is always safe).
+_caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+
+
+def _evict_everywhere(keys: Keys) -> None:
+    for cache in list(_caches):
+        cache.evict(keys)
+
+
+async def find_by_digest(cache: TokenCache | None, session: AsyncSession,
+                         digest: str) -> StoredToken | None:
+    """`repository.find_by_digest` through the cache. Only found tokens are cached."""
+    if cache is None:
+        return await repository.find_by_digest(session, digest)
+    stored = cache.get(digest)
+    if stored is not None:
+        return stored
+    generation = cache.generation
+    stored = await repository.find_by_digest(session, digest)
+    if stored is not None:
+        cache.put(digest, stored, generation)
+    return stored
+
+
+async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),
+                  plan_id: uuid.UUID | None = None, integration_id: uuid.UUID | None = None,
+                  family_id: uuid.UUID | None = None, everything: bool = False) -> None:
+    """Call inside the transaction that changes what a token check reads.
+
+    Pass what changed: revoked or rotated tokens (`token_ids`, or a whole refresh `family_id`),
+    a plan's period (`plan_id`), an integration's review, exception or installation
+    (`integration_id`). Evicts on this process now and after the commit; on PostgreSQL the
+    NOTIFY reaches every replica when the transaction commits, and never if it rolls back.
+    """
+    keys = Keys(frozenset(token_ids), plan_id, integration_id, family_id, everything)
+    _evict_everywhere(keys)
+    session.info.setdefault(_PENDING, []).append(keys)
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                              {"channel": CHANNEL, "payload": keys.payload()})
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    # A read that ran between the first eviction and the commit may have stored old facts.
+    for keys in session.info.pop(_PENDING, ()):
+        _evict_everywhere(keys)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+class Listener:
+    """LISTENs on its own connection (not the pool's), evicts on NOTIFY and keeps the cache's
+    heartbeat. Any failure disables the cache and reconnects after a pause."""
+
+    def __init__(self, cache: TokenCache, dsn: str, *, heartbeat_seconds: float = 0.25,
+                 retry_seconds: float = 0.5) -> None:
+        self.cache = cache
+        self.dsn = dsn
+        self.heartbeat_seconds = heartbeat_seconds
+        self.retry_seconds = retry_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    @classmethod
+    def for_engine(cls, cache: TokenCache, engine: AsyncEngine, **kwargs: float) -> Listener | None:
+        """A listener for a PostgreSQL engine; None (cache stays off) for any other store."""
+        if engine.dialect.name != "postgresql" or cache.size <= 0:
+            return None
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return cls(cache, dsn, **kwargs)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tessera-cache-listener")
+
+    async def stop(self) -> None:
+        self.cache.disable()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        _evict_everywhere(Keys.from_payload(payload))
+
+    def _lost(self, _conn: object) -> None:
+        self.cache.disable()
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=self.retry_seconds * 4)
+                conn.add_termination_listener(self._lost)
+                await conn.add_listener(CHANNEL, self._notified)
+                # Whatever was missed while we were away is unknown: start empty.
+                self.cache.clear()
+                self.connected.set()
+                log.info("token cache listener connected")
+                while True:
+                    sent_at = time.monotonic()
+                    await conn.fetchval("SELECT 1", timeout=self.cache.bound_seconds)
+                    self.cache.heartbeat(sent_at)
+                    await asyncio.sleep(self.heartbeat_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: disable, wait, reconnect
+                self.cache.disable()
+                self.connected.clear()
+                log.warning("token cache listener lost (%s); cache off until it reconnects",
+                            type(exc).__name__)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(self.retry_seconds)
