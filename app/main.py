@@ -15,6 +15,8 @@ from app.api.responses import JSON
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
+from app.oauth2.metadata import metadata as authorization_server_metadata
+from app.tokens.cache import Listener, TokenCache
 
 log = logging.getLogger("tessera")
 
@@ -24,9 +26,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     settings = settings or get_settings()
     engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
 
+    token_cache = TokenCache(settings.token_cache_size, settings.token_cache_bound_seconds)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The cache answers only while its LISTEN/NOTIFY listener is healthy (PostgreSQL only).
+        listener = Listener.for_engine(
+            token_cache, engine, heartbeat_seconds=settings.token_cache_heartbeat_seconds)
+        if listener is not None:
+            listener.start()
         yield
+        if listener is not None:
+            await listener.stop()
         await engine.dispose()
 
     app = FastAPI(
@@ -40,19 +51,26 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.clock = clock or SystemClock()
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.metadata = authorization_server_metadata(settings)
+    app.state.token_cache = token_cache
 
     errors.install(app)
 
     app.add_middleware(JSONBodiesOnly)
 
+    from app.gateway.endpoints import router as gateway_router
     from app.integrations.endpoints import router as integrations_router
+    from app.oauth2.authorize import router as authorize_router
     from app.oauth2.introspection import router as introspection_router
+    from app.oauth2.metadata import router as metadata_router
+    from app.oauth2.token_endpoint import router as token_router
     from app.plans.endpoints import router as plans_router
     from app.tokens.endpoints import router as tokens_router
     from app.users.endpoints import router as users_router
 
+    app.include_router(gateway_router)
     for router in (plans_router, tokens_router, users_router, integrations_router,
-                   introspection_router):
+                   introspection_router, token_router, authorize_router, metadata_router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

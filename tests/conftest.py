@@ -113,7 +113,7 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(database: Database) -> Settings:
-    return Settings(database_url=database.url, issuer="http://tessera.test",
+    return Settings(database_url=database.url, issuer="https://tessera.test",
                     secret_key="test-secret-key-for-signing-cookies")
 
 
@@ -125,7 +125,7 @@ def app(settings: Settings, clock: FrozenClock, database: Database):  # noqa: AN
 @pytest.fixture
 async def client(app) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
     transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://tessera.test") as c:
+    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
         yield c
 
 

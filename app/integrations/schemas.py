@@ -70,3 +70,11 @@ class IntegrationOut(BaseModel):
 
 class IssuedIntegrationOut(IntegrationOut):
     client_secret: str | None = Field(description="shown this once; null for public clients")
+
+
+class IntegrationTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    scopes: list[str] | None = Field(default=None, description="default: all of the "
+                                     "integration's permissions")

@@ -16,7 +16,8 @@ from app.credentials import SecretKind
 from app.integrations.models import Integration
 from app.oauth2 import clients
 from app.oauth2.requests import read_form
-from app.tokens import repository
+from app.tokens import cache as token_cache
+from app.tokens.cache import TokenCache
 from app.tokens.rules import TokenKind, check
 
 router = APIRouter(tags=["oauth2"])
@@ -27,12 +28,12 @@ _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,
 
 
 async def introspect(session: AsyncSession, caller: Integration, token: str,
-                     now: datetime) -> dict[str, Any]:
+                     now: datetime, cache: TokenCache | None = None) -> dict[str, Any]:
     """§2.2: `active` plus metadata for a live token; `{"active": false}` and nothing else for
     any token that is unknown, malformed, revoked, expired, refused, or of another plan."""
     if credentials.kind_of(token) not in _TOKEN_KINDS:
         return INACTIVE
-    stored = await repository.find_by_digest(session, credentials.digest(token))
+    stored = await token_cache.find_by_digest(cache, session, credentials.digest(token))
     # Rule 9: a plan's own client sees only its plan's tokens; a platform client sees all.
     if stored is None or (caller.plan_id is not None and caller.plan_id != stored.plan_id):
         return INACTIVE
@@ -66,4 +67,6 @@ async def introspection_endpoint(request: Request, session: Session, now: Now) -
     token = form.get("token")
     if not token:
         raise InvalidRequestError(description="the 'token' parameter is required")
-    return JSON(await introspect(session, client.integration, token, now), headers=NO_STORE)
+    answer = await introspect(session, client.integration, token, now,
+                              request.app.state.token_cache)
+    return JSON(answer, headers=NO_STORE)

@@ -1,0 +1,56 @@
+"""`/oauth2/token` (RFC 6749 §3.2) and `/oauth2/revoke` (RFC 7009)."""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedGrantTypeError
+from fastapi import APIRouter, Request
+
+from app import credentials
+from app.api.deps import AppSettings, Now, Session
+from app.api.responses import JSON, NO_STORE
+from app.oauth2 import clients, grants
+from app.oauth2.requests import read_form
+from app.tokens import repository
+from app.tokens import service as tokens
+
+router = APIRouter(tags=["oauth2"])
+
+GRANTS = {
+    "authorization_code": grants.authorization_code,
+    "refresh_token": grants.refresh_token,
+    "client_credentials": grants.client_credentials,
+}
+
+
+@router.post("/oauth2/token")
+async def token_endpoint(request: Request, session: Session, settings: AppSettings,
+                         now: Now) -> JSON:
+    form = await read_form(request)
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise InvalidRequestError(description="the 'grant_type' parameter is required")
+    grant = GRANTS.get(grant_type)
+    if grant is None:
+        raise UnsupportedGrantTypeError(grant_type)
+    # Public clients (no secret) may redeem codes and refresh: PKCE binds them instead.
+    client = await clients.authenticate(request, session, form,
+                                        allow_public=grant_type != "client_credentials")
+    issued = await grant(session, settings, client.integration, form, now)
+    return JSON(issued.body(), headers=NO_STORE)
+
+
+@router.post("/oauth2/revoke")
+async def revocation_endpoint(request: Request, session: Session, now: Now) -> JSON:
+    """§2.1: the client revokes one of its own tokens; revoking a refresh token revokes its
+    grant. §2.2: the answer is 200 whether or not the token was valid."""
+    form = await read_form(request)
+    client = await clients.authenticate(request, session, form, allow_public=True)
+    token = form.get("token")
+    if not token:
+        raise InvalidRequestError(description="the 'token' parameter is required")
+    if credentials.kind_of(token) is not None:
+        stored = await repository.find_by_digest(session, credentials.digest(token))
+        if stored is not None and stored.integration_id == client.integration.id:
+            await tokens.revoke(session, stored, actor=f"integration:{client.integration.id}",
+                                reason="revoked by the client", now=now)
+    return JSON({}, headers=NO_STORE)
