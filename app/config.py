@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     # Days before a token's effective expiry that its owner is told.
     notice_lead_days: int = Field(default=7, ge=1, le=365)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # In-process cache of token facts (app/tokens/cache.py); 0 turns it off. PostgreSQL only.
+    token_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
+    # The longest a cached answer may outlive a change made on another replica: the cache serves
+    # only while its LISTEN connection answered a heartbeat within this many seconds.
+    token_cache_bound_seconds: float = Field(default=1.0, gt=0, le=60)
+    token_cache_heartbeat_seconds: float = Field(default=0.25, gt=0, le=30)
     log_level: str = "info"
     # Cookies marked Secure; turn off only for plain-http local runs.
     secure_cookies: bool = False

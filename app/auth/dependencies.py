@@ -15,7 +15,8 @@ from app.auth.principal import Principal
 from app.credentials import SecretKind
 from app.errors import Forbidden, Unauthorized
 from app.operators.models import Operator
-from app.tokens import repository
+from app.tokens import cache as token_cache
+from app.tokens.cache import TokenCache
 from app.tokens.rules import Inactive, TokenKind, check
 from app.users.models import User
 
@@ -33,7 +34,8 @@ def bearer_credential(request: Request) -> str:
     return value
 
 
-async def principal_from_token(session: Session, secret: str, now: Now) -> Principal:
+async def principal_from_token(session: Session, secret: str, now: Now,
+                               cache: TokenCache | None = None) -> Principal:
     kind = credentials.kind_of(secret)
     if kind is None:
         raise Unauthorized("the token is malformed (bad format or checksum)")
@@ -46,7 +48,7 @@ async def principal_from_token(session: Session, secret: str, now: Now) -> Princ
         return Principal(kind="operator", operator_id=op)
     if kind not in _BEARER_KINDS:
         raise Unauthorized("this kind of token is not a bearer credential")
-    stored = await repository.find_by_digest(session, digest)
+    stored = await token_cache.find_by_digest(cache, session, digest)
     if stored is None:
         raise Unauthorized("unknown token")
     verdict = check(stored.facts, now)
@@ -69,7 +71,8 @@ async def principal_from_token(session: Session, secret: str, now: Now) -> Princ
 
 
 async def current_principal(request: Request, session: Session, now: Now) -> Principal:
-    return await principal_from_token(session, bearer_credential(request), now)
+    return await principal_from_token(session, bearer_credential(request), now,
+                                      request.app.state.token_cache)
 
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:

@@ -20,6 +20,7 @@ from app.plans.expiry import (
     plan_period,
 )
 from app.plans.models import Plan
+from app.tokens import cache
 from app.tokens.models import Token
 
 
@@ -45,6 +46,7 @@ async def set_period(session: AsyncSession, plan_id: uuid.UUID, period: Period,
     plan.policy_updated_at = now
     await audit.record(session, actor.actor, "plan.period_set", plan_id, "plan", plan_id, now,
                        previous=before.describe() if before else None, period=period.describe())
+    await cache.changed(session, plan_id=plan_id)
     return plan
 
 
@@ -56,6 +58,7 @@ async def remove_period(session: AsyncSession, plan_id: uuid.UUID, actor: Princi
     plan.policy_updated_at = now
     await audit.record(session, actor.actor, "plan.period_removed", plan_id, "plan", plan_id, now,
                        previous=before.describe() if before else None)
+    await cache.changed(session, plan_id=plan_id)
     return plan
 
 

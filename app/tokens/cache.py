@@ -265,7 +265,9 @@ class Listener:
         if engine.dialect.name != "postgresql" or cache.size <= 0:
             return None
         dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(cache, dsn, **kwargs)
+        # At least two heartbeats per bound, so one slow answer does not switch the cache off.
+        heartbeat = min(kwargs.pop("heartbeat_seconds", 0.25), cache.bound_seconds / 2)
+        return cls(cache, dsn, heartbeat_seconds=heartbeat, **kwargs)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tessera-cache-listener")

@@ -12,7 +12,7 @@ from app import credentials
 from app.audit import service as audit
 from app.credentials import SecretKind
 from app.errors import NotFound
-from app.tokens import repository
+from app.tokens import cache, repository
 from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 from app.tokens.rules import TokenKind
@@ -49,11 +49,14 @@ async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reas
                  now: datetime) -> None:
     """Revoke a token. A refresh token takes its whole grant (family) with it (RFC 7009 §2.1)."""
     condition = Token.id == stored.id
+    family_id = None
     if stored.kind == TokenKind.refresh and stored.family_id is not None:
         condition = or_(condition, Token.family_id == stored.family_id)
+        family_id = stored.family_id
     await session.execute(
         update(Token).where(condition, Token.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason, revoked_by=actor)
     )
+    await cache.changed(session, token_ids=[stored.id], family_id=family_id)
     await audit.record(session, actor, "token.revoked", stored.plan_id, "token", stored.id, now,
                        reason=reason, kind=stored.kind)

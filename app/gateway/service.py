@@ -1,0 +1,160 @@
+"""The forward-auth decision: may this request's bearer token pass the gateway?
+
+Rule 3 (an expired or revoked token stops at once), rule 6 (integration access) and RFC 6750 §3
+(`WWW-Authenticate` challenges): the token's facts come from `app.tokens.repository` (through the
+cache of `app.tokens.cache`) and its verdict from `app.tokens.rules.check`; nothing here restates
+a rule. A gateway treats 2xx as "pass" and 401/403 as "refuse", so every refusal is one of those;
+a database that cannot be reached raises, and the error mapping answers 503 (fail closed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import credentials
+from app.credentials import SecretKind
+from app.tokens import cache as token_cache
+from app.tokens.cache import TokenCache
+from app.tokens.repository import StoredToken
+from app.tokens.rules import Inactive, TokenKind, check
+
+# Refresh tokens are not bearer credentials (RFC 6749 §1.5); operator tokens are for /v1 only.
+_BEARER_KINDS = frozenset({SecretKind.personal, SecretKind.integration, SecretKind.access})
+# RFC 6749 §3.3: scope-token = 1*NQCHAR. Checked before a scope is echoed in a header.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# Personal tokens carry every permission of their user; the header says so with one "*".
+ALL_SCOPES = "*"
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to the gateway: a status, headers for it (identity or challenge) and a body
+    in the project's one error shape when refused."""
+
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class BadScope(ValueError):
+    """The gateway asked for a required scope that is not an RFC 6749 scope token."""
+
+
+def required_scopes(*sources: str | None) -> frozenset[str]:
+    """Every scope named by the query parameter(s) and `X-Required-Scope` header(s): all of them
+    are required. Raises `BadScope` on anything that is not a scope token."""
+    scopes: set[str] = set()
+    for source in sources:
+        if not source:
+            continue
+        for scope in source.replace(",", " ").split():
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                raise BadScope("a required scope is not a valid scope token")
+            scopes.add(scope)
+    return frozenset(scopes)
+
+
+def _challenge(error: str | None, description: str, **params: str) -> dict[str, str]:
+    # Every value put here is ours or a validated scope token: nothing to escape.
+    parts = ['Bearer realm="tessera"']
+    if error:
+        parts.append(f'error="{error}"')
+        parts.append(f'error_description="{description}"')
+    parts.extend(f'{k}="{v}"' for k, v in params.items())
+    return {"WWW-Authenticate": ", ".join(parts), **_NO_STORE}
+
+
+def _refuse(status: int, code: str, message: str, challenge_error: str | None,
+            challenge: dict[str, str] | None = None, **extra: Any) -> Decision:
+    headers = _challenge(challenge_error, message, **(challenge or {}))
+    return Decision(status, headers, {"error": code, "message": message, **extra})
+
+
+def unauthorized(message: str) -> Decision:
+    return _refuse(401, "invalid_token", message, "invalid_token")
+
+
+def missing_token() -> Decision:
+    """RFC 6750 §3.1: a request with no credentials gets a challenge without an error code."""
+    return _refuse(401, "missing_token", "a bearer token is required", None)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), or None."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        return None
+    return value
+
+
+def _identity(stored: StoredToken, expiry: datetime | None) -> Decision:
+    scopes = ALL_SCOPES if stored.kind == TokenKind.personal else stored.scopes
+    subject = str(stored.user_id) if stored.user_id else (stored.client_id or "")
+    headers = {
+        "X-Tessera-Subject": subject,
+        "X-Tessera-Plan": str(stored.plan_id),
+        "X-Tessera-Scopes": scopes,
+        "X-Tessera-Token-Kind": stored.kind,
+        **_NO_STORE,
+    }
+    body: dict[str, Any] = {"active": True, "subject": subject, "plan": headers["X-Tessera-Plan"],
+                            "scopes": scopes, "token_kind": stored.kind}
+    if stored.client_id:
+        headers["X-Tessera-Client"] = body["client"] = stored.client_id
+    if expiry is not None:
+        headers["X-Tessera-Expires-At"] = body["expires_at"] = expiry.isoformat()
+    return Decision(200, headers, body)
+
+
+def judge(stored: StoredToken | None, required: frozenset[str], now: datetime) -> Decision:
+    """The decision for a looked-up token: pure, from its facts and the clock."""
+    if stored is None:
+        return unauthorized("unknown token")
+    verdict = check(stored.facts, now)
+    if not verdict.active:
+        if verdict.reason is Inactive.integration_refused and verdict.access is not None:
+            access = verdict.access
+            deadline = access.deadline.isoformat() if access.deadline else None
+            decision = _refuse(403, "integration_refused", f"refused: {access.describe()}",
+                               "integration_refused", rule=str(access.rule), deadline=deadline)
+            decision.headers["X-Tessera-Refusal-Rule"] = str(access.rule)
+            if deadline:
+                decision.headers["X-Tessera-Review-Deadline"] = deadline
+            return decision
+        return unauthorized(f"the token is {verdict.reason}")
+    if required and stored.kind != TokenKind.personal:
+        missing = required - frozenset(stored.scopes.split())
+        if missing:
+            needed = " ".join(sorted(required))
+            return _refuse(403, "insufficient_scope", "the token lacks a required scope",
+                           "insufficient_scope", {"scope": needed},
+                           required_scope=needed)
+    return _identity(stored, verdict.expiry)
+
+
+async def decide(authorization: str | None, required: frozenset[str], now: datetime, *,
+                 cache: TokenCache | None,
+                 sessionmaker: async_sessionmaker[AsyncSession]) -> Decision:
+    """Forward-auth for one request. A cache hit touches no database; a miss reads one row."""
+    if not authorization:
+        return missing_token()
+    secret = bearer_token(authorization)
+    if secret is None:
+        return unauthorized("expected 'Authorization: Bearer <token>'")
+    if credentials.kind_of(secret) not in _BEARER_KINDS:
+        return unauthorized("the token is malformed or not a bearer token")
+    digest = credentials.digest(secret)
+    stored = cache.get(digest) if cache is not None else None
+    if stored is None:
+        async with sessionmaker() as session:
+            stored = await token_cache.find_by_digest(cache, session, digest)
+    return judge(stored, required, now)
