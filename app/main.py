@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
 
     app.add_middleware(JSONBodiesOnly)
 
+    from app.audit.endpoints import router as audit_router
     from app.gateway.endpoints import router as gateway_router
     from app.integrations.endpoints import router as integrations_router
     from app.oauth2.authorize import router as authorize_router
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
 
     app.include_router(gateway_router)
     for router in (plans_router, tokens_router, users_router, integrations_router,
-                   introspection_router, token_router, authorize_router, metadata_router):
+                   introspection_router, token_router, authorize_router, metadata_router,
+                   audit_router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

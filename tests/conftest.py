@@ -21,11 +21,14 @@ import httpx2
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import credentials
 from app.cli import migrate
 from app.clock import FrozenClock
 from app.config import Settings
+from app.credentials import SecretKind
 from app.db import make_engine, make_sessionmaker, session_scope
 from app.main import create_app
+from app.operators.models import Operator
 from app.plans.models import Plan
 from app.tokens import service as tokens
 from app.tokens.rules import TokenKind
@@ -196,3 +199,22 @@ async def other_plan(database: Database, clock: FrozenClock) -> PlanFixture:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+async def operator(database, clock) -> dict[str, str]:
+    secret = credentials.generate(SecretKind.operator)
+    async with session_scope(make_sessionmaker(database.engine)) as s:
+        s.add(Operator(id=uuid.uuid4(), email=f"ops-{uuid.uuid4().hex[:8]}@example.com",
+                       token_digest=credentials.digest(secret),
+                       token_hint=credentials.hint(secret), created_at=clock.now()))
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+async def browser(app):  # noqa: ANN001, ANN201
+    from tests.oauth2.browser import Browser
+
+    b = Browser(app)
+    yield b
+    await b.close()

@@ -13,13 +13,20 @@ from sqlalchemy import select
 from app.api.deps import AppSettings, Now, Session
 from app.auth.dependencies import CurrentPrincipal
 from app.errors import InvalidRequest, NotFound
-from app.integrations import service
+from app.integrations import lifecycle, service
 from app.integrations.models import Integration
 from app.integrations.schemas import (
+    ExceptionIn,
+    InstallationOut,
     IntegrationIn,
     IntegrationOut,
     IntegrationTokenIn,
     IssuedIntegrationOut,
+    JudgementIn,
+    ReportIn,
+    ReportOut,
+    ReviewIn,
+    ReviewOut,
 )
 from app.oauth2 import scopes as catalogue
 from app.tokens import repository
@@ -81,3 +88,110 @@ async def generate_integration_token(
     await session.flush()
     stored = await repository.find_by_id(session, token.id)
     return IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret)
+
+
+# --- the platform review (operators) --------------------------------------------------------
+
+@router.get("/v1/integrations/{integration_id}", response_model=ReviewOut)
+async def read_integration(integration_id: uuid.UUID, principal: CurrentPrincipal,
+                           session: Session):
+    principal.require_operator()
+    return lifecycle.review_out(await service.get(session, integration_id))
+
+
+@router.put("/v1/integrations/{integration_id}/review", response_model=ReviewOut)
+async def change_review(integration_id: uuid.UUID, body: ReviewIn, principal: CurrentPrincipal,
+                        session: Session, now: Now):
+    principal.require_operator()
+    integ = await lifecycle.set_review(session, integration_id, body, actor=principal.actor,
+                                       now=now)
+    return lifecycle.review_out(integ)
+
+
+@router.put("/v1/integrations/{integration_id}/exception", response_model=ReviewOut)
+async def grant_exception(integration_id: uuid.UUID, body: ExceptionIn,
+                          principal: CurrentPrincipal, session: Session, now: Now):
+    principal.require_operator()
+    integ = await lifecycle.set_exception(session, integration_id, body.until,
+                                          actor=principal.actor, now=now)
+    return lifecycle.review_out(integ)
+
+
+@router.delete("/v1/integrations/{integration_id}/exception", response_model=ReviewOut)
+async def withdraw_exception(integration_id: uuid.UUID, principal: CurrentPrincipal,
+                             session: Session, now: Now):
+    principal.require_operator()
+    integ = await lifecycle.set_exception(session, integration_id, None, actor=principal.actor,
+                                          now=now)
+    return lifecycle.review_out(integ)
+
+
+@router.put("/v1/integrations/{integration_id}/judgement", response_model=ReviewOut)
+async def judge_third_party(integration_id: uuid.UUID, body: JudgementIn,
+                            principal: CurrentPrincipal, session: Session, now: Now):
+    principal.require_operator()
+    integ = await lifecycle.judge(session, integration_id, body, actor=principal.actor, now=now)
+    return lifecycle.review_out(integ)
+
+
+@router.delete("/v1/integrations/{integration_id}/judgement", response_model=ReviewOut)
+async def withdraw_judgement(integration_id: uuid.UUID, principal: CurrentPrincipal,
+                             session: Session, now: Now):
+    principal.require_operator()
+    integ = await lifecycle.judge(session, integration_id, None, actor=principal.actor, now=now)
+    return lifecycle.review_out(integ)
+
+
+@router.get("/v1/integrations/{integration_id}/reports", response_model=list[ReportOut])
+async def list_reports(integration_id: uuid.UUID, principal: CurrentPrincipal,
+                       session: Session):
+    principal.require_operator()
+    await service.get(session, integration_id)
+    return await lifecycle.reports(session, integration_id)
+
+
+# --- installations (plan admins) ------------------------------------------------------------
+
+@router.get("/v1/plans/{plan_id}/integrations", response_model=list[InstallationOut])
+async def list_plan_integrations(plan_id: uuid.UUID, principal: CurrentPrincipal,
+                                 session: Session, now: Now):
+    """Every integration enabled in the plan, those needing attention first."""
+    principal.require_plan_admin(plan_id, write=False)
+    return await lifecycle.list_for_plan(session, plan_id, now)
+
+
+@router.post("/v1/plans/{plan_id}/integrations/{integration_id}/deactivate",
+             response_model=InstallationOut)
+async def deactivate_installation(plan_id: uuid.UUID, integration_id: uuid.UUID,
+                                  principal: CurrentPrincipal, session: Session, now: Now):
+    principal.require_plan_admin(plan_id, write=True)
+    return await lifecycle.deactivate(session, plan_id, integration_id, actor=principal.actor,
+                                      now=now, reason="deactivated by a plan admin")
+
+
+@router.post("/v1/plans/{plan_id}/integrations/{integration_id}/reactivate",
+             response_model=InstallationOut)
+async def reactivate_installation(plan_id: uuid.UUID, integration_id: uuid.UUID,
+                                  principal: CurrentPrincipal, session: Session, now: Now):
+    principal.require_plan_admin(plan_id, write=True)
+    return await lifecycle.reactivate(session, plan_id, integration_id, actor=principal.actor,
+                                      now=now)
+
+
+@router.post("/v1/plans/{plan_id}/integrations/{integration_id}/confirm-keep",
+             response_model=InstallationOut)
+async def confirm_keep_installation(plan_id: uuid.UUID, integration_id: uuid.UUID,
+                                    principal: CurrentPrincipal, session: Session, now: Now):
+    principal.require_plan_admin(plan_id, write=True)
+    return await lifecycle.confirm_keep(session, plan_id, integration_id,
+                                        user_id=principal.user_id, actor=principal.actor,
+                                        now=now)
+
+
+@router.post("/v1/plans/{plan_id}/integrations/{integration_id}/reports", status_code=201,
+             response_model=ReportOut)
+async def report_misjudgement(plan_id: uuid.UUID, integration_id: uuid.UUID, body: ReportIn,
+                              principal: CurrentPrincipal, session: Session, now: Now):
+    principal.require_plan_admin(plan_id, write=True)
+    return await lifecycle.report_misjudgement(session, plan_id, integration_id, body.message,
+                                               actor=principal.actor, now=now)

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from app.oauth2 import scopes as catalogue
 
@@ -78,3 +78,80 @@ class IntegrationTokenIn(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     scopes: list[str] | None = Field(default=None, description="default: all of the "
                                      "integration's permissions")
+
+
+class ReviewIn(BaseModel):
+    """An operator's change to a review: status, deadline, and the steps recorded as done."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["not_reviewed", "in_review", "approved", "not_approved", "revoked"] | None \
+        = None
+    deadline: AwareDatetime | None = None
+    steps: dict[Literal["business_verification", "terms_accepted", "review",
+                        "penetration_test", "security_questionnaire"], bool] | None = None
+    note: str | None = Field(default=None, max_length=500)
+
+
+class ExceptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    until: AwareDatetime
+
+
+class JudgementIn(BaseModel):
+    """The platform judges a custom integration to be operated by a third party."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deactivate_at: AwareDatetime
+    review_deadline: AwareDatetime | None = Field(
+        default=None, description="until when it may work unapproved; default deactivate_at")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class ReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=2000)
+
+
+class AccessOut(BaseModel):
+    allowed: bool
+    rule: str | None
+    deadline: datetime | None
+    description: str
+
+
+class ReviewOut(IntegrationOut):
+    review_steps: dict[str, dict]
+    missing_steps: list[str]
+    deactivation_scheduled_at: datetime | None
+
+
+class InstallationOut(BaseModel):
+    integration_id: uuid.UUID
+    client_id: str
+    name: str
+    kind: str
+    judged_third_party: bool
+    data_access: str
+    review_status: str
+    review_deadline: datetime | None
+    exception_until: datetime | None
+    deactivation_scheduled_at: datetime | None
+    state: str
+    deactivated_at: datetime | None
+    deactivation_reason: str | None
+    keep_confirmed_at: datetime | None
+    access: AccessOut
+    needs_attention: bool
+    actions: list[str]
+
+
+class ReportOut(BaseModel):
+    integration_id: uuid.UUID
+    plan_id: uuid.UUID | None
+    reported_by: str
+    message: str
+    reported_at: datetime

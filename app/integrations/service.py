@@ -13,8 +13,18 @@ from app import credentials
 from app.audit import service as audit
 from app.credentials import SecretKind
 from app.errors import NotFound
+from app.integrations.access import IntegrationFacts
 from app.integrations.models import Installation, Integration
 from app.integrations.schemas import IntegrationIn, IntegrationOut
+
+
+def facts_of(integ: Integration) -> IntegrationFacts:
+    """What the access decision (rule 6) needs to know of an integration."""
+    return IntegrationFacts(
+        kind=integ.kind, review_status=integ.review_status,
+        review_deadline=integ.review_deadline, exception_until=integ.exception_until,
+        data_access=integ.data_access, judged_third_party=integ.judged_third_party_at is not None,
+    )
 
 
 def new_client_id() -> str:

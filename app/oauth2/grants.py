@@ -28,8 +28,9 @@ from app import credentials
 from app.config import Settings
 from app.credentials import SecretKind
 from app.integrations import service as integrations
-from app.integrations.access import Access, IntegrationFacts, decide
+from app.integrations.access import Access, decide
 from app.integrations.models import Installation, Integration
+from app.integrations.service import facts_of
 from app.oauth2 import scopes as catalogue
 from app.oauth2.models import AuthorizationCode
 from app.tokens import cache, repository
@@ -59,14 +60,6 @@ async def persist_before_refusing(session: AsyncSession) -> None:
     """A security reaction (revoking a replayed grant) must outlive the error response, which
     otherwise rolls the request's transaction back."""
     await session.commit()
-
-
-def facts_of(integ: Integration) -> IntegrationFacts:
-    return IntegrationFacts(
-        kind=integ.kind, review_status=integ.review_status,
-        review_deadline=integ.review_deadline, exception_until=integ.exception_until,
-        data_access=integ.data_access, judged_third_party=integ.judged_third_party_at is not None,
-    )
 
 
 async def access_in_plan(session: AsyncSession, integ: Integration, plan_id: uuid.UUID,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from app import credentials
 from app.api.deps import AppSettings, Now, Session
 from app.api.responses import JSON, NO_STORE
+from app.integrations.access import Access, ReviewStatus, Rule
 from app.oauth2 import clients, grants
 from app.oauth2.requests import read_form
 from app.tokens import repository
@@ -35,6 +36,9 @@ async def token_endpoint(request: Request, session: Session, settings: AppSettin
     # Public clients (no secret) may redeem codes and refresh: PKCE binds them instead.
     client = await clients.authenticate(request, session, form,
                                         allow_public=grant_type != "client_credentials")
+    if client.integration.review_status == ReviewStatus.revoked:
+        # Rule 6: a revoked review refuses every call, whatever the plan or grant.
+        raise grants.refuse(Access(False, Rule.review_revoked))
     issued = await grant(session, settings, client.integration, form, now)
     return JSON(issued.body(), headers=NO_STORE)
 

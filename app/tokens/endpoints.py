@@ -14,7 +14,13 @@ from app.errors import NotFound, Unauthorized
 from app.tokens import repository, service
 from app.tokens.models import Token
 from app.tokens.rules import TokenKind
-from app.tokens.schemas import IssuedTokenOut, PersonalTokenIn, TokenList, TokenOut
+from app.tokens.schemas import (
+    IssuedTokenOut,
+    PersonalTokenIn,
+    TokenList,
+    TokenOut,
+    TokenStatusOut,
+)
 from app.users import service as users
 
 router = APIRouter(tags=["tokens"])
@@ -103,3 +109,23 @@ async def revoke_plan_token(plan_id: uuid.UUID, token_id: uuid.UUID, request: Re
     await service.revoke(session, stored, actor=principal.actor,
                          reason="revoked by a plan admin", now=now)
     return Response(status_code=204)
+
+
+@router.get("/v1/me/tokens/{token_id}/status", response_model=TokenStatusOut)
+async def personal_token_status(token_id: uuid.UUID, request: Request, session: Session,
+                                now: Now):
+    """Why is my token (not) active: expired under which period, revoked by whom, refused by
+    which integration rule."""
+    principal = await current_principal(request, session, now)
+    user_id = principal.require_user()
+    principal.require_scope("tokens:read")
+    stored = await service.get_in_plan(session, principal.plan_id, token_id, user_id=user_id)
+    return TokenStatusOut.of(stored, now)
+
+
+@router.get("/v1/plans/{plan_id}/tokens/{token_id}/status", response_model=TokenStatusOut)
+async def plan_token_status(plan_id: uuid.UUID, token_id: uuid.UUID, request: Request,
+                            session: Session, now: Now):
+    principal = await current_principal(request, session, now)
+    principal.require_plan_admin(plan_id, write=False)
+    return TokenStatusOut.of(await service.get_in_plan(session, plan_id, token_id), now)

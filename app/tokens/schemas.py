@@ -5,8 +5,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.plans.expiry import add_period
 from app.tokens.repository import StoredToken
-from app.tokens.rules import check
+from app.tokens.rules import Inactive, check
 
 
 class PersonalTokenIn(BaseModel):
@@ -51,3 +52,52 @@ class TokenList(BaseModel):
     items: list[TokenOut]
     limit: int
     offset: int
+
+
+class TokenStatusOut(BaseModel):
+    """Why a token is, or is not, active: the answer a user or admin asks for."""
+
+    id: uuid.UUID
+    active: bool
+    status: str
+    expires_at: datetime | None
+    explanation: str
+    expired_since: datetime | None = None
+    period: str | None = Field(default=None, description="the plan period that applied")
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoked_reason: str | None = None
+    rule: str | None = Field(default=None, description="the integration rule that refused it")
+    deadline: datetime | None = None
+
+    @classmethod
+    def of(cls, stored: StoredToken, now: datetime) -> TokenStatusOut:
+        v = check(stored.facts, now)
+        base = {"id": stored.id, "active": v.active, "expires_at": v.expiry,
+                "status": "active" if v.active else str(v.reason)}
+        period = stored.facts.period
+        if v.active:
+            text = (f"active until {v.expiry.isoformat()}" if v.expiry else
+                    "active; it does not expire unless revoked")
+            return cls(**base, explanation=text, period=period.describe() if period else None)
+        match v.reason:
+            case Inactive.revoked:
+                return cls(**base, revoked_at=stored.revoked_at, revoked_by=stored.revoked_by,
+                           revoked_reason=stored.revoked_reason,
+                           explanation=f"revoked at {stored.revoked_at.isoformat()} by "
+                                       f"{stored.revoked_by}: {stored.revoked_reason}")
+            case Inactive.rotated:
+                return cls(**base, explanation="this refresh token was exchanged for a new one")
+            case Inactive.expired:
+                by_policy = period is not None and v.expiry == add_period(stored.issued_at,
+                                                                          period)
+                text = (f"expired at {v.expiry.isoformat()} under the plan's expiration period "
+                        f"of {period.describe()}, counted from its generation at "
+                        f"{stored.issued_at.isoformat()}" if by_policy and period else
+                        f"its own lifetime ended at {v.expiry.isoformat()}")
+                return cls(**base, expired_since=v.expiry, explanation=text,
+                           period=period.describe() if by_policy and period else None)
+        access = v.access
+        return cls(**base, rule=access.rule if access else None,
+                   deadline=access.deadline if access else None,
+                   explanation=f"refused: {access.describe()}" if access else "refused")

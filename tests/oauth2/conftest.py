@@ -1,15 +1,8 @@
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 import pytest
-
-from app import credentials
-from app.credentials import SecretKind
-from app.db import make_sessionmaker, session_scope
-from app.operators.models import Operator
-from tests.oauth2.browser import Browser
 
 REDIRECT = "https://app.example.com/callback"
 
@@ -20,23 +13,6 @@ class Registered:
     client_id: str
     client_secret: str | None
     redirect_uri: str = REDIRECT
-
-
-@pytest.fixture
-async def operator(database, clock) -> dict[str, str]:
-    secret = credentials.generate(SecretKind.operator)
-    async with session_scope(make_sessionmaker(database.engine)) as s:
-        s.add(Operator(id=uuid.uuid4(), email=f"ops-{uuid.uuid4().hex[:8]}@example.com",
-                       token_digest=credentials.digest(secret),
-                       token_hint=credentials.hint(secret), created_at=clock.now()))
-    return {"Authorization": f"Bearer {secret}"}
-
-
-@pytest.fixture
-async def browser(app):  # noqa: ANN001, ANN201
-    b = Browser(app)
-    yield b
-    await b.close()
 
 
 async def register_custom(client, plan, **extra) -> Registered:  # noqa: ANN001

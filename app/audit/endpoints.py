@@ -1,0 +1,77 @@
+"""`GET /v1/plans/{plan_id}/audit`: the plan's audit trail, newest first, by cursor."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy import and_, or_, select
+
+from app.api.deps import Session
+from app.audit.models import AuditEvent
+from app.auth.dependencies import CurrentPrincipal
+from app.errors import InvalidRequest
+from app.integrations.models import Installation
+
+router = APIRouter(tags=["audit"])
+
+
+class AuditEventOut(BaseModel):
+    id: uuid.UUID
+    occurred_at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_cursor: str | None
+
+
+def _cursor(event: AuditEvent) -> str:
+    return base64.urlsafe_b64encode(
+        f"{event.occurred_at.isoformat()}|{event.id}".encode()).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the cursor is not one this API gave out",
+                             code="invalid_cursor") from None
+
+
+@router.get("/v1/plans/{plan_id}/audit", response_model=AuditPage)
+async def plan_audit(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                     cursor: Annotated[str | None, Query(max_length=200)] = None):
+    """The plan's own events, and the platform's decisions on integrations installed in it."""
+    principal.require_plan_admin(plan_id, write=False)
+    installed = select(Installation.integration_id).where(Installation.plan_id == plan_id)
+    installed_ids = [str(i) for i in (await session.execute(installed)).scalars()]
+    condition = or_(AuditEvent.plan_id == plan_id,
+                    and_(AuditEvent.plan_id.is_(None), AuditEvent.target_type == "integration",
+                         AuditEvent.target_id.in_(installed_ids)))
+    query = select(AuditEvent).where(condition)
+    if cursor:
+        at, ident = _parse_cursor(cursor)
+        query = query.where(or_(AuditEvent.occurred_at < at,
+                                and_(AuditEvent.occurred_at == at, AuditEvent.id < ident)))
+    rows = list((await session.execute(
+        query.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc()).limit(limit + 1)
+    )).scalars())
+    page = rows[:limit]
+    return AuditPage(
+        items=[AuditEventOut(id=e.id, occurred_at=e.occurred_at, actor=e.actor, action=e.action,
+                             target_type=e.target_type, target_id=e.target_id, detail=e.detail)
+               for e in page],
+        next_cursor=_cursor(page[-1]) if len(rows) > limit else None,
+    )

@@ -1,0 +1,218 @@
+"""The review lifecycle: operators review, except and judge integrations; plan admins manage
+their installations. Every change is an audit event and reaches every replica's cache."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import service as audit
+from app.audit.models import AuditEvent
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.integrations import review
+from app.integrations.access import Access, decide
+from app.integrations.models import Installation, Integration
+from app.integrations.schemas import (
+    AccessOut,
+    InstallationOut,
+    JudgementIn,
+    ReportOut,
+    ReviewIn,
+    ReviewOut,
+)
+from app.integrations.service import facts_of, get, out
+from app.tokens import cache
+
+REPORT_ACTION = "integration.misjudgement_reported"
+
+
+def review_out(integ: Integration) -> ReviewOut:
+    return ReviewOut(**out(integ).model_dump(), review_steps=integ.review_steps or {},
+                     missing_steps=review.missing_steps(integ.data_access,
+                                                        integ.review_steps or {}),
+                     deactivation_scheduled_at=integ.deactivation_scheduled_at)
+
+
+async def _changed(session: AsyncSession, integ: Integration, actor: str, action: str,
+                   now: datetime, **detail: object) -> None:
+    await audit.record(session, actor, action, integ.plan_id, "integration", integ.id, now,
+                       **detail)
+    await cache.changed(session, integration_id=integ.id)
+
+
+async def set_review(session: AsyncSession, integration_id: uuid.UUID, body: ReviewIn, *,
+                     actor: str, now: datetime) -> Integration:
+    integ = await get(session, integration_id)
+    steps = dict(integ.review_steps or {})
+    for step, done in (body.steps or {}).items():
+        if done:
+            steps.setdefault(step, {"done_at": now.isoformat(), "by": actor})
+        else:
+            steps.pop(step, None)
+    if body.status == "approved":
+        missing = review.missing_steps(integ.data_access, steps)
+        if missing:
+            raise InvalidRequest("approval needs every review step recorded as done",
+                                 code="review_incomplete", missing=missing)
+    before = (integ.review_status, integ.review_deadline)
+    integ.review_steps = steps
+    if body.status is not None:
+        integ.review_status = body.status
+    if body.deadline is not None:
+        integ.review_deadline = body.deadline
+    await _changed(session, integ, actor, "integration.review_changed", now,
+                   previous_status=before[0], status=integ.review_status,
+                   previous_deadline=before[1].isoformat() if before[1] else None,
+                   deadline=integ.review_deadline.isoformat() if integ.review_deadline else None,
+                   steps=sorted(steps), note=body.note)
+    return integ
+
+
+async def set_exception(session: AsyncSession, integration_id: uuid.UUID,
+                        until: datetime | None, *, actor: str, now: datetime) -> Integration:
+    integ = await get(session, integration_id)
+    if until is not None and not review.exception_allowed(integ.data_access):
+        raise InvalidRequest("integrations with extended data access cannot hold an exception",
+                             code="exception_not_allowed")
+    integ.exception_until = until
+    await _changed(session, integ, actor, "integration.exception_set" if until else
+                   "integration.exception_removed", now,
+                   until=until.isoformat() if until else None)
+    return integ
+
+
+async def judge(session: AsyncSession, integration_id: uuid.UUID, body: JudgementIn | None, *,
+                actor: str, now: datetime) -> Integration:
+    """Judge (or, with None, un-judge) a custom integration as operated by a third party."""
+    integ = await get(session, integration_id)
+    if integ.kind != "custom":
+        raise InvalidRequest("only custom integrations are judged; third-party ones are "
+                             "reviewed as such", code="not_custom")
+    if body is None:
+        integ.judged_third_party_at = None
+        integ.deactivation_scheduled_at = None
+        await _changed(session, integ, actor, "integration.judgement_withdrawn", now)
+        return integ
+    integ.judged_third_party_at = now
+    integ.deactivation_scheduled_at = body.deactivate_at
+    integ.review_deadline = body.review_deadline or body.deactivate_at
+    await _changed(session, integ, actor, "integration.judged_third_party", now,
+                   deactivate_at=body.deactivate_at.isoformat(),
+                   review_deadline=integ.review_deadline.isoformat(), note=body.note)
+    return integ
+
+
+async def reports(session: AsyncSession, integration_id: uuid.UUID) -> list[ReportOut]:
+    rows = (await session.execute(
+        select(AuditEvent).where(AuditEvent.action == REPORT_ACTION,
+                                 AuditEvent.target_id == str(integration_id))
+        .order_by(AuditEvent.occurred_at.desc()))).scalars()
+    return [ReportOut(integration_id=integration_id, plan_id=e.plan_id, reported_by=e.actor,
+                      message=e.detail.get("message", ""), reported_at=e.occurred_at)
+            for e in rows]
+
+
+# --- a plan admin's side -------------------------------------------------------------------
+
+async def _installed(session: AsyncSession, plan_id: uuid.UUID,
+                     integration_id: uuid.UUID) -> tuple[Integration, Installation]:
+    row = (await session.execute(
+        select(Integration, Installation)
+        .join(Installation, Installation.integration_id == Integration.id)
+        .where(Installation.plan_id == plan_id, Integration.id == integration_id)
+    )).first()
+    if row is None:
+        raise NotFound("no such integration in this plan")
+    return row[0], row[1]
+
+
+def _access_out(access: Access) -> AccessOut:
+    return AccessOut(allowed=access.allowed, rule=access.rule, deadline=access.deadline,
+                     description=access.describe())
+
+
+def installation_out(integ: Integration, inst: Installation, now: datetime) -> InstallationOut:
+    facts = facts_of(integ)
+    return InstallationOut(
+        integration_id=integ.id, client_id=integ.client_id, name=integ.name, kind=integ.kind,
+        judged_third_party=facts.judged_third_party, data_access=integ.data_access,
+        review_status=integ.review_status, review_deadline=integ.review_deadline,
+        exception_until=integ.exception_until,
+        deactivation_scheduled_at=integ.deactivation_scheduled_at, state=inst.state,
+        deactivated_at=inst.deactivated_at, deactivation_reason=inst.deactivation_reason,
+        keep_confirmed_at=inst.keep_confirmed_at,
+        access=_access_out(decide(facts, inst.state, now)),
+        needs_attention=review.needs_attention(facts, inst.state, now),
+        actions=review.admin_actions(facts, inst.state, inst.keep_confirmed_at is not None, now,
+                                     kind=integ.kind),
+    )
+
+
+async def list_for_plan(session: AsyncSession, plan_id: uuid.UUID,
+                        now: datetime) -> list[InstallationOut]:
+    rows = (await session.execute(
+        select(Integration, Installation)
+        .join(Installation, Installation.integration_id == Integration.id)
+        .where(Installation.plan_id == plan_id))).all()
+    views = [installation_out(i, inst, now) for i, inst in rows]
+    far = datetime.max.replace(tzinfo=now.tzinfo)
+    # Those needing attention first, the nearest deadline first among them.
+    return sorted(views, key=lambda v: (not v.needs_attention, v.review_deadline or far, v.name))
+
+
+async def deactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID, *,
+                     actor: str, now: datetime, reason: str) -> InstallationOut:
+    integ, inst = await _installed(session, plan_id, integration_id)
+    if inst.state != "deactivated":
+        inst.state, inst.deactivated_at = "deactivated", now
+        inst.deactivated_by, inst.deactivation_reason = actor, reason
+        await audit.record(session, actor, "installation.deactivated", plan_id, "integration",
+                           integ.id, now, reason=reason)
+        await cache.changed(session, integration_id=integ.id)
+    return installation_out(integ, inst, now)
+
+
+async def reactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID, *,
+                     actor: str, now: datetime) -> InstallationOut:
+    integ, inst = await _installed(session, plan_id, integration_id)
+    if inst.state == "deactivated":
+        if not review.may_reactivate(facts_of(integ), now):
+            raise Conflict("the review deadline has passed; the installation can no longer be "
+                           "reactivated", code="reactivation_deadline_passed",
+                           deadline=integ.review_deadline.isoformat()
+                           if integ.review_deadline else None)
+        inst.state, inst.deactivated_at = "active", None
+        inst.deactivated_by = inst.deactivation_reason = None
+        await audit.record(session, actor, "installation.reactivated", plan_id, "integration",
+                           integ.id, now)
+        await cache.changed(session, integration_id=integ.id)
+    return installation_out(integ, inst, now)
+
+
+async def confirm_keep(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID,
+                       *, user_id: uuid.UUID | None, actor: str,
+                       now: datetime) -> InstallationOut:
+    integ, inst = await _installed(session, plan_id, integration_id)
+    if integ.judged_third_party_at is None:
+        raise InvalidRequest("only an integration judged third-party needs confirming",
+                             code="not_judged")
+    inst.keep_confirmed_at, inst.keep_confirmed_by = now, user_id
+    await audit.record(session, actor, "installation.keep_confirmed", plan_id, "integration",
+                       integ.id, now)
+    return installation_out(integ, inst, now)
+
+
+async def report_misjudgement(session: AsyncSession, plan_id: uuid.UUID,
+                              integration_id: uuid.UUID, message: str, *, actor: str,
+                              now: datetime) -> ReportOut:
+    integ, _inst = await _installed(session, plan_id, integration_id)
+    if integ.kind != "custom" or integ.judged_third_party_at is None:
+        raise InvalidRequest("only a custom integration judged third-party can be reported",
+                             code="not_judged")
+    await audit.record(session, actor, REPORT_ACTION, plan_id, "integration", integ.id, now,
+                       message=message)
+    return ReportOut(integration_id=integ.id, plan_id=plan_id, reported_by=actor,
+                     message=message, reported_at=now)
