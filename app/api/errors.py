@@ -61,11 +61,24 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+# PostgreSQL SQLSTATEs that mean "the database is not there for us", whatever the statement:
+# connection exceptions (class 08), operator intervention (57P01 admin shutdown, 57P02 crash
+# shutdown, 57P03 cannot connect now, 57P04 database dropped), too many connections.
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300")
+
+
 def _is_db_outage(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES):
+            return True
+        # No statement: the error came from opening a connection, so there is none to be had
+        # (e.g. 55000 'database "x" is not currently accepting connections', 3D000 no database).
+        return exc.statement is None
     return isinstance(exc, ConnectionError | TimeoutError | OSError)
 
 

@@ -41,6 +41,7 @@ from app.tokens.repository import StoredToken
 log = logging.getLogger("tessera.cache")
 
 CHANNEL = "tessera_invalidate"
+APP_NAME = "tessera-cache-listener"  # how the listener's connection shows in pg_stat_activity
 # pg_notify payloads are limited to 8000 bytes; past this many ids the whole cache is cleared.
 _MAX_IDS_IN_PAYLOAD = 100
 _PENDING = "tessera_cache_pending"
@@ -285,19 +286,23 @@ class Listener:
 
     def _lost(self, _conn: object) -> None:
         self.cache.disable()
+        self.connected.clear()
 
     async def _run(self) -> None:
         import asyncpg
 
+        failures = 0
         while True:
             conn = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=self.retry_seconds * 4)
+                conn = await asyncpg.connect(self.dsn, timeout=max(self.retry_seconds * 4, 2),
+                                             server_settings={"application_name": APP_NAME})
                 conn.add_termination_listener(self._lost)
                 await conn.add_listener(CHANNEL, self._notified)
                 # Whatever was missed while we were away is unknown: start empty.
                 self.cache.clear()
                 self.connected.set()
+                failures = 0
                 log.info("token cache listener connected")
                 while True:
                     sent_at = time.monotonic()
@@ -309,9 +314,12 @@ class Listener:
             except Exception as exc:  # noqa: BLE001 - any failure: disable, wait, reconnect
                 self.cache.disable()
                 self.connected.clear()
-                log.warning("token cache listener lost (%s); cache off until it reconnects",
-                            type(exc).__name__)
+                failures += 1
+                if failures == 1:  # once per outage, not once per retry
+                    log.warning("token cache listener lost (%s); cache off until it reconnects",
+                                type(exc).__name__)
             finally:
                 if conn is not None:
                     conn.terminate()
-            await asyncio.sleep(self.retry_seconds)
+            # Back off up to 4x while the database stays away; the cache is off meanwhile.
+            await asyncio.sleep(self.retry_seconds * min(failures, 4))
