@@ -4,6 +4,8 @@ BIN     := $(VENV)/bin
 PYTHON  ?= python3
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
+# The issuer (and the base URL printed in the first-run examples) follows the port.
+export TESSERA_ISSUER ?= http://localhost:$(PORT)
 
 .PHONY: run test lint bench install clean
 
