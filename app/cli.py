@@ -58,6 +58,16 @@ def _create_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from app.worker.loop import main as worker_main
+
+    logging.basicConfig(level=get_settings().log_level.upper(),
+                        format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    return asyncio.run(worker_main(get_settings(), once=args.once))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -95,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     op = sub.add_parser("create-operator", help="create a platform operator and its token")
     op.add_argument("--email", required=True)
     op.set_defaults(func=_create_operator)
+
+    work = sub.add_parser("worker", help="run the background jobs (expiry notices, scheduled "
+                          "deactivations); safe on any number of replicas")
+    work.add_argument("--once", action="store_true", help="run one cycle and exit")
+    work.set_defaults(func=_worker)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -24,6 +24,19 @@ class Settings(BaseSettings):
     review_period_days: int = Field(default=30, ge=1, le=3650)
     # Days before a token's effective expiry that its owner is told.
     notice_lead_days: int = Field(default=7, ge=1, le=365)
+    # Outgoing mail (expiry notices). No host: mail is written to the log instead of sent.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False  # upgrade with STARTTLS (usually port 587)
+    smtp_tls: bool = False  # implicit TLS from the first byte (usually port 465)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Tessera <tessera@localhost>"
+    smtp_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    # The background worker (`tessera worker`, or inside `tessera serve` when enabled).
+    worker_interval_seconds: float = Field(default=60, gt=0, le=86400)
+    worker_batch_size: int = Field(default=500, ge=1, le=10_000)
+    run_worker_in_serve: bool = False
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # In-process cache of token facts (app/tokens/cache.py); 0 turns it off. PostgreSQL only.
     token_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)

@@ -35,7 +35,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             token_cache, engine, heartbeat_seconds=settings.token_cache_heartbeat_seconds)
         if listener is not None:
             listener.start()
-        yield
+        if settings.run_worker_in_serve:  # the background jobs in this process too
+            from app.worker.loop import in_background
+
+            async with in_background(_app.state.sessionmaker, _app.state.clock,
+                                     settings) as reports:
+                _app.state.worker_reports = reports
+                yield
+        else:
+            yield
         if listener is not None:
             await listener.stop()
         await engine.dispose()

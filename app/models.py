@@ -3,6 +3,7 @@
 from app.audit.models import AuditEvent
 from app.db import Base
 from app.integrations.models import Installation, Integration
+from app.notifications.models import OutboxMessage
 from app.oauth2.models import AuthorizationCode
 from app.operators.models import Operator
 from app.plans.models import Plan
@@ -16,6 +17,7 @@ __all__ = [
     "Installation",
     "Integration",
     "Operator",
+    "OutboxMessage",
     "Plan",
     "Token",
     "User",

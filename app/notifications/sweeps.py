@@ -1,0 +1,275 @@
+"""The expiry sweeps: find the tokens a notice is due for, and mark expired tokens, by index
+ranges rather than by reading every token.
+
+Rule 1 is computed when a token is checked, so a period change rewrites no row (rule 2). The
+sweeps invert it instead: for a plan's period, `latest_issue_expired_by(period, t)` is the latest
+generation time of a token expired by `t`, so "expired by now" and "expiring within the lead
+time" are ranges over `issued_at` in the `(plan_id, issued_at)` order. Tokens with an intrinsic
+lifetime are ranges over `expires_at`. The arithmetic itself stays in `app.plans.expiry`.
+
+Plans are grouped by period (equal durations together), so a cycle runs a handful of queries
+per distinct period, not per plan. The partial indexes of `app.notifications.models` hold only
+live personal and integration tokens (not revoked, not yet marked expired), so a cycle costs
+what changed since the last one.
+
+- `unmark_unexpired`: a longer or removed period brings tokens back to life (rule 4); their
+  `expired_at` mark is cleared so that they are swept again, and noticed again, later.
+- `mark_expired`: sets `expired_at` (the effective expiry) on expired tokens in batches, and
+  writes their "expired" notice in the same transaction. Checks never read `expired_at`.
+- `enqueue_expiring`: writes the "expiring" notice of tokens whose effective expiry falls within
+  `notice_lead_days`, unless one exists for the same token and period (an anti-join).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, bindparam, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import session_scope
+from app.integrations.models import Integration
+from app.notifications import outbox
+from app.notifications.messages import NoticeFacts, NoticeKind, compose, period_key
+from app.notifications.models import LIVE, LIVE_INTRINSIC, MARKED, OutboxMessage
+from app.plans.expiry import (
+    Period,
+    effective_expiry,
+    is_expired,
+    latest_issue_expired_by,
+    plan_period,
+)
+from app.plans.models import Plan
+from app.tokens.models import Token
+from app.users.models import User
+
+# Plans per query (an IN list).
+PLAN_CHUNK = 1000
+# A token found expired long after it stopped working (a first run over an old database, a
+# worker stopped for weeks) is marked without an "expired" notice: its owner learnt long ago.
+EXPIRED_NOTICE_HORIZON = timedelta(days=30)
+
+
+@dataclass
+class PlanGroup:
+    """Plans whose periods are equal durations: one threshold, one query."""
+
+    key: str
+    period: Period | None
+    plan_ids: list[uuid.UUID] = field(default_factory=list)
+
+    def chunks(self) -> Iterator[list[uuid.UUID]]:
+        for start in range(0, len(self.plan_ids), PLAN_CHUNK):
+            yield self.plan_ids[start:start + PLAN_CHUNK]
+
+
+async def plan_groups(maker: async_sessionmaker[AsyncSession]) -> list[PlanGroup]:
+    async with maker() as session:
+        rows = (await session.execute(
+            select(Plan.id, Plan.expiration_value, Plan.expiration_unit))).all()
+    groups: dict[str, PlanGroup] = {}
+    for plan_id, value, unit in rows:
+        period = plan_period(value, unit)
+        key = period_key(period)
+        groups.setdefault(key, PlanGroup(key, period)).plan_ids.append(plan_id)
+    return list(groups.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What every sweep needs: when, how much at once, and where new tokens are had."""
+
+    now: datetime
+    batch_size: int
+    base_url: str
+    lead: timedelta = timedelta(days=7)
+
+
+_COLUMNS = (Token.id, Token.kind, Token.plan_id, Token.user_id, Token.created_by,
+            Token.integration_id, Token.name, Token.hint, Token.issued_at, Token.expires_at,
+            Plan.policy_updated_at)
+
+
+def _candidates(*conditions: Any, limit: int):  # noqa: ANN202 - a select
+    """Tokens to look at, locked so that concurrent workers take different ones (PostgreSQL;
+    FOR NO KEY UPDATE does not block the outbox's foreign key checks)."""
+    return (select(*_COLUMNS).join(Plan, Plan.id == Token.plan_id).where(*conditions)
+            .limit(limit).with_for_update(of=Token, skip_locked=True, key_share=True))
+
+
+def _recipient_id(row: Row) -> uuid.UUID | None:
+    """The owner of a personal token; the admin who generated an integration token."""
+    return row.user_id if row.kind == "personal" else row.created_by
+
+
+async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group: PlanGroup,
+                   due: list[tuple[Row, datetime]]) -> list[dict[str, Any]]:
+    """Outbox rows for `due` (token, effective expiry) pairs, their text composed now."""
+    if not due:
+        return []
+    user_ids = {uid for row, _ in due if (uid := _recipient_id(row)) is not None}
+    users = {r[0]: (r[1], r[2]) for r in (await session.execute(
+        select(User.id, User.email, User.name).where(User.id.in_(user_ids)))).all()} \
+        if user_ids else {}
+    integration_ids = {row.integration_id for row, _ in due if row.integration_id}
+    integrations = dict((await session.execute(
+        select(Integration.id, Integration.name).where(Integration.id.in_(integration_ids))
+    )).all()) if integration_ids else {}
+    rows = []
+    for row, expiry in due:
+        email, name = users.get(_recipient_id(row), (None, None))
+        facts = NoticeFacts(
+            kind=kind, token_id=row.id, token_kind=row.kind, token_name=row.name,
+            token_hint=row.hint, plan_id=row.plan_id, issued_at=row.issued_at,
+            expires_at=expiry, period=group.period, recipient_name=name,
+            integration_id=row.integration_id,
+            integration_name=integrations.get(row.integration_id),
+        )
+        message = compose(facts, to=email or "", base_url=sweep.base_url)
+        rows.append({
+            "id": uuid.uuid4(), "token_id": row.id, "kind": kind.value, "expires_at": expiry,
+            "period": group.key, "plan_id": row.plan_id, "recipient": email,
+            "subject": message.subject, "body": message.body,
+            # Written even with nobody to tell, so the sweeps stop looking at the token.
+            "status": "pending" if email else "skipped",
+            "last_error": None if email else "the token has no owner with an email address",
+            "attempts": 0, "next_attempt_at": sweep.now, "claimed_until": None,
+            "claimed_by": None, "created_at": sweep.now, "sent_at": None,
+        })
+    return rows
+
+
+# --- unmark ---------------------------------------------------------------------------------
+
+async def unmark_unexpired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) -> Counter[str]:
+    stats: Counter[str] = Counter()
+    for group in await plan_groups(maker):
+        for chunk in group.chunks():
+            conditions = [MARKED, Token.plan_id.in_(chunk),
+                          or_(Token.expires_at.is_(None), Token.expires_at > sweep.now)]
+            if group.period is not None:
+                conditions.append(
+                    Token.issued_at > latest_issue_expired_by(group.period, sweep.now))
+            while True:
+                async with session_scope(maker) as session:
+                    ids = (await session.execute(
+                        select(Token.id).where(*conditions).limit(sweep.batch_size)
+                        .with_for_update(skip_locked=True, key_share=True))).scalars().all()
+                    if ids:
+                        await session.execute(
+                            update(Token).where(Token.id.in_(ids), MARKED)
+                            .values(expired_at=None)
+                            .execution_options(synchronize_session=False))
+                stats["unmarked"] += len(ids)
+                if len(ids) < sweep.batch_size:
+                    break
+    return stats
+
+
+# --- mark expired, with the "expired" notice --------------------------------------------------
+
+_SET_EXPIRED = (
+    update(Token.__table__)
+    .where(Token.__table__.c.id == bindparam("b_id"), Token.__table__.c.expired_at.is_(None))
+    .values(expired_at=bindparam("b_expired_at"))
+)
+
+
+def _worth_telling(expiry: datetime, policy_updated_at: datetime | None, now: datetime) -> bool:
+    """Did it stop working recently? The later of its expiry and the last period change (which
+    may be what expired it) is when it stopped, at the latest."""
+    stopped = max(expiry, policy_updated_at) if policy_updated_at else expiry
+    return stopped > now - EXPIRED_NOTICE_HORIZON
+
+
+async def _mark_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep, group: PlanGroup,
+                      conditions: list[Any], stats: Counter[str]) -> int:
+    async with session_scope(maker) as session:
+        rows = (await session.execute(
+            _candidates(*conditions, limit=sweep.batch_size))).all()
+        expired = []
+        for row in rows:
+            expiry = effective_expiry(row.issued_at, row.expires_at, group.period)
+            if expiry is not None and is_expired(expiry, sweep.now):
+                expired.append((row, expiry))
+        if expired:
+            await session.execute(_SET_EXPIRED, [{"b_id": row.id, "b_expired_at": expiry}
+                                                 for row, expiry in expired])
+            tell = [(row, e) for row, e in expired
+                    if _worth_telling(e, row.policy_updated_at, sweep.now)]
+            await outbox.enqueue(
+                session, await _notices(session, sweep, NoticeKind.expired, group, tell))
+            stats["notices_expired"] += len(tell)
+        stats["marked_expired"] += len(expired)
+    # Done when the batch was not full, or nothing in it could be marked (a race with a period
+    # change: the next cycle sees the new period).
+    return len(rows) if expired else 0
+
+
+async def mark_expired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) -> Counter[str]:
+    stats: Counter[str] = Counter()
+    for group in await plan_groups(maker):
+        for chunk in group.chunks():
+            ranges = [[LIVE_INTRINSIC, Token.plan_id.in_(chunk), Token.expires_at <= sweep.now]]
+            if group.period is not None:
+                threshold = latest_issue_expired_by(group.period, sweep.now)
+                ranges.append([LIVE, Token.plan_id.in_(chunk), Token.issued_at <= threshold])
+            for conditions in ranges:
+                while await _mark_batch(maker, sweep, group, conditions, stats) \
+                        >= sweep.batch_size:
+                    pass
+    return stats
+
+
+# --- the "expiring" notice ------------------------------------------------------------------
+
+def _not_noticed(group: PlanGroup):  # noqa: ANN202 - a SQL condition
+    """No "expiring" notice yet for this token under this period. For one token and one period
+    the effective expiry is one value, so this matches the outbox's unique key without redoing
+    rule 1's calendar arithmetic in SQL."""
+    return ~exists().where(OutboxMessage.token_id == Token.id,
+                           OutboxMessage.kind == NoticeKind.expiring.value,
+                           OutboxMessage.period == group.key)
+
+
+async def _expiring_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep,
+                          group: PlanGroup, conditions: list[Any], stats: Counter[str]) -> int:
+    soon = sweep.now + sweep.lead
+    async with session_scope(maker) as session:
+        rows = (await session.execute(
+            _candidates(*conditions, _not_noticed(group), limit=sweep.batch_size))).all()
+        due = []
+        for row in rows:
+            expiry = effective_expiry(row.issued_at, row.expires_at, group.period)
+            if expiry is not None and sweep.now < expiry <= soon:
+                due.append((row, expiry))
+        await outbox.enqueue(
+            session, await _notices(session, sweep, NoticeKind.expiring, group, due))
+        stats["notices_expiring"] += len(due)
+    return len(rows) if due else 0
+
+
+async def enqueue_expiring(maker: async_sessionmaker[AsyncSession],
+                           sweep: Sweep) -> Counter[str]:
+    stats: Counter[str] = Counter()
+    soon = sweep.now + sweep.lead
+    for group in await plan_groups(maker):
+        for chunk in group.chunks():
+            ranges = [[LIVE_INTRINSIC, Token.plan_id.in_(chunk), Token.expires_at > sweep.now,
+                       Token.expires_at <= soon]]
+            if group.period is not None:
+                ranges.append([
+                    LIVE, Token.plan_id.in_(chunk),
+                    Token.issued_at > latest_issue_expired_by(group.period, sweep.now),
+                    Token.issued_at <= latest_issue_expired_by(group.period, soon),
+                ])
+            for conditions in ranges:
+                while await _expiring_batch(maker, sweep, group, conditions, stats) \
+                        >= sweep.batch_size:
+                    pass
+    return stats

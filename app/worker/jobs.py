@@ -1,0 +1,80 @@
+"""The worker's jobs, in the order a cycle runs them. Each is safe to run on every replica at
+once: rows are claimed with `FOR UPDATE SKIP LOCKED` and outcomes are keyed uniquely."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clock import Clock
+from app.config import Settings
+from app.notifications import mailer as mail
+from app.notifications import outbox, sweeps
+from app.worker import deactivations
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Context:
+    maker: async_sessionmaker[AsyncSession]
+    clock: Clock
+    settings: Settings
+    mailer: mail.Mailer
+    worker_id: str = field(default_factory=new_worker_id)
+
+    @classmethod
+    def create(cls, maker: async_sessionmaker[AsyncSession], clock: Clock, settings: Settings,
+               *, mailer: mail.Mailer | None = None) -> Context:
+        return cls(maker, clock, settings, mailer or mail.from_settings(settings))
+
+    def sweep(self) -> sweeps.Sweep:
+        return sweeps.Sweep(now=self.clock.now(), batch_size=self.settings.worker_batch_size,
+                            base_url=self.settings.issuer,
+                            lead=timedelta(days=self.settings.notice_lead_days))
+
+
+Job = Callable[[Context], Awaitable[Counter[str]]]
+
+
+async def unmark_unexpired(ctx: Context) -> Counter[str]:
+    return await sweeps.unmark_unexpired(ctx.maker, ctx.sweep())
+
+
+async def mark_expired(ctx: Context) -> Counter[str]:
+    return await sweeps.mark_expired(ctx.maker, ctx.sweep())
+
+
+async def enqueue_expiring(ctx: Context) -> Counter[str]:
+    return await sweeps.enqueue_expiring(ctx.maker, ctx.sweep())
+
+
+async def deliver_notices(ctx: Context) -> Counter[str]:
+    return await outbox.deliver(ctx.maker, ctx.mailer, ctx.clock, worker_id=ctx.worker_id,
+                                smtp_timeout_seconds=ctx.settings.smtp_timeout_seconds,
+                                batch_size=ctx.settings.worker_batch_size)
+
+
+async def deactivate_due(ctx: Context) -> Counter[str]:
+    return await deactivations.deactivate_due(ctx.maker, ctx.clock.now(),
+                                              batch_size=ctx.settings.worker_batch_size)
+
+
+# Unmark before mark, mark (with its "expired" notice) before the "expiring" notices, all of
+# them before delivery, so a period change is mailed about in the cycle that sees it.
+JOBS: list[tuple[str, Job]] = [
+    ("expiry.unmark", unmark_unexpired),
+    ("expiry.mark", mark_expired),
+    ("notices.expiring", enqueue_expiring),
+    ("notices.deliver", deliver_notices),
+    ("integrations.deactivate", deactivate_due),
+]

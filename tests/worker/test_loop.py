@@ -1,0 +1,86 @@
+"""The worker loop, `tessera worker --once`, and the worker inside `tessera serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+
+from app.main import create_app
+from app.worker.loop import run_cycle, run_forever
+from tests.notifications.support import make_worker, worker_settings
+
+
+async def _until(predicate, seconds: float = 10.0) -> None:  # noqa: ANN001
+    """Wait for a worker cycle on another task (never for the clock: that is frozen)."""
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the worker did not run")
+
+
+async def test_a_failing_job_does_not_stop_the_others(database, clock) -> None:
+    async def broken(_ctx):  # noqa: ANN001, ANN202
+        raise RuntimeError("boom")
+
+    async def fine(_ctx):  # noqa: ANN001, ANN202
+        return Counter(done=1)
+
+    report = await run_cycle(make_worker(database, clock, None),
+                             [("broken", broken), ("fine", fine)])
+    assert not report.ok
+    assert report.jobs["broken"].error == "RuntimeError: boom"
+    assert report.jobs["fine"].stats == {"done": 1}
+
+
+async def test_run_forever_cycles_until_stopped(database, clock) -> None:
+    ctx = make_worker(database, clock, None, worker_interval_seconds=0.01)
+    stop, reports = asyncio.Event(), []
+    task = asyncio.create_task(run_forever(ctx, stop, on_cycle=reports))
+    await _until(lambda: len(reports) >= 2)
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    assert all(r.ok for r in reports)
+
+
+async def test_serve_runs_the_worker_when_told(database, clock) -> None:
+    settings = worker_settings(database, None, run_worker_in_serve=True,
+                               worker_interval_seconds=0.01)
+    app = create_app(settings, clock=clock, engine=database.engine)
+    async with app.router.lifespan_context(app):
+        await _until(lambda: len(getattr(app.state, "worker_reports", [])) >= 1)
+        assert app.state.worker_reports[0].ok
+    off = create_app(worker_settings(database, None), clock=clock, engine=database.engine)
+    async with off.router.lifespan_context(off):
+        assert not hasattr(off.state, "worker_reports")
+
+
+def _cli(args: list[str], db: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], text=True,
+                          capture_output=True, timeout=120, check=False,
+                          env={**os.environ, "TESSERA_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+                               **env})
+
+
+def test_worker_once_with_no_smtp_logs_what_it_would_send(tmp_path) -> None:
+    db = tmp_path / "first.db"
+    assert _cli(["migrate"], db).returncode == 0
+    boot = _cli(["bootstrap", "--plan", "First", "--admin-email", "admin@example.com"], db)
+    secret = json.loads(boot.stdout)["admin_token"]
+    with sqlite3.connect(db) as conn:  # a 1-day period, and a token generated 2 days ago
+        conn.execute("UPDATE plans SET expiration_value = 1, expiration_unit = 'days'")
+        conn.execute("UPDATE tokens SET issued_at = datetime(issued_at, '-2 days')")
+    run = _cli(["worker", "--once"], db)
+    assert run.returncode == 0, run.stderr
+    assert "mail not sent (TESSERA_SMTP_HOST is not set)" in run.stderr
+    assert "To: admin@example.com" in run.stderr
+    assert f"ending in {secret[-4:]} has expired" in run.stderr
+    assert "POST http://localhost:8000/v1/me/tokens" in run.stderr
+    assert secret not in run.stderr and secret not in run.stdout
+    again = _cli(["worker", "--once"], db)
+    assert again.returncode == 0 and "mail not sent" not in again.stderr  # sent once
