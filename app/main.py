@@ -77,9 +77,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     from app.tokens.endpoints import router as tokens_router
     from app.users.endpoints import router as users_router
 
+    # The hot paths first: routes are matched in order.
     app.include_router(gateway_router)
+    app.include_router(introspection_router)
+    app.include_router(token_router)
     for router in (plans_router, tokens_router, users_router, integrations_router,
-                   introspection_router, token_router, authorize_router, metadata_router,
+                   authorize_router, metadata_router,
                    audit_router):
         app.include_router(router)
 

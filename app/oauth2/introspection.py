@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +12,6 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
-from app.api.deps import Now, Session
 from app.api.responses import JSON, NO_STORE
 from app.credentials import SecretKind
 from app.integrations.models import Integration
@@ -27,13 +28,27 @@ _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,
                 SecretKind.refresh}
 
 
-async def introspect(session: AsyncSession, caller: Integration, token: str,
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What introspection needs to know of its authenticated caller."""
+
+    integration_id: uuid.UUID
+    plan_id: uuid.UUID | None
+    can_introspect: bool
+
+
+async def introspect(session: AsyncSession, caller: Integration | Caller, token: str,
                      now: datetime, cache: TokenCache | None = None) -> dict[str, Any]:
     """§2.2: `active` plus metadata for a live token; `{"active": false}` and nothing else for
     any token that is unknown, malformed, revoked, expired, refused, or of another plan."""
-    if credentials.kind_of(token) not in _TOKEN_KINDS:
-        return INACTIVE
-    stored = await token_cache.find_by_digest(cache, session, credentials.digest(token))
+    digest = credentials.digest(token)
+    # A cached entry is a stored token, so well formed: the format check is for the way to the
+    # database.
+    stored = cache.get(digest) if cache is not None else None
+    if stored is None:
+        if credentials.kind_of(token) not in _TOKEN_KINDS:
+            return INACTIVE
+        stored = await token_cache.find_by_digest(cache, session, digest)
     # Rule 9: a plan's own client sees only its plan's tokens; a platform client sees all.
     if stored is None or (caller.plan_id is not None and caller.plan_id != stored.plan_id):
         return INACTIVE
@@ -57,16 +72,61 @@ async def introspect(session: AsyncSession, caller: Integration, token: str,
     return answer
 
 
-@router.post("/oauth2/introspect")
-async def introspection_endpoint(request: Request, session: Session, now: Now) -> JSON:
-    form = await read_form(request)
+def _credentials_key(request: Request, form: dict[str, str]) -> str | None:
+    """A digest of the client credentials exactly as presented (Basic header, or client_id and
+    client_secret in the body): the same presentation always authenticates the same way."""
+    header = request.headers.get("authorization")
+    if header and "client_secret" not in form:
+        return credentials.digest(f"basic\0{header}\0{form.get('client_id', '')}")
+    if not header and "client_secret" in form:
+        return credentials.digest(f"post\0{form.get('client_id', '')}\0{form['client_secret']}")
+    return None  # no credentials, or two methods at once: authenticate() says what is wrong
+
+
+async def _caller(request: Request, session: AsyncSession, form: dict[str, str],
+                  cache: TokenCache | None) -> Caller:
+    """§2.1: the caller authenticates as a client (RFC 6749 §2.3.1). Credentials that
+    authenticated before are answered from the cache, evicted with their integration."""
+    key = _credentials_key(request, form) if cache is not None else None
+    if key is not None and (known := cache.get_client(key)) is not None:
+        return known
+    generation = cache.generation if cache is not None else 0
     client = await clients.authenticate(request, session, form, allow_public=False)
-    if not client.integration.can_introspect:
-        raise UnauthorizedClientError(description="this client may not introspect tokens",
-                                      status_code=403)
-    token = form.get("token")
-    if not token:
-        raise InvalidRequestError(description="the 'token' parameter is required")
-    answer = await introspect(session, client.integration, token, now,
-                              request.app.state.token_cache)
+    integ = client.integration
+    caller = Caller(integ.id, integ.plan_id, bool(integ.can_introspect))
+    if key is not None:
+        cache.put_client(key, integ.id, caller, generation)
+    return caller
+
+
+async def introspection_endpoint(request: Request) -> JSON:
+    state = request.app.state
+    form = await read_form(request)
+    now = state.clock.now()
+    cache = state.token_cache
+    # Read-only: a session that is never committed, on autocommit connections (one statement
+    # per read, no BEGIN/ROLLBACK round trips). It takes a connection only when the cache cannot
+    # answer, and only then has anything to give back.
+    session = state.sessionmaker(bind=token_cache.autocommit(state.engine))
+    try:
+        caller = await _caller(request, session, form, cache)
+        if not caller.can_introspect:
+            raise UnauthorizedClientError(description="this client may not introspect tokens",
+                                          status_code=403)
+        token = form.get("token")
+        if not token:
+            raise InvalidRequestError(description="the 'token' parameter is required")
+        answer = await introspect(session, caller, token, now, cache)
+    finally:
+        if session.in_transaction():
+            await session.close()
     return JSON(answer, headers=NO_STORE)
+
+
+# Served by a plain Starlette route, first in the router: the endpoint reads its own form, so
+# FastAPI's dependency solving (and a thread hop for the clock) would only add cost to the
+# hottest call of the service (bench/RESULTS.md). The API route documents it in OpenAPI.
+router.add_route("/oauth2/introspect", introspection_endpoint, methods=["POST"],
+                 include_in_schema=False)
+router.add_api_route("/oauth2/introspect", introspection_endpoint, methods=["POST"],
+                     summary="Token introspection (RFC 7662)")

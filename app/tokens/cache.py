@@ -16,12 +16,16 @@ review or installation change must stop working on every replica within a stated
   reconnects by itself. So the bound on a stale answer is `token_cache_bound_seconds`.
 - A read that began before any eviction may not store what it read (a generation counter).
 - On SQLite there is no NOTIFY; the cache stays off there (no listener, no answers).
+- Beside tokens it keeps the clients that authenticated to introspection, keyed by a digest of
+  the credentials exactly as presented and evicted with their integration: any change to a
+  client's secret or rights must call `changed(session, integration_id=...)`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -30,12 +34,14 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import bindparam, event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from app.tokens import repository
+from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 
 log = logging.getLogger("tessera.cache")
@@ -45,6 +51,7 @@ APP_NAME = "tessera-cache-listener"  # how the listener's connection shows in pg
 # pg_notify payloads are limited to 8000 bytes; past this many ids the whole cache is cleared.
 _MAX_IDS_IN_PAYLOAD = 100
 _PENDING = "tessera_cache_pending"
+_DEAD_AFTER_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,9 @@ class TokenCache:
     _by_plan: dict[uuid.UUID, set[str]] = field(default_factory=dict)
     _by_integration: dict[uuid.UUID, set[str]] = field(default_factory=dict)
     _by_family: dict[uuid.UUID, set[str]] = field(default_factory=dict)
+    # Authenticated clients: digest of the credentials as presented -> what a caller of
+    # introspection needs; evicted with their integration.
+    _clients: OrderedDict[str, tuple[uuid.UUID, Any]] = field(default_factory=OrderedDict)
     # Monotonic time until which answers may be served; moved on by each listener heartbeat.
     _fresh_until: float = 0.0
 
@@ -142,11 +152,30 @@ class TokenCache:
             oldest = next(iter(self._entries))
             self._drop(oldest)
 
+    def get_client(self, key: str) -> Any | None:  # noqa: ANN401
+        """A client that authenticated with exactly these credentials, if cached. `key` is a
+        digest of the credentials as presented, so other (or wrong) ones never match."""
+        if not self.serving:
+            return None
+        entry = self._clients.get(key)
+        return entry[1] if entry is not None else None
+
+    def put_client(self, key: str, integration_id: uuid.UUID, facts: Any,  # noqa: ANN401
+                   generation: int) -> None:
+        if generation != self.generation or not self.serving:
+            return
+        self._clients[key] = (integration_id, facts)
+        while len(self._clients) > self.size:
+            self._clients.popitem(last=False)
+
     def evict(self, keys: Keys) -> None:
         self.generation += 1
         if keys.everything:
             self.clear()
             return
+        if keys.integration_id is not None:
+            for key in [k for k, (i, _f) in self._clients.items() if i == keys.integration_id]:
+                del self._clients[key]
         doomed: set[str] = set()
         for token_id in keys.token_ids:
             if (digest := self._by_id.get(token_id)) is not None:
@@ -166,6 +195,7 @@ class TokenCache:
         self._by_plan.clear()
         self._by_integration.clear()
         self._by_family.clear()
+        self._clients.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -202,17 +232,33 @@ def _evict_everywhere(keys: Keys) -> None:
         cache.evict(keys)
 
 
-async def find_by_digest(cache: TokenCache | None, session: AsyncSession,
+# The repository's check query, built once with a bound parameter: a call then costs neither
+# statement construction nor the computation of its compiled-cache key (bench/RESULTS.md).
+_BY_DIGEST = repository._CHECK_QUERY.where(Token.digest == bindparam("digest"))
+
+
+@functools.lru_cache(maxsize=64)
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine (same pool) for one-statement reads: a single SELECT is consistent on its
+    own, so it needs no BEGIN and ROLLBACK round trips around it."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def _read(db: AsyncSession | AsyncConnection, digest: str) -> StoredToken | None:
+    row = (await db.execute(_BY_DIGEST, {"digest": digest})).first()
+    return repository._stored(tuple(row)) if row is not None else None
+
+
+async def find_by_digest(cache: TokenCache | None, db: AsyncSession | AsyncConnection,
                          digest: str) -> StoredToken | None:
-    """`repository.find_by_digest` through the cache. Only found tokens are cached."""
-    if cache is None:
-        return await repository.find_by_digest(session, digest)
-    stored = cache.get(digest)
+    """`repository.find_by_digest` through the cache, on a session or a connection. Only found
+    tokens are cached."""
+    stored = cache.get(digest) if cache is not None else None
     if stored is not None:
         return stored
-    generation = cache.generation
-    stored = await repository.find_by_digest(session, digest)
-    if stored is not None:
+    generation = cache.generation if cache is not None else 0
+    stored = await _read(db, digest)
+    if stored is not None and cache is not None:
         cache.put(digest, stored, generation)
     return stored
 
@@ -306,7 +352,10 @@ class Listener:
                 log.info("token cache listener connected")
                 while True:
                     sent_at = time.monotonic()
-                    await conn.fetchval("SELECT 1", timeout=self.cache.bound_seconds)
+                    # A slow answer only lets the bound pass (the cache stops answering until
+                    # the next one); notifications are never lost on a live connection, so the
+                    # connection is given up only when it looks dead.
+                    await conn.fetchval("SELECT 1", timeout=_DEAD_AFTER_SECONDS)
                     self.cache.heartbeat(sent_at)
                     await asyncio.sleep(self.heartbeat_seconds)
             except asyncio.CancelledError:

@@ -163,3 +163,21 @@ async def test_notify_reaches_a_listener_only_on_commit(pg) -> None:
         await listener.stop()
     assert not c.serving
 
+
+
+def test_clients_are_cached_by_their_credentials_and_evicted_with_their_integration() -> None:
+    c = serving()
+    integ, other = uuid.uuid4(), uuid.uuid4()
+    c.put_client("key-a", integ, "caller-a", c.generation)
+    c.put_client("key-b", other, "caller-b", c.generation)
+    assert c.get_client("key-a") == "caller-a" and c.get_client("wrong") is None
+    c.evict(Keys(token_ids=frozenset({uuid.uuid4()})))
+    assert c.get_client("key-a") == "caller-a"  # a token change leaves clients alone
+    c.evict(Keys(integration_id=integ))
+    assert c.get_client("key-a") is None and c.get_client("key-b") == "caller-b"
+    generation = c.generation
+    c.evict(Keys(plan_id=uuid.uuid4()))
+    c.put_client("key-a", integ, "stale", generation)  # read before the eviction: not kept
+    assert c.get_client("key-a") is None
+    c.disable()
+    assert c.get_client("key-b") is None

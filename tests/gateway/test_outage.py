@@ -89,7 +89,7 @@ async def test_outage_fails_closed_and_recovers(pg, tmp_path) -> None:
     await pg.engine.dispose()  # its pooled connections were cut too
 
 
-def test_which_database_errors_are_an_outage() -> None:
+async def test_which_database_errors_are_an_outage() -> None:
     from sqlalchemy.exc import DBAPIError
 
     from app.api.errors import _is_db_outage

@@ -1,0 +1,389 @@
+"""`make bench` (`python -m bench.run`): seed PostgreSQL with 10k and then 1M tokens, serve
+Tessera as a user runs it (`tessera serve`: uvicorn, uvloop, httptools, one worker), drive it with
+wrk at 64 connections, and compare every scenario with a bare FastAPI endpoint returning the same
+JSON, measured in the same run. Prints one table and writes it to bench/RESULTS.md.
+
+Loopback only; each scenario runs for `--seconds` (after `--warmup`), `--rounds` times, and the
+table quotes medians. Never part of the test suite: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx2
+
+from app.credentials import SecretKind
+from bench import seed, wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+HOT = 1_000  # tokens the cache-hit scenarios cycle through
+KNOWN = 10_000  # presentable personal tokens (the whole first stage)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    label: str
+    server: str  # tessera | nocache | yardstick
+    method: str
+    path: str
+    mode: str
+    target: float | None  # minimum ratio to the yardstick (DESIGN "Performance targets")
+    consumes: str | None = None  # "refresh" | "access": one fresh token per request
+
+
+LOOKUPS = [
+    Scenario("introspect-hit", "introspection, cache hit", "tessera", "POST",
+             "/oauth2/introspect", "form", 0.8),
+    Scenario("introspect-miss", "introspection, cache miss (cache off)", "nocache", "POST",
+             "/oauth2/introspect", "form", 0.8),
+    Scenario("check-hit", "gateway check, cache hit", "tessera", "GET", "/v1/gateway/check",
+             "bearer", 0.8),
+    Scenario("check-miss", "gateway check, cache miss (cache off)", "nocache", "GET",
+             "/v1/gateway/check", "bearer", 0.8),
+]
+MUTATIONS = [
+    Scenario("client-credentials", "client_credentials issuance", "tessera", "POST",
+             "/oauth2/token", "form", 0.3),
+    Scenario("refresh", "refresh (rotation)", "tessera", "POST", "/oauth2/token", "form", 0.3,
+             consumes="refresh"),
+    Scenario("revoke", "revocation (RFC 7009)", "tessera", "POST", "/oauth2/revoke", "form",
+             None, consumes="access"),
+    Scenario("personal-create", "personal token creation", "tessera", "POST", "/v1/me/tokens",
+             "bearer_json", None),
+]
+YARDSTICK = Scenario("yardstick", "bare FastAPI endpoint (yardstick)", "yardstick", "GET",
+                     "/yardstick", "get", None)
+
+
+@dataclass
+class Stage:
+    size: int
+    rows: dict[str, int] = field(default_factory=dict)
+    results: dict[str, list[wrk.Result]] = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), 0)
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return {
+        "cpus (nproc)": str(os.cpu_count()),
+        "cpu model": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": (wrk_version.stdout or wrk_version.stderr).splitlines()[0].split(" Copyright")[0],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(argv: list[str], env: dict[str, str], name: str,
+          workdir: Path) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    logfile = workdir / f"{name}.log"
+    with logfile.open("wb") as out:
+        proc = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {logfile.read_text()[-2000:]}")
+            with contextlib.suppress(httpx2.HTTPError):
+                httpx2.get(url + "/", timeout=1)
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start")
+            time.sleep(0.1)
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def py_spy(pid: int, seconds: float, name: str) -> subprocess.Popen:
+    """Samples the server while wrk drives it; collapsed stacks to test-artifacts/profiles/
+    (summarised by `python -m bench.profile`)."""
+    out = ROOT / "test-artifacts" / "profiles" / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+         "--duration", str(int(seconds)), "--rate", "250", "--format", "raw", "--nonblocking",
+         "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def basic(client: seed.Client) -> str:
+    return base64.b64encode(f"{client.client_id}:{client.secret}".encode()).decode()
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def pg_admin(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def fmt_rps(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def table(stages: list[Stage], args: argparse.Namespace) -> str:
+    head = ("| tokens | scenario | requests/s | p50 ms | p99 ms | ratio to yardstick | target "
+            "| non-2xx |\n|---:|---|---:|---:|---:|---:|---|---:|")
+    rows = [head]
+    for stage in stages:
+        yard = stage.results.get("yardstick", [])
+        yard_rps = statistics.median(r.rps for r in yard) if yard else 0
+        for sc in [YARDSTICK, *LOOKUPS, *MUTATIONS]:
+            runs = stage.results.get(sc.name)
+            if not runs:
+                continue
+            rps = statistics.median(r.rps for r in runs)
+            p50 = statistics.median(r.p50_ms for r in runs)
+            p99 = statistics.median(r.p99_ms for r in runs)
+            ratio = rps / yard_rps if yard_rps else 0
+            if sc.target is None:
+                target = "—"
+            else:
+                p99_note = ", p99 < 10 ms" if sc.target == 0.8 else ""
+                ok = ratio >= sc.target and (sc.target != 0.8 or p99 < 10)
+                target = f"≥ {sc.target:.0%}{p99_note}: {'met' if ok else '**not met**'}"
+            errors = sum(r.non2xx + r.socket_errors for r in runs)
+            rows.append(f"| {stage.rows.get(sc.name, stage.size):,} | {sc.label} | "
+                        f"{fmt_rps(rps)} | {p50:.2f} | {p99:.2f} | {ratio:.0%} | {target} | "
+                        f"{errors} |")
+    return "\n".join(rows)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is required (Debian package wrk)")
+    workdir = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
+    name = f"tessera_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    await pg_admin(args.pg, f'CREATE DATABASE "{name}"')
+    base = args.pg.rsplit("/", 1)[0]
+    url = base.replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    raw = f"{base}/{name}"
+    stages: list[Stage] = []
+    started = time.monotonic()
+    try:
+        from app.cli import migrate
+
+        await asyncio.to_thread(migrate, url)
+        log(f"database {name}: seeding plans, users, integrations")
+        fx = await seed.seed_base(url)
+        conn = await asyncpg.connect(raw)
+        known = await seed.add_personal(conn, fx, KNOWN)
+        hot_file = write_lines(workdir / "hot.txt", known[:HOT])
+        known_file = write_lines(workdir / "known.txt", known)
+        intro_hot = write_lines(workdir / "intro-hot.txt", [f"token={t}" for t in known[:HOT]])
+        intro_known = write_lines(workdir / "intro-known.txt", [f"token={t}" for t in known])
+        cc_file = write_lines(workdir / "cc.txt", ["grant_type=client_credentials"])
+
+        env = {"TESSERA_DATABASE_URL": url, "TESSERA_LOG_LEVEL": "warning",
+               "TESSERA_DB_POOL_SIZE": str(args.pool)}
+        tessera_cmd = [sys.executable, "-m", "app.cli", "serve"]
+        with serve(tessera_cmd, env, "tessera", workdir) as (tessera_url, tessera_pid), \
+                serve(tessera_cmd, {**env, "TESSERA_TOKEN_CACHE_SIZE": "0"}, "nocache",
+                      workdir) as (nocache_url, nocache_pid):
+            sample = httpx2.post(f"{tessera_url}/oauth2/introspect", data={"token": known[0]},
+                                 auth=(fx.gateway.client_id, fx.gateway.secret)).json()
+            assert sample["active"] is True, sample
+            with serve([sys.executable, "-m", "bench.yardstick"],
+                       {"BENCH_YARDSTICK_BODY": __import__("json").dumps(sample)}, "yardstick",
+                       workdir) as (yard_url, _):
+                servers = {"tessera": (tessera_url, tessera_pid),
+                           "nocache": (nocache_url, nocache_pid),
+                           "yardstick": (yard_url, 0)}
+                data = {"introspect-hit": (intro_hot, basic(fx.gateway)),
+                        "introspect-miss": (intro_known, basic(fx.gateway)),
+                        "check-hit": (hot_file, ""), "check-miss": (known_file, ""),
+                        "client-credentials": (cc_file, basic(fx.app)),
+                        "refresh": (None, basic(fx.app)), "revoke": (None, basic(fx.app)),
+                        "personal-create": (hot_file, ""), "yardstick": (None, "")}
+                estimate: dict[str, float] = {}
+
+                async def supply(sc: Scenario, seconds: float) -> Path:
+                    """Fresh tokens for a scenario that spends one per request."""
+                    rate = estimate.get(sc.name, 3000) * 1.5
+                    count = int(rate * seconds) + 1000
+                    kind = SecretKind.refresh if sc.consumes == "refresh" else SecretKind.access
+                    tokens = await seed.add_oauth(conn, fx, kind, count)
+                    key = "refresh_token" if sc.consumes == "refresh" else "token"
+                    prefix = "grant_type=refresh_token&" if sc.consumes == "refresh" else ""
+                    return write_lines(workdir / f"{sc.name}-{uuid.uuid4().hex[:6]}.txt",
+                                       [f"{prefix}{key}={t}" for t in tokens])
+
+                async def measure(stage: Stage, sc: Scenario, *, record: bool = True,
+                                  profile: bool = False) -> wrk.Result:
+                    server_url, pid = servers[sc.server]
+                    datafile, auth = data.get(sc.name, (None, ""))
+                    if args.warmup > 0:
+                        if sc.consumes:  # its own tokens: the measured run starts afresh
+                            datafile = await supply(sc, args.warmup)
+                        await asyncio.to_thread(
+                            wrk.run, server_url, path=sc.path, method=sc.method, mode=sc.mode,
+                            basic=auth, datafile=datafile, seconds=args.warmup,
+                            connections=args.connections, threads=args.threads,
+                            workdir=workdir, show_errors=args.show_errors)
+                    if sc.consumes:
+                        datafile = await supply(sc, args.seconds)
+                    stage.rows.setdefault(sc.name, await seed.count_tokens(conn))
+                    spy = py_spy(pid, args.seconds, f"{stage.size}-{sc.name}") if profile \
+                        else None
+                    result = await asyncio.to_thread(
+                        wrk.run, server_url, path=sc.path, method=sc.method, mode=sc.mode,
+                        basic=auth, datafile=datafile, seconds=args.seconds,
+                        connections=args.connections, threads=args.threads, workdir=workdir,
+                        show_errors=args.show_errors)
+                    if spy is not None:
+                        await asyncio.to_thread(spy.wait, 60)
+                    estimate[sc.name] = max(estimate.get(sc.name, 0), result.rps)
+                    if record:
+                        stage.results.setdefault(sc.name, []).append(result)
+                    log(f"{stage.size:>9,} {sc.name:<20} {result.rps:>9,.0f} req/s  "
+                        f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                        f"non-2xx {result.non2xx}  socket errors {result.socket_errors}"
+                        + ("  (profiled, not counted)" if not record else ""))
+                    return result
+
+                chosen = set(args.only.split(",")) if args.only else None
+                for size in args.sizes:
+                    current = await seed.count_tokens(conn)
+                    if size > current:
+                        log(f"growing the tokens table from {current:,} to {size:,}")
+                        await seed.add_filler(conn, fx, size - current)
+                    await conn.execute("VACUUM ANALYZE tokens")
+                    stage = Stage(size)
+                    stages.append(stage)
+                    for group in (LOOKUPS, MUTATIONS):
+                        todo = [s for s in group if chosen is None or s.name in chosen]
+                        for _round in range(args.rounds):
+                            await measure(stage, YARDSTICK)
+                            for sc in todo:
+                                await measure(stage, sc)
+                    for prof in args.profile:
+                        sc = next(s for s in [*LOOKUPS, *MUTATIONS] if s.name == prof)
+                        await measure(stage, sc, record=False, profile=True)
+        await conn.close()
+    finally:
+        if not args.keep_db:
+            await pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if args.keep_db:
+            log(f"kept database {name} and logs in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    result = table(stages, args)
+    print(result)
+    if args.output:
+        write_results(Path(args.output), result, args, time.monotonic() - started)
+    return 0
+
+
+def write_results(path: Path, result: str, args: argparse.Namespace, took: float) -> None:
+    described = "\n".join(f"- {k}: {v}" for k, v in machine().items())
+    command = "make bench" + (f' BENCH_ARGS="{" ".join(sys.argv[1:])}"' if sys.argv[1:] else "")
+    notes = HERE / "NOTES.md"
+    text = f"""# Benchmark results
+
+Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (took {took / 60:.0f} min).
+wrk: {args.connections} connections, {args.threads} threads, {args.seconds:g} s per scenario after
+{args.warmup:g} s of warm-up, {args.rounds} rounds; the table quotes medians. Loopback only;
+PostgreSQL, wrk and the servers share the machine.
+
+## Machine
+
+{described}
+
+## Results
+
+{result}
+
+"tokens" is the number of rows in the `tokens` table when the scenario started (issuance,
+refresh and revocation add the rows they spend). The cache-miss rows are served by a second
+Tessera started with `TESSERA_TOKEN_CACHE_SIZE=0`, so every request reads the database.
+"""
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    path.write_text(text)
+    log(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per scenario (median)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--pool", type=int, default=10, help="TESSERA_DB_POOL_SIZE")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[10_000, 1_000_000], help="token counts, e.g. 10000,1000000")
+    parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--profile", type=lambda s: s.split(","), default=[],
+                        help="scenarios to profile with py-spy (an extra, uncounted run) into "
+                             "test-artifacts/profiles/")
+    parser.add_argument("--pg", default=os.environ.get(
+        "TESSERA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--output", default=str(HERE / "RESULTS.md"),
+                        help="where to write the table ('' for nowhere)")
+    parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--show-errors", action="store_true",
+                        help="print the first refusals of each run (diagnosis; slows wrk)")
+    args = parser.parse_args(argv)
+    for host in (args.pg,):
+        if "127.0.0.1" not in host and "localhost" not in host:
+            raise SystemExit("the benchmark runs on loopback only")
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
