@@ -1,0 +1,39 @@
+"""The request's transaction commits before its response starts: a client never holds a token
+whose row is not yet committed, and a failed commit can never follow a success answer."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+from sqlalchemy import func, select
+
+from app.db import make_sessionmaker
+from app.tokens.models import Token
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_token_row_is_committed_when_the_response_starts(app, plan, database) -> None:
+    user = await plan.add_user(token=False)
+    seen: list[int] = []
+    maker = make_sessionmaker(database.engine)
+
+    async def committed_tokens() -> int:
+        async with maker() as s:  # its own connection: sees only committed rows
+            return (await s.execute(select(func.count()).select_from(Token)
+                                    .where(Token.user_id == user.user_id))).scalar_one()
+
+    async def probe(scope, receive, send):  # noqa: ANN001, ANN202
+        async def watching(message):  # noqa: ANN001, ANN202
+            if message["type"] == "http.response.start":
+                seen.append(await committed_tokens())
+            await send(message)
+
+        await app(scope, receive, watching)
+
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=probe),
+                                  base_url="https://tessera.test") as client:
+        r = await client.post("/v1/me/tokens", json={"name": "ordering"},
+                              auth=(user.email, user.password))
+    assert r.status_code == 201
+    assert seen == [1]
