@@ -25,6 +25,9 @@ from app.worker.jobs import JOBS, Context, Job
 
 log = logging.getLogger("tessera.worker")
 
+# On shutdown, how long a cycle in progress may go on before it is cancelled.
+STOP_GRACE_SECONDS = 10.0
+
 
 @dataclass
 class JobReport:
@@ -75,6 +78,15 @@ async def run_forever(ctx: Context, stop: asyncio.Event, *,
             await asyncio.wait_for(stop.wait(), timeout=ctx.settings.worker_interval_seconds)
 
 
+async def _finish(task: asyncio.Task[None]) -> None:
+    """Let a cycle in progress finish, for a while. Cancelling one is safe: every change is in
+    a transaction, and claimed mail goes out once its lease runs out."""
+    try:
+        await asyncio.wait_for(task, timeout=STOP_GRACE_SECONDS)
+    except TimeoutError:
+        log.warning("worker stopped in the middle of a cycle")
+
+
 @contextlib.asynccontextmanager
 async def in_background(maker: async_sessionmaker[AsyncSession], clock: Clock,
                         settings: Settings) -> AsyncIterator[list[CycleReport]]:
@@ -87,7 +99,7 @@ async def in_background(maker: async_sessionmaker[AsyncSession], clock: Clock,
         yield reports
     finally:
         stop.set()
-        await task
+        await _finish(task)
 
 
 async def main(settings: Settings, *, once: bool = False) -> int:
@@ -102,7 +114,9 @@ async def main(settings: Settings, *, once: bool = False) -> int:
             loop.add_signal_handler(sig, stop.set)
         log.info("worker %s started; a cycle every %s s", ctx.worker_id,
                  settings.worker_interval_seconds)
-        await run_forever(ctx, stop)
+        task = asyncio.create_task(run_forever(ctx, stop), name="tessera-worker")
+        await stop.wait()
+        await _finish(task)
         return 0
     finally:
         await engine.dispose()
