@@ -64,6 +64,28 @@ async def test_two_concurrent_workers_send_each_notice_once(client, plan, clock,
         assert sent[0] + sent[2] + sent[4] > 0 and sent[1] + sent[3] > 0, sent
 
 
+async def test_concurrent_claims_take_disjoint_rows(client, plan, clock, database,
+                                                    smtp) -> None:
+    """FOR UPDATE SKIP LOCKED (PostgreSQL), or the claiming UPDATE's re-check (SQLite): rows
+    claimed at the same moment by two workers go to one of them each."""
+    _users, tokens = await _users_with_tokens(database, plan, 12)
+    await set_period(client, plan, 7, "days")
+    a, b = (make_worker(database, clock, smtp) for _ in range(2))
+    await run_cycle(a, SWEEPS)
+    lease = timedelta(minutes=5)
+    taken = await asyncio.gather(*(
+        outbox.claim(w.maker, now=clock.now(), worker_id=w.worker_id, limit=5, lease=lease)
+        for w in (a, b, a, b)))
+    ids = [m.id for t in taken for m in t.messages]
+    assert len(ids) == len(set(ids))  # no row handed out twice
+    holder = {m.id: w.worker_id for t, w in zip(taken, (a, b, a, b), strict=True)
+              for m in t.messages}
+    for token in tokens:
+        [row] = await outbox_rows(database, token.id)
+        if row.id in holder:
+            assert row.claimed_by == holder[row.id]
+
+
 async def test_concurrent_sweeps_write_each_notice_once(client, plan, clock, database,
                                                         smtp) -> None:
     users, tokens = await _users_with_tokens(database, plan, 30)
