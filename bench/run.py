@@ -173,9 +173,10 @@ def fmt_rps(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def table(stages: list[Stage], args: argparse.Namespace) -> str:
-    head = ("| tokens | scenario | requests/s | p50 ms | p99 ms | ratio to yardstick | target "
-            "| non-2xx |\n|---:|---|---:|---:|---:|---:|---|---:|")
+def table(stages: list[Stage]) -> str:
+    head = ("| tokens | scenario | requests/s | p50 ms | p99 ms | ratio to yardstick | "
+            "ratio target | p99 < 10 ms | non-2xx |\n"
+            "|---:|---|---:|---:|---:|---:|---|---|---:|")
     rows = [head]
     for stage in stages:
         yard = stage.results.get("yardstick", [])
@@ -188,16 +189,15 @@ def table(stages: list[Stage], args: argparse.Namespace) -> str:
             p50 = statistics.median(r.p50_ms for r in runs)
             p99 = statistics.median(r.p99_ms for r in runs)
             ratio = rps / yard_rps if yard_rps else 0
-            if sc.target is None:
-                target = "—"
-            else:
-                p99_note = ", p99 < 10 ms" if sc.target == 0.8 else ""
-                ok = ratio >= sc.target and (sc.target != 0.8 or p99 < 10)
-                target = f"≥ {sc.target:.0%}{p99_note}: {'met' if ok else '**not met**'}"
+            target = p99_target = "—"
+            if sc.target is not None:
+                target = f"≥ {sc.target:.0%}: {'met' if ratio >= sc.target else '**not met**'}"
+            if sc.target == 0.8 or sc is YARDSTICK:
+                p99_target = "met" if p99 < 10 else "**not met**"
             errors = sum(r.non2xx + r.socket_errors for r in runs)
             rows.append(f"| {stage.rows.get(sc.name, stage.size):,} | {sc.label} | "
                         f"{fmt_rps(rps)} | {p50:.2f} | {p99:.2f} | {ratio:.0%} | {target} | "
-                        f"{errors} |")
+                        f"{p99_target} | {errors} |")
     return "\n".join(rows)
 
 
@@ -320,7 +320,7 @@ async def main_async(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    result = table(stages, args)
+    result = table(stages)
     print(result)
     if args.output:
         write_results(Path(args.output), result, args, time.monotonic() - started)
@@ -334,9 +334,11 @@ def write_results(path: Path, result: str, args: argparse.Namespace, took: float
     text = f"""# Benchmark results
 
 Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (took {took / 60:.0f} min).
-wrk: {args.connections} connections, {args.threads} threads, {args.seconds:g} s per scenario after
-{args.warmup:g} s of warm-up, {args.rounds} rounds; the table quotes medians. Loopback only;
-PostgreSQL, wrk and the servers share the machine.
+wrk: {args.connections} connections, {args.threads} threads, {args.seconds:g} s per scenario
+after {args.warmup:g} s of warm-up, {args.rounds} rounds; the table quotes the median of the
+rounds. Loopback only; PostgreSQL, wrk and the servers share the machine (and, here, other
+people's work on it: single runs vary by ±20 %, which is why only medians and ratios measured in
+the same run are quoted).
 
 ## Machine
 
