@@ -48,3 +48,13 @@ async def test_openapi_is_served(client) -> None:
     paths = r.json()["paths"]
     assert "/v1/plans/{plan_id}/token-expiration" in paths
     assert "/v1/me/tokens" in paths
+
+
+async def test_gateway_check_ignores_a_forwarded_body(client, plan) -> None:
+    """Envoy forwards the original method and body; the check answers from headers alone."""
+    r = await client.post("/v1/gateway/check", content=b"<xml>original upload</xml>",
+                          headers={**plan.admin.auth, "content-type": "application/xml"})
+    assert r.status_code == 200, r.text
+    r = await client.put("/v1/gateway/check/orders/7", content=b"a=b",
+                         headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 401
