@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,17 +89,27 @@ def pg_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+@asynccontextmanager
+async def migrated_pg_database(prefix: str = "tessera_test",
+                               pool_size: int = 5) -> AsyncIterator[Database]:
+    """A throwaway PostgreSQL database, migrated to head, dropped afterwards."""
+    require(await _pg_reachable(), f"PostgreSQL at {PG_HOST}")
+    name = await create_pg_database(prefix)
+    url = pg_url(name)
+    try:
+        await asyncio.to_thread(migrate, url)
+        engine = make_engine(url, pool_size=pool_size)
+        yield Database("postgresql", url, engine)
+        await engine.dispose()
+    finally:
+        await drop_pg_database(name)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     if request.param == "postgresql":
-        require(await _pg_reachable(), f"PostgreSQL at {PG_HOST}")
-        name = await create_pg_database()
-        url = pg_url(name)
-        await asyncio.to_thread(migrate, url)
-        engine = make_engine(url, pool_size=5)
-        yield Database("postgresql", url, engine)
-        await engine.dispose()
-        await drop_pg_database(name)
+        async with migrated_pg_database() as db:
+            yield db
     else:
         folder = tempfile.mkdtemp(prefix="tessera-test-")
         url = f"sqlite+aiosqlite:///{folder}/tessera.db"

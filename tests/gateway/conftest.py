@@ -3,7 +3,6 @@ cuts access to it."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,33 +10,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from app.cli import migrate
 from app.clock import FrozenClock
-from app.db import make_engine, make_sessionmaker, session_scope
+from app.db import make_sessionmaker, session_scope
 from app.integrations.models import Integration
 from app.tokens import cache
 from app.tokens import service as tokens
 from app.tokens.rules import TokenKind
-from tests.conftest import (
-    Database,
-    _pg_reachable,
-    create_pg_database,
-    drop_pg_database,
-    pg_url,
-    require,
-)
+from tests.conftest import Database, migrated_pg_database
 
 
 @pytest.fixture(scope="module")
 async def pg() -> AsyncIterator[Database]:
-    require(await _pg_reachable(), "PostgreSQL")
-    name = await create_pg_database("tessera_gw")
-    url = pg_url(name)
-    await asyncio.to_thread(migrate, url)
-    engine = make_engine(url, pool_size=2)
-    yield Database("postgresql", url, engine)
-    await engine.dispose()
-    await drop_pg_database(name)
+    async with migrated_pg_database("tessera_gw", pool_size=2) as db:
+        yield db
 
 
 def real_clock(**ago: float) -> FrozenClock:
