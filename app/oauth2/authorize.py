@@ -146,7 +146,7 @@ async def _standing(session: AsyncSession, req: AuthRequest, user: User, now) ->
             return Standing(blocked=f"{integ.name} is not installed in your plan. Ask a plan "
                                     "admin to install it first.")
         return Standing(install=True)
-    access = await grants.access_in_plan(session, integ, user.plan_id, now)
+    access, _period = await grants.access_in_plan(session, integ, user.plan_id, now)
     if not access.allowed:
         return Standing(denied=f"{access.rule}: {access.describe()}")
     return Standing()

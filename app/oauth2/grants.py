@@ -21,18 +21,19 @@ from authlib.oauth2.rfc6749.errors import (
     UnauthorizedClientError,
 )
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
 from app.config import Settings
 from app.credentials import SecretKind
-from app.integrations import service as integrations
 from app.integrations.access import Access, decide
 from app.integrations.models import Installation, Integration
 from app.integrations.service import facts_of
 from app.oauth2 import scopes as catalogue
 from app.oauth2.models import AuthorizationCode
+from app.plans.expiry import Period, effective_expiry, is_expired, plan_period
+from app.plans.models import Plan
 from app.tokens import cache, repository
 from app.tokens import service as tokens
 from app.tokens.models import Token
@@ -62,10 +63,29 @@ async def persist_before_refusing(session: AsyncSession) -> None:
     await session.commit()
 
 
+# The installation's state and the plan's period in one round trip (statements built once).
+_IN_PLAN = (
+    select(Installation.state, Plan.expiration_value, Plan.expiration_unit)
+    .select_from(Plan)
+    .outerjoin(Installation, and_(Installation.plan_id == Plan.id,
+                                  Installation.integration_id == bindparam("integration_id")))
+    .where(Plan.id == bindparam("plan_id"))
+)
+_INSTALLED = (
+    select(Installation.plan_id, Installation.state, Plan.expiration_value,
+           Plan.expiration_unit)
+    .join(Plan, Plan.id == Installation.plan_id)
+    .where(Installation.integration_id == bindparam("integration_id"))
+)
+
+
 async def access_in_plan(session: AsyncSession, integ: Integration, plan_id: uuid.UUID,
-                         now: datetime) -> Access:
-    inst = await integrations.installation(session, integ.id, plan_id)
-    return decide(facts_of(integ), inst.state if inst else None, now)
+                         now: datetime) -> tuple[Access, Period | None]:
+    """Rule 6 for the integration in the plan, and the plan's token period (rule 1)."""
+    row = (await session.execute(
+        _IN_PLAN, {"integration_id": integ.id, "plan_id": plan_id})).first()
+    state, value, unit = row if row is not None else (None, None, None)
+    return decide(facts_of(integ), state, now), plan_period(value, unit)
 
 
 def refuse(access: Access) -> UnauthorizedClientError:
@@ -87,30 +107,30 @@ def narrow_scope(requested: str | None, allowed: list[str]) -> list[str]:
 
 
 async def _issue_pair(session: AsyncSession, settings: Settings, *, integ: Integration,
-                      plan_id: uuid.UUID, user_id: uuid.UUID | None, scopes: list[str],
-                      now: datetime, family_id: uuid.UUID | None, with_refresh: bool,
-                      parent_id: uuid.UUID | None = None,
+                      plan_id: uuid.UUID, period: Period | None, user_id: uuid.UUID | None,
+                      scopes: list[str], now: datetime, family_id: uuid.UUID | None,
+                      with_refresh: bool, parent_id: uuid.UUID | None = None,
                       code_id: uuid.UUID | None = None) -> Issued:
+    """The caller has decided rule 6 at `now`; `period` is the plan's (read with it)."""
     scope = catalogue.join(scopes)
     expires_at = now + timedelta(seconds=settings.access_token_ttl_seconds)
-    access, access_secret = tokens.issue(
-        session, kind=TokenKind.access, plan_id=plan_id, user_id=user_id,
-        integration_id=integ.id, scopes=scope, now=now, expires_at=expires_at,
-        family_id=family_id, parent_id=parent_id, authorization_code_id=code_id)
-    refresh_secret = None
-    if with_refresh:
-        _refresh, refresh_secret = tokens.issue(
-            session, kind=TokenKind.refresh, plan_id=plan_id, user_id=user_id,
-            integration_id=integ.id, scopes=scope, now=now, family_id=family_id,
-            parent_id=parent_id, authorization_code_id=code_id)
-    await session.flush()
     # The plan's period may end the access token sooner than its own lifetime (rule 1).
-    stored = await repository.find_by_id(session, access.id)
-    verdict = check(stored.facts, now)
-    if not verdict.active or verdict.expiry is None:
+    expiry = effective_expiry(now, expires_at, period)
+    if expiry is None or is_expired(expiry, now):
         raise InvalidGrantError(description="the plan's token expiration period leaves no "
                                             "lifetime for a new token")
-    expires_in = int((verdict.expiry - now).total_seconds())
+    common = {"plan_id": plan_id, "user_id": user_id, "integration_id": integ.id,
+              "scopes": scope, "now": now, "family_id": family_id, "parent_id": parent_id,
+              "authorization_code_id": code_id}
+    access_row, access_secret = tokens.new_row(kind=TokenKind.access, expires_at=expires_at,
+                                               **common)
+    rows = [access_row]
+    refresh_secret = None
+    if with_refresh:
+        refresh_row, refresh_secret = tokens.new_row(kind=TokenKind.refresh, **common)
+        rows.append(refresh_row)
+    await tokens.insert_rows(session, rows)
+    expires_in = int((expiry - now).total_seconds())
     return Issued(access_secret, expires_in, scope, refresh_secret)
 
 
@@ -150,10 +170,10 @@ async def authorization_code(session: AsyncSession, settings: Settings, integ: I
         .values(used_at=now))
     if claimed.rowcount != 1:
         raise InvalidGrantError(description="the authorization code was already used")
-    access = await access_in_plan(session, integ, row.plan_id, now)
+    access, period = await access_in_plan(session, integ, row.plan_id, now)
     if not access.allowed:
         raise refuse(access)
-    return await _issue_pair(session, settings, integ=integ, plan_id=row.plan_id,
+    return await _issue_pair(session, settings, integ=integ, plan_id=row.plan_id, period=period,
                              user_id=row.user_id, scopes=row.scopes.split(), now=now,
                              family_id=uuid.uuid4(), with_refresh=True, code_id=row.id)
 
@@ -202,7 +222,8 @@ async def refresh_token(session: AsyncSession, settings: Settings, integ: Integr
         raise InvalidGrantError(description="the refresh token was already used")
     await cache.changed(session, token_ids=[stored.id])
     return await _issue_pair(session, settings, integ=integ, plan_id=stored.plan_id,
-                             user_id=stored.user_id, scopes=scopes, now=now,
+                             period=stored.facts.period, user_id=stored.user_id,
+                             scopes=scopes, now=now,
                              family_id=stored.family_id, with_refresh=True,
                              parent_id=stored.id)
 
@@ -216,22 +237,27 @@ async def client_credentials(session: AsyncSession, settings: Settings, integ: I
     plan_id = integ.plan_id
     if plan_id is None:
         installed = (await session.execute(
-            select(Installation.plan_id).where(Installation.integration_id == integ.id)
-        )).scalars().all()
+            _INSTALLED, {"integration_id": integ.id})).all()
         wanted = form.get("plan_id")
+        found = None
         if wanted:
-            plan_id = next((p for p in installed if str(p) == wanted), None)
+            found = next((r for r in installed if str(r[0]) == wanted), None)
         elif len(installed) == 1:
-            plan_id = installed[0]
-        if plan_id is None:
+            found = installed[0]
+        if found is None:
             raise UnauthorizedClientError(
                 description="the integration is not installed in the plan; name one installed "
                             "plan with 'plan_id'" if installed or wanted else
                 "the integration is not installed in any plan")
-    access = await access_in_plan(session, integ, plan_id, now)
+        plan_id, state, value, unit = found
+        access = decide(facts_of(integ), state, now)
+        period = plan_period(value, unit)
+    else:
+        access, period = await access_in_plan(session, integ, plan_id, now)
     if not access.allowed:
         raise refuse(access)
     scopes = narrow_scope(form.get("scope"), integ.scopes)
     # §4.4.3: no refresh token for client credentials.
-    return await _issue_pair(session, settings, integ=integ, plan_id=plan_id, user_id=None,
+    return await _issue_pair(session, settings, integ=integ, plan_id=plan_id, period=period,
+                             user_id=None,
                              scopes=scopes, now=now, family_id=None, with_refresh=False)

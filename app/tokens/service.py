@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
@@ -18,6 +19,29 @@ from app.tokens.repository import StoredToken
 from app.tokens.rules import TokenKind
 
 
+def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
+            user_id: uuid.UUID | None = None, integration_id: uuid.UUID | None = None,
+            scopes: str = "", name: str | None = None, expires_at: datetime | None = None,
+            family_id: uuid.UUID | None = None, parent_id: uuid.UUID | None = None,
+            created_by: uuid.UUID | None = None,
+            authorization_code_id: uuid.UUID | None = None) -> tuple[dict[str, Any], str]:
+    """The column values of a new token row and its secret; only the digest is stored."""
+    secret = credentials.generate(SecretKind[kind.value])
+    row = {
+        "id": uuid.uuid4(), "kind": kind.value, "digest": credentials.digest(secret),
+        "hint": credentials.hint(secret), "name": name, "plan_id": plan_id, "user_id": user_id,
+        "integration_id": integration_id, "scopes": scopes, "issued_at": now,
+        "expires_at": expires_at, "family_id": family_id, "parent_id": parent_id,
+        "created_by": created_by, "authorization_code_id": authorization_code_id,
+    }
+    return row, secret
+
+
+async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert new token rows in one statement (Core, no ORM unit of work)."""
+    await session.execute(insert(Token.__table__).values(rows))
+
+
 def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
           user_id: uuid.UUID | None = None, integration_id: uuid.UUID | None = None,
           scopes: str = "", name: str | None = None, expires_at: datetime | None = None,
@@ -25,14 +49,12 @@ def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: da
           created_by: uuid.UUID | None = None,
           authorization_code_id: uuid.UUID | None = None) -> tuple[Token, str]:
     """A new token row and its secret; the caller shows the secret once."""
-    secret = credentials.generate(SecretKind[kind.value])
-    token = Token(
-        id=uuid.uuid4(), kind=kind.value, digest=credentials.digest(secret),
-        hint=credentials.hint(secret), name=name, plan_id=plan_id, user_id=user_id,
-        integration_id=integration_id, scopes=scopes, issued_at=now, expires_at=expires_at,
-        family_id=family_id, parent_id=parent_id, created_by=created_by,
-        authorization_code_id=authorization_code_id,
-    )
+    row, secret = new_row(
+        kind=kind, plan_id=plan_id, now=now, user_id=user_id, integration_id=integration_id,
+        scopes=scopes, name=name, expires_at=expires_at, family_id=family_id,
+        parent_id=parent_id, created_by=created_by,
+        authorization_code_id=authorization_code_id)
+    token = Token(**row)
     session.add(token)
     return token, secret
 
