@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import unquote_plus
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
@@ -16,14 +18,39 @@ from starlette.requests import Request
 from app import credentials
 from app.integrations import service as integrations
 from app.integrations.models import Integration
+from app.tokens.cache import TokenCache
 
 # A digest to compare against when the client does not exist, so timing tells nothing.
 _NO_CLIENT = credentials.digest("no such client")
 
 
 @dataclass(frozen=True, slots=True)
+class ClientFacts:
+    """What the token endpoint reads of an authenticated integration: a snapshot that can be
+    cached (it is evicted with its integration by `cache.changed(integration_id=...)`)."""
+
+    id: uuid.UUID
+    client_id: str
+    kind: str
+    plan_id: uuid.UUID | None
+    scopes: tuple[str, ...]
+    confidential: bool
+    review_status: str
+    review_deadline: datetime | None
+    exception_until: datetime | None
+    data_access: str
+    judged_third_party_at: datetime | None
+
+    @classmethod
+    def of(cls, integ: Integration) -> ClientFacts:
+        return cls(integ.id, integ.client_id, integ.kind, integ.plan_id, tuple(integ.scopes),
+                   bool(integ.confidential), integ.review_status, integ.review_deadline,
+                   integ.exception_until, integ.data_access, integ.judged_third_party_at)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthenticatedClient:
-    integration: Integration
+    integration: Integration | ClientFacts
     method: str  # client_secret_basic | client_secret_post | none
 
 
@@ -74,3 +101,32 @@ async def authenticate(request: Request, session: AsyncSession, form: dict[str, 
     if not credentials.digests_equal(presented, stored) or integ is None:
         raise _invalid("unknown client or wrong secret")
     return AuthenticatedClient(integ, method)
+
+
+def credentials_key(request: Request, form: dict[str, str], purpose: str) -> str | None:
+    """A digest of the client credentials exactly as presented (Basic header, or client_id and
+    client_secret in the body) and of what they are cached for: the same presentation always
+    authenticates the same way."""
+    header = request.headers.get("authorization")
+    if header and "client_secret" not in form:
+        return credentials.digest(f"{purpose}\0basic\0{header}\0{form.get('client_id', '')}")
+    if not header and "client_secret" in form:
+        return credentials.digest(
+            f"{purpose}\0post\0{form.get('client_id', '')}\0{form['client_secret']}")
+    return None  # no credentials, or two methods at once: authenticate() says what is wrong
+
+
+async def authenticate_cached(request: Request, session: AsyncSession, form: dict[str, str],
+                              cache: TokenCache | None, *,
+                              allow_public: bool) -> AuthenticatedClient:
+    """`authenticate`, answered from the token cache for credentials (a secret) that
+    authenticated before; a public client (no secret) is always read."""
+    key = credentials_key(request, form, "token") if cache is not None else None
+    if key is not None and (known := cache.get_client(key)) is not None:
+        return known
+    generation = cache.generation if cache is not None else 0
+    client = await authenticate(request, session, form, allow_public=allow_public)
+    facts = AuthenticatedClient(ClientFacts.of(client.integration), client.method)
+    if key is not None and client.method != "none":
+        cache.put_client(key, client.integration.id, facts, generation)
+    return facts

@@ -72,22 +72,11 @@ async def introspect(session: AsyncSession, caller: Integration | Caller, token:
     return answer
 
 
-def _credentials_key(request: Request, form: dict[str, str]) -> str | None:
-    """A digest of the client credentials exactly as presented (Basic header, or client_id and
-    client_secret in the body): the same presentation always authenticates the same way."""
-    header = request.headers.get("authorization")
-    if header and "client_secret" not in form:
-        return credentials.digest(f"basic\0{header}\0{form.get('client_id', '')}")
-    if not header and "client_secret" in form:
-        return credentials.digest(f"post\0{form.get('client_id', '')}\0{form['client_secret']}")
-    return None  # no credentials, or two methods at once: authenticate() says what is wrong
-
-
 async def _caller(request: Request, session: AsyncSession, form: dict[str, str],
                   cache: TokenCache | None) -> Caller:
     """§2.1: the caller authenticates as a client (RFC 6749 §2.3.1). Credentials that
     authenticated before are answered from the cache, evicted with their integration."""
-    key = _credentials_key(request, form) if cache is not None else None
+    key = clients.credentials_key(request, form, "introspect") if cache is not None else None
     if key is not None and (known := cache.get_client(key)) is not None:
         return known
     generation = cache.generation if cache is not None else 0

@@ -34,8 +34,9 @@ async def token_endpoint(request: Request, session: Session, settings: AppSettin
     if grant is None:
         raise UnsupportedGrantTypeError(grant_type)
     # Public clients (no secret) may redeem codes and refresh: PKCE binds them instead.
-    client = await clients.authenticate(request, session, form,
-                                        allow_public=grant_type != "client_credentials")
+    client = await clients.authenticate_cached(
+        request, session, form, request.app.state.token_cache,
+        allow_public=grant_type != "client_credentials")
     if client.integration.review_status == ReviewStatus.revoked:
         # Rule 6: a revoked review refuses every call, whatever the plan or grant.
         raise grants.refuse(Access(False, Rule.review_revoked))
