@@ -85,3 +85,17 @@ async def test_wrong_content_type_and_repeated_parameters(client, plan) -> None:
     r = await client.post("/oauth2/introspect", content=b"token=a&token=b", auth=creds,
                           headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 400 and "repeated" in r.json()["error_description"]
+
+
+async def test_form_body_is_bounded(client, plan) -> None:
+    creds = await create_gateway_client(client, plan)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    r = await client.post("/oauth2/introspect", content=b"token=" + b"a" * (64 * 1024),
+                          auth=creds, headers=form)
+    assert r.status_code == 413 and r.json()["error"] == "invalid_request"
+    r = await client.post("/oauth2/token", content="&".join(f"p{i}=1" for i in range(60)),
+                          auth=creds, headers=form)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = await client.post("/oauth2/introspect", content=b"token=x&x=%C3%A9", auth=creds,
+                          headers=form)
+    assert r.status_code == 200 and r.json() == {"active": False}
