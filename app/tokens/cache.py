@@ -36,12 +36,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, event, text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from app.tokens import repository
-from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 
 log = logging.getLogger("tessera.cache")
@@ -232,21 +231,11 @@ def _evict_everywhere(keys: Keys) -> None:
         cache.evict(keys)
 
 
-# The repository's check query, built once with a bound parameter: a call then costs neither
-# statement construction nor the computation of its compiled-cache key (bench/RESULTS.md).
-_BY_DIGEST = repository._CHECK_QUERY.where(Token.digest == bindparam("digest"))
-
-
 @functools.lru_cache(maxsize=64)
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
     """The engine (same pool) for one-statement reads: a single SELECT is consistent on its
     own, so it needs no BEGIN and ROLLBACK round trips around it."""
     return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-async def _read(db: AsyncSession | AsyncConnection, digest: str) -> StoredToken | None:
-    row = (await db.execute(_BY_DIGEST, {"digest": digest})).first()
-    return repository._stored(tuple(row)) if row is not None else None
 
 
 async def find_by_digest(cache: TokenCache | None, db: AsyncSession | AsyncConnection,
@@ -257,7 +246,7 @@ async def find_by_digest(cache: TokenCache | None, db: AsyncSession | AsyncConne
     if stored is not None:
         return stored
     generation = cache.generation if cache is not None else 0
-    stored = await _read(db, digest)
+    stored = await repository.find_by_digest(db, digest)
     if stored is not None and cache is not None:
         cache.put(digest, stored, generation)
     return stored
