@@ -35,6 +35,7 @@ class ClientFacts:
     plan_id: uuid.UUID | None
     scopes: tuple[str, ...]
     confidential: bool
+    can_introspect: bool
     review_status: str
     review_deadline: datetime | None
     exception_until: datetime | None
@@ -44,8 +45,9 @@ class ClientFacts:
     @classmethod
     def of(cls, integ: Integration) -> ClientFacts:
         return cls(integ.id, integ.client_id, integ.kind, integ.plan_id, tuple(integ.scopes),
-                   bool(integ.confidential), integ.review_status, integ.review_deadline,
-                   integ.exception_until, integ.data_access, integ.judged_third_party_at)
+                   bool(integ.confidential), bool(integ.can_introspect), integ.review_status,
+                   integ.review_deadline, integ.exception_until, integ.data_access,
+                   integ.judged_third_party_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +119,12 @@ def credentials_key(request: Request, form: dict[str, str], purpose: str) -> str
 
 
 async def authenticate_cached(request: Request, session: AsyncSession, form: dict[str, str],
-                              cache: TokenCache | None, *,
-                              allow_public: bool) -> AuthenticatedClient:
+                              cache: TokenCache | None, *, allow_public: bool,
+                              purpose: str) -> AuthenticatedClient:
     """`authenticate`, answered from the token cache for credentials (a secret) that
-    authenticated before; a public client (no secret) is always read."""
-    key = credentials_key(request, form, "token") if cache is not None else None
+    authenticated before for the same `purpose` (`token`, `introspect`); a public client (no
+    secret) is always read."""
+    key = credentials_key(request, form, purpose) if cache is not None else None
     if key is not None and (known := cache.get_client(key)) is not None:
         return known
     generation = cache.generation if cache is not None else 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +14,7 @@ from app.api.responses import JSON, NO_STORE
 from app.credentials import SecretKind
 from app.integrations.models import Integration
 from app.oauth2 import clients
+from app.oauth2.clients import ClientFacts
 from app.oauth2.requests import read_form
 from app.tokens import cache as token_cache
 from app.tokens.cache import TokenCache
@@ -28,16 +27,7 @@ _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,
                 SecretKind.refresh}
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """What introspection needs to know of its authenticated caller."""
-
-    integration_id: uuid.UUID
-    plan_id: uuid.UUID | None
-    can_introspect: bool
-
-
-async def introspect(session: AsyncSession, caller: Integration | Caller, token: str,
+async def introspect(session: AsyncSession, caller: Integration | ClientFacts, token: str,
                      now: datetime, cache: TokenCache | None = None) -> dict[str, Any]:
     """§2.2: `active` plus metadata for a live token; `{"active": false}` and nothing else for
     any token that is unknown, malformed, revoked, expired, refused, or of another plan."""
@@ -72,22 +62,6 @@ async def introspect(session: AsyncSession, caller: Integration | Caller, token:
     return answer
 
 
-async def _caller(request: Request, session: AsyncSession, form: dict[str, str],
-                  cache: TokenCache | None) -> Caller:
-    """§2.1: the caller authenticates as a client (RFC 6749 §2.3.1). Credentials that
-    authenticated before are answered from the cache, evicted with their integration."""
-    key = clients.credentials_key(request, form, "introspect") if cache is not None else None
-    if key is not None and (known := cache.get_client(key)) is not None:
-        return known
-    generation = cache.generation if cache is not None else 0
-    client = await clients.authenticate(request, session, form, allow_public=False)
-    integ = client.integration
-    caller = Caller(integ.id, integ.plan_id, bool(integ.can_introspect))
-    if key is not None:
-        cache.put_client(key, integ.id, caller, generation)
-    return caller
-
-
 async def introspection_endpoint(request: Request) -> JSON:
     state = request.app.state
     form = await read_form(request)
@@ -98,7 +72,8 @@ async def introspection_endpoint(request: Request) -> JSON:
     # answer, and only then has anything to give back.
     session = state.sessionmaker(bind=token_cache.autocommit(state.engine))
     try:
-        caller = await _caller(request, session, form, cache)
+        caller = (await clients.authenticate_cached(
+            request, session, form, cache, allow_public=False, purpose="introspect")).integration
         if not caller.can_introspect:
             raise UnauthorizedClientError(description="this client may not introspect tokens",
                                           status_code=403)

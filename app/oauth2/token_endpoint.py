@@ -39,7 +39,7 @@ async def token_endpoint(request: Request) -> JSON:
         # Public clients (no secret) may redeem codes and refresh: PKCE binds them instead.
         client = await clients.authenticate_cached(
             request, session, form, state.token_cache,
-            allow_public=grant_type != "client_credentials")
+            allow_public=grant_type != "client_credentials", purpose="token")
         if client.integration.review_status == ReviewStatus.revoked:
             # Rule 6: a revoked review refuses every call, whatever the plan or grant.
             raise grants.refuse(Access(False, Rule.review_revoked))
