@@ -4,8 +4,6 @@ in constant time (rule 10)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from app import credentials
+from app.auth.dependencies import basic_credentials
 from app.integrations import service as integrations
 from app.integrations.models import Integration
 from app.tokens.cache import TokenCache
@@ -57,19 +56,15 @@ class AuthenticatedClient:
 
 
 def _basic(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+    """Basic client credentials, or None when the header is not Basic; a malformed one fails."""
+    scheme = request.headers.get("authorization", "").partition(" ")[0]
     if scheme.lower() != "basic":
         return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise _invalid("malformed Basic credentials") from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
+    decoded = basic_credentials(request)
+    if decoded is None:
         raise _invalid("malformed Basic credentials")
     # §2.3.1: both parts are form-urlencoded before Basic encoding.
-    return unquote_plus(client_id), unquote_plus(secret)
+    return unquote_plus(decoded[0]), unquote_plus(decoded[1])
 
 
 def _invalid(description: str) -> InvalidClientError:

@@ -192,3 +192,13 @@ async def test_deny_redirects_with_access_denied(browser, plan, custom) -> None:
                                    plan.admin.email, plan.admin.password, decision="deny")
     assert redirect_params(back)["error"] == "access_denied"
     assert redirect_params(back)["state"] == "xyz"
+
+
+@pytest.mark.parametrize("header", ["Basic !!!not-base64", "Basic " + "bm9jb2xvbg==",
+                                    "Basic " + "/w=="])
+async def test_malformed_basic_client_credentials(client, header) -> None:
+    # not base64; "nocolon" without a separator; a byte that is not UTF-8
+    r = await client.post("/oauth2/token", data={"grant_type": "client_credentials"},
+                          headers={"Authorization": header})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    assert "malformed" in r.json()["error_description"]
