@@ -91,13 +91,30 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def _idle(session: AsyncSession) -> bool:
+    """Nothing to commit or give back: no transaction began, no object awaits a flush, and no
+    commit hook was registered (`session.info`, e.g. the token cache's evictions)."""
+    return not (session.in_transaction() or session.new or session.dirty or session.deleted
+                or session.info)
+
+
 @asynccontextmanager
 async def session_scope(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on any error. The only place that commits."""
-    async with maker() as session:
-        try:
-            yield session
+    """One unit of work: commit on success, roll back on any error. The only place that commits.
+
+    A session that never touched the database (everything came from the token cache) is left
+    as it is: committing or closing it would only cost a task and a shield (bench/RESULTS.md)."""
+    session = maker()
+    touched = False
+    try:
+        yield session
+        if touched := not _idle(session):
             await session.commit()
-        except BaseException:
+    except BaseException:
+        if touched or not _idle(session):
+            touched = True
             await session.rollback()
-            raise
+        raise
+    finally:
+        if touched or session.sync_session.identity_map:
+            await session.close()

@@ -17,6 +17,7 @@ from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.tokens.cache import Listener, TokenCache
+from app.tokens.writer import TokenWriter
 
 log = logging.getLogger("tessera")
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.metadata = authorization_server_metadata(settings)
     app.state.token_cache = token_cache
+    app.state.token_writer = TokenWriter(engine)
 
     errors.install(app)
 

@@ -8,6 +8,7 @@ with reuse detection, codes are single-use and their reuse revokes what they pro
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -31,13 +32,16 @@ from app.integrations.access import Access, decide
 from app.integrations.models import Installation, Integration
 from app.integrations.service import facts_of
 from app.oauth2 import scopes as catalogue
+from app.oauth2.clients import ClientFacts
 from app.oauth2.models import AuthorizationCode
 from app.plans.expiry import Period, effective_expiry, is_expired, plan_period
 from app.plans.models import Plan
 from app.tokens import cache, repository
 from app.tokens import service as tokens
+from app.tokens.cache import TokenCache
 from app.tokens.models import Token
 from app.tokens.rules import Inactive, TokenKind, check
+from app.tokens.writer import TokenWriter
 
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
 
@@ -79,12 +83,32 @@ _INSTALLED = (
 )
 
 
-async def access_in_plan(session: AsyncSession, integ: Integration, plan_id: uuid.UUID,
-                         now: datetime) -> tuple[Access, Period | None]:
+async def _placement(session: AsyncSession, tcache: TokenCache | None, integ: Integration,
+                     plan_id: uuid.UUID | None) -> tuple:
+    """The integration's installation state and the plan's period in `plan_id` (a row of
+    `_IN_PLAN`), or, for `plan_id` None, every plan it is installed in (rows of `_INSTALLED`):
+    from the token cache when it has them (an installation or period change evicts them)."""
+    facts = tcache.get_placement(integ.id, plan_id) if tcache is not None else None
+    if facts is not None:
+        return facts
+    generation = tcache.generation if tcache is not None else 0
+    if plan_id is None:
+        facts = tuple(tuple(r) for r in (await session.execute(
+            _INSTALLED, {"integration_id": integ.id})).all())
+    else:
+        row = (await session.execute(
+            _IN_PLAN, {"integration_id": integ.id, "plan_id": plan_id})).first()
+        facts = tuple(row) if row is not None else (None, None, None)
+    if tcache is not None:
+        tcache.put_placement(integ.id, plan_id, facts, generation)
+    return facts
+
+
+async def access_in_plan(session: AsyncSession, integ: Integration | ClientFacts,
+                         plan_id: uuid.UUID, now: datetime,
+                         tcache: TokenCache | None = None) -> tuple[Access, Period | None]:
     """Rule 6 for the integration in the plan, and the plan's token period (rule 1)."""
-    row = (await session.execute(
-        _IN_PLAN, {"integration_id": integ.id, "plan_id": plan_id})).first()
-    state, value, unit = row if row is not None else (None, None, None)
+    state, value, unit = await _placement(session, tcache, integ, plan_id)
     return decide(facts_of(integ), state, now), plan_period(value, unit)
 
 
@@ -106,12 +130,14 @@ def narrow_scope(requested: str | None, allowed: list[str]) -> list[str]:
     return wanted
 
 
-async def _issue_pair(session: AsyncSession, settings: Settings, *, integ: Integration,
+async def _issue_pair(db: AsyncSession | TokenWriter, settings: Settings, *,
+                      integ: Integration | ClientFacts,
                       plan_id: uuid.UUID, period: Period | None, user_id: uuid.UUID | None,
                       scopes: list[str], now: datetime, family_id: uuid.UUID | None,
                       with_refresh: bool, parent_id: uuid.UUID | None = None,
                       code_id: uuid.UUID | None = None) -> Issued:
-    """The caller has decided rule 6 at `now`; `period` is the plan's (read with it)."""
+    """The caller has decided rule 6 at `now`; `period` is the plan's (read with it). The rows
+    are written through `db`: the request's session, or the group-commit writer."""
     scope = catalogue.join(scopes)
     expires_at = now + timedelta(seconds=settings.access_token_ttl_seconds)
     # The plan's period may end the access token sooner than its own lifetime (rule 1).
@@ -129,13 +155,18 @@ async def _issue_pair(session: AsyncSession, settings: Settings, *, integ: Integ
     if with_refresh:
         refresh_row, refresh_secret = tokens.new_row(kind=TokenKind.refresh, **common)
         rows.append(refresh_row)
-    await tokens.insert_rows(session, rows)
+    if isinstance(db, TokenWriter):
+        await db.insert(rows)
+    else:
+        await tokens.insert_rows(db, rows)
     expires_in = int((expiry - now).total_seconds())
     return Issued(access_secret, expires_in, scope, refresh_secret)
 
 
-async def authorization_code(session: AsyncSession, settings: Settings, integ: Integration,
-                             form: dict[str, str], now: datetime) -> Issued:
+async def authorization_code(session: AsyncSession, settings: Settings,
+                             integ: Integration | ClientFacts, form: dict[str, str],
+                             now: datetime, *, tcache: TokenCache | None = None,
+        writer: TokenWriter | None = None) -> Issued:
     code = form.get("code")
     verifier = form.get("code_verifier")
     if not code:
@@ -170,7 +201,7 @@ async def authorization_code(session: AsyncSession, settings: Settings, integ: I
         .values(used_at=now))
     if claimed.rowcount != 1:
         raise InvalidGrantError(description="the authorization code was already used")
-    access, period = await access_in_plan(session, integ, row.plan_id, now)
+    access, period = await access_in_plan(session, integ, row.plan_id, now, tcache)
     if not access.allowed:
         raise refuse(access)
     return await _issue_pair(session, settings, integ=integ, plan_id=row.plan_id, period=period,
@@ -193,8 +224,10 @@ async def _revoke_code_grant(session: AsyncSession, row: AuthorizationCode,
         await cache.changed(session, token_ids=list(ids))
 
 
-async def refresh_token(session: AsyncSession, settings: Settings, integ: Integration,
-                        form: dict[str, str], now: datetime) -> Issued:
+async def refresh_token(session: AsyncSession, settings: Settings,
+                        integ: Integration | ClientFacts, form: dict[str, str],
+                        now: datetime, *, tcache: TokenCache | None = None,
+        writer: TokenWriter | None = None) -> Issued:
     secret = form.get("refresh_token")
     if not secret:
         raise InvalidRequestError(description="the 'refresh_token' parameter is required")
@@ -228,16 +261,17 @@ async def refresh_token(session: AsyncSession, settings: Settings, integ: Integr
                              parent_id=stored.id)
 
 
-async def client_credentials(session: AsyncSession, settings: Settings, integ: Integration,
-                             form: dict[str, str], now: datetime) -> Issued:
+async def client_credentials(session: AsyncSession, settings: Settings,
+                             integ: Integration | ClientFacts, form: dict[str, str],
+                             now: datetime, *, tcache: TokenCache | None = None,
+        writer: TokenWriter | None = None) -> Issued:
     """§4.4: the integration acts for a plan: its own (custom) or one it is installed in."""
     if not integ.confidential:
         raise UnauthorizedClientError(description="public clients may not use "
                                                   "client_credentials")
     plan_id = integ.plan_id
     if plan_id is None:
-        installed = (await session.execute(
-            _INSTALLED, {"integration_id": integ.id})).all()
+        installed = await _placement(session, tcache, integ, None)
         wanted = form.get("plan_id")
         found = None
         if wanted:
@@ -253,11 +287,16 @@ async def client_credentials(session: AsyncSession, settings: Settings, integ: I
         access = decide(facts_of(integ), state, now)
         period = plan_period(value, unit)
     else:
-        access, period = await access_in_plan(session, integ, plan_id, now)
+        access, period = await access_in_plan(session, integ, plan_id, now, tcache)
     if not access.allowed:
         raise refuse(access)
-    scopes = narrow_scope(form.get("scope"), integ.scopes)
-    # §4.4.3: no refresh token for client credentials.
-    return await _issue_pair(session, settings, integ=integ, plan_id=plan_id, period=period,
-                             user_id=None,
-                             scopes=scopes, now=now, family_id=None, with_refresh=False)
+    scopes = narrow_scope(form.get("scope"), list(integ.scopes))
+    issue = functools.partial(
+        _issue_pair, settings=settings, integ=integ, plan_id=plan_id, period=period,
+        user_id=None, scopes=scopes, now=now, family_id=None,
+        with_refresh=False)  # §4.4.3: no refresh token for client credentials
+    if writer is None or session.in_transaction():
+        return await issue(session)
+    # Everything came from the cache and the grant only writes its row: it joins the rows of
+    # concurrent requests in one committed INSERT (group commit, app/tokens/writer.py).
+    return await issue(writer)

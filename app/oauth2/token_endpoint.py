@@ -43,7 +43,8 @@ async def token_endpoint(request: Request) -> JSON:
         if client.integration.review_status == ReviewStatus.revoked:
             # Rule 6: a revoked review refuses every call, whatever the plan or grant.
             raise grants.refuse(Access(False, Rule.review_revoked))
-        issued = await grant(session, state.settings, client.integration, form, now)
+        issued = await grant(session, state.settings, client.integration, form, now,
+                             tcache=state.token_cache, writer=state.token_writer)
     return JSON(issued.body(), headers=NO_STORE)
 
 

@@ -16,9 +16,12 @@ review or installation change must stop working on every replica within a stated
   reconnects by itself. So the bound on a stale answer is `token_cache_bound_seconds`.
 - A read that began before any eviction may not store what it read (a generation counter).
 - On SQLite there is no NOTIFY; the cache stays off there (no listener, no answers).
-- Beside tokens it keeps the clients that authenticated to introspection, keyed by a digest of
-  the credentials exactly as presented and evicted with their integration: any change to a
-  client's secret or rights must call `changed(session, integration_id=...)`.
+- Beside tokens it keeps the clients that authenticated to introspection or the token endpoint,
+  keyed by a digest of the credentials exactly as presented and evicted with their integration:
+  any change to a client's secret or rights must call `changed(session, integration_id=...)`.
+  And it keeps, per integration, the installation state and plan period the token endpoint reads
+  to grant `client_credentials` (evicted with the integration, and by any plan change): an
+  installation change must call `changed(session, integration_id=...)` too.
 """
 
 from __future__ import annotations
@@ -107,6 +110,10 @@ class TokenCache:
     # Authenticated clients: digest of the credentials as presented -> what a caller of
     # introspection needs; evicted with their integration.
     _clients: OrderedDict[str, tuple[uuid.UUID, Any]] = field(default_factory=OrderedDict)
+    # Where an integration may be granted tokens: (integration id, plan id or None) -> the
+    # installation state(s) and plan period(s) the token endpoint read; evicted with their
+    # integration and by any plan change.
+    _placements: dict[tuple[uuid.UUID, uuid.UUID | None], Any] = field(default_factory=dict)
     # Monotonic time until which answers may be served; moved on by each listener heartbeat.
     _fresh_until: float = 0.0
 
@@ -167,14 +174,34 @@ class TokenCache:
         while len(self._clients) > self.size:
             self._clients.popitem(last=False)
 
+    def get_placement(self, integration_id: uuid.UUID,
+                      plan_id: uuid.UUID | None) -> Any | None:  # noqa: ANN401
+        """What the token endpoint read of the integration's installation(s) and plan period(s),
+        if cached (None: not cached)."""
+        if not self.serving:
+            return None
+        return self._placements.get((integration_id, plan_id))
+
+    def put_placement(self, integration_id: uuid.UUID, plan_id: uuid.UUID | None,
+                      facts: Any, generation: int) -> None:  # noqa: ANN401
+        if generation != self.generation or not self.serving:
+            return
+        if len(self._placements) >= self.size:
+            self._placements.clear()  # a few per integration: this bound is never near
+        self._placements[(integration_id, plan_id)] = facts
+
     def evict(self, keys: Keys) -> None:
         self.generation += 1
         if keys.everything:
             self.clear()
             return
+        if keys.plan_id is not None:
+            self._placements.clear()  # periods change rarely; any plan's change drops them all
         if keys.integration_id is not None:
             for key in [k for k, (i, _f) in self._clients.items() if i == keys.integration_id]:
                 del self._clients[key]
+            for key in [k for k in self._placements if k[0] == keys.integration_id]:
+                del self._placements[key]
         doomed: set[str] = set()
         for token_id in keys.token_ids:
             if (digest := self._by_id.get(token_id)) is not None:
@@ -195,6 +222,7 @@ class TokenCache:
         self._by_integration.clear()
         self._by_family.clear()
         self._clients.clear()
+        self._placements.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
