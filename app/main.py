@@ -16,8 +16,8 @@ from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.oauth2.metadata import metadata as authorization_server_metadata
+from app.tokens.batches import Batches
 from app.tokens.cache import Listener, TokenCache
-from app.tokens.writer import TokenWriter
 
 log = logging.getLogger("tessera")
 
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.metadata = authorization_server_metadata(settings)
     app.state.token_cache = token_cache
-    app.state.token_writer = TokenWriter(engine)
+    app.state.token_batches = Batches.for_engine(engine)
 
     errors.install(app)
 

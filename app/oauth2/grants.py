@@ -8,7 +8,6 @@ with reuse detection, codes are single-use and their reuse revokes what they pro
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -38,10 +37,10 @@ from app.plans.expiry import Period, effective_expiry, is_expired, plan_period
 from app.plans.models import Plan
 from app.tokens import cache, repository
 from app.tokens import service as tokens
+from app.tokens.batches import Batches
 from app.tokens.cache import TokenCache
 from app.tokens.models import Token
 from app.tokens.rules import Inactive, TokenKind, check
-from app.tokens.writer import TokenWriter
 
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
 
@@ -130,14 +129,12 @@ def narrow_scope(requested: str | None, allowed: list[str]) -> list[str]:
     return wanted
 
 
-async def _issue_pair(db: AsyncSession | TokenWriter, settings: Settings, *,
-                      integ: Integration | ClientFacts,
-                      plan_id: uuid.UUID, period: Period | None, user_id: uuid.UUID | None,
-                      scopes: list[str], now: datetime, family_id: uuid.UUID | None,
-                      with_refresh: bool, parent_id: uuid.UUID | None = None,
-                      code_id: uuid.UUID | None = None) -> Issued:
-    """The caller has decided rule 6 at `now`; `period` is the plan's (read with it). The rows
-    are written through `db`: the request's session, or the group-commit writer."""
+def _mint(settings: Settings, *, integ: Integration | ClientFacts, plan_id: uuid.UUID,
+          period: Period | None, user_id: uuid.UUID | None, scopes: list[str], now: datetime,
+          family_id: uuid.UUID | None, with_refresh: bool, parent_id: uuid.UUID | None = None,
+          code_id: uuid.UUID | None = None) -> tuple[list[dict[str, Any]], Issued]:
+    """The rows to write and the answer to give, once they are written. The caller has decided
+    rule 6 at `now`; `period` is the plan's (read with it)."""
     scope = catalogue.join(scopes)
     expires_at = now + timedelta(seconds=settings.access_token_ttl_seconds)
     # The plan's period may end the access token sooner than its own lifetime (rule 1).
@@ -155,18 +152,14 @@ async def _issue_pair(db: AsyncSession | TokenWriter, settings: Settings, *,
     if with_refresh:
         refresh_row, refresh_secret = tokens.new_row(kind=TokenKind.refresh, **common)
         rows.append(refresh_row)
-    if isinstance(db, TokenWriter):
-        await db.insert(rows)
-    else:
-        await tokens.insert_rows(db, rows)
     expires_in = int((expiry - now).total_seconds())
-    return Issued(access_secret, expires_in, scope, refresh_secret)
+    return rows, Issued(access_secret, expires_in, scope, refresh_secret)
 
 
 async def authorization_code(session: AsyncSession, settings: Settings,
                              integ: Integration | ClientFacts, form: dict[str, str],
                              now: datetime, *, tcache: TokenCache | None = None,
-        writer: TokenWriter | None = None) -> Issued:
+        batches: Batches | None = None) -> Issued:
     code = form.get("code")
     verifier = form.get("code_verifier")
     if not code:
@@ -204,9 +197,11 @@ async def authorization_code(session: AsyncSession, settings: Settings,
     access, period = await access_in_plan(session, integ, row.plan_id, now, tcache)
     if not access.allowed:
         raise refuse(access)
-    return await _issue_pair(session, settings, integ=integ, plan_id=row.plan_id, period=period,
-                             user_id=row.user_id, scopes=row.scopes.split(), now=now,
-                             family_id=uuid.uuid4(), with_refresh=True, code_id=row.id)
+    rows, issued = _mint(settings, integ=integ, plan_id=row.plan_id, period=period,
+                         user_id=row.user_id, scopes=row.scopes.split(), now=now,
+                         family_id=uuid.uuid4(), with_refresh=True, code_id=row.id)
+    await tokens.insert_rows(session, rows)
+    return issued
 
 
 async def _revoke_code_grant(session: AsyncSession, row: AuthorizationCode,
@@ -227,13 +222,18 @@ async def _revoke_code_grant(session: AsyncSession, row: AuthorizationCode,
 async def refresh_token(session: AsyncSession, settings: Settings,
                         integ: Integration | ClientFacts, form: dict[str, str],
                         now: datetime, *, tcache: TokenCache | None = None,
-        writer: TokenWriter | None = None) -> Issued:
+        batches: Batches | None = None) -> Issued:
     secret = form.get("refresh_token")
     if not secret:
         raise InvalidRequestError(description="the 'refresh_token' parameter is required")
+    # Client and plan facts came from the cache: the lookup and the write join those of
+    # concurrent requests (app/tokens/batches.py).
+    fast = batches is not None and not session.in_transaction()
     stored = None
     if credentials.kind_of(secret) is SecretKind.refresh:
-        stored = await repository.find_by_digest(session, credentials.digest(secret))
+        digest = credentials.digest(secret)
+        stored = await (batches.reader.find(digest) if fast
+                        else repository.find_by_digest(session, digest))
     if stored is None or stored.integration_id != integ.id or stored.kind != TokenKind.refresh:
         raise InvalidGrantError(description="the refresh token is invalid")
     verdict = check(stored.facts, now)
@@ -249,22 +249,28 @@ async def refresh_token(session: AsyncSession, settings: Settings,
     if not verdict.active:
         raise InvalidGrantError(description=f"the refresh token is {verdict.reason}")
     scopes = narrow_scope(form.get("scope"), stored.scopes.split())
-    rotated = await session.execute(
-        update(Token).where(Token.id == stored.id, Token.used_at.is_(None)).values(used_at=now))
-    if rotated.rowcount != 1:
+    rows, issued = _mint(settings, integ=integ, plan_id=stored.plan_id,
+                         period=stored.facts.period, user_id=stored.user_id, scopes=scopes,
+                         now=now, family_id=stored.family_id, with_refresh=True,
+                         parent_id=stored.id)
+    if fast:
+        rotated = await batches.writer.write(rows, rotate=stored.id, at=now)
+    else:
+        rotated = (await session.execute(
+            update(Token).where(Token.id == stored.id, Token.used_at.is_(None))
+            .values(used_at=now))).rowcount == 1
+        if rotated:
+            await cache.changed(session, token_ids=[stored.id])
+            await tokens.insert_rows(session, rows)
+    if not rotated:  # a concurrent exchange of the same token won
         raise InvalidGrantError(description="the refresh token was already used")
-    await cache.changed(session, token_ids=[stored.id])
-    return await _issue_pair(session, settings, integ=integ, plan_id=stored.plan_id,
-                             period=stored.facts.period, user_id=stored.user_id,
-                             scopes=scopes, now=now,
-                             family_id=stored.family_id, with_refresh=True,
-                             parent_id=stored.id)
+    return issued
 
 
 async def client_credentials(session: AsyncSession, settings: Settings,
                              integ: Integration | ClientFacts, form: dict[str, str],
                              now: datetime, *, tcache: TokenCache | None = None,
-        writer: TokenWriter | None = None) -> Issued:
+        batches: Batches | None = None) -> Issued:
     """§4.4: the integration acts for a plan: its own (custom) or one it is installed in."""
     if not integ.confidential:
         raise UnauthorizedClientError(description="public clients may not use "
@@ -291,12 +297,13 @@ async def client_credentials(session: AsyncSession, settings: Settings,
     if not access.allowed:
         raise refuse(access)
     scopes = narrow_scope(form.get("scope"), list(integ.scopes))
-    issue = functools.partial(
-        _issue_pair, settings=settings, integ=integ, plan_id=plan_id, period=period,
-        user_id=None, scopes=scopes, now=now, family_id=None,
-        with_refresh=False)  # §4.4.3: no refresh token for client credentials
-    if writer is None or session.in_transaction():
-        return await issue(session)
-    # Everything came from the cache and the grant only writes its row: it joins the rows of
-    # concurrent requests in one committed INSERT (group commit, app/tokens/writer.py).
-    return await issue(writer)
+    rows, issued = _mint(settings, integ=integ, plan_id=plan_id, period=period, user_id=None,
+                         scopes=scopes, now=now, family_id=None,
+                         with_refresh=False)  # §4.4.3: no refresh token for client credentials
+    if batches is None or session.in_transaction():
+        await tokens.insert_rows(session, rows)
+    else:
+        # Everything came from the cache and the grant only writes its row: it joins the rows
+        # of concurrent requests in one committed INSERT (group commit, app/tokens/batches.py).
+        await batches.writer.write(rows)
+    return issued

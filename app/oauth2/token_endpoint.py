@@ -44,7 +44,7 @@ async def token_endpoint(request: Request) -> JSON:
             # Rule 6: a revoked review refuses every call, whatever the plan or grant.
             raise grants.refuse(Access(False, Rule.review_revoked))
         issued = await grant(session, state.settings, client.integration, form, now,
-                             tcache=state.token_cache, writer=state.token_writer)
+                             tcache=state.token_cache, batches=state.token_batches)
     return JSON(issued.body(), headers=NO_STORE)
 
 

@@ -51,7 +51,7 @@ log = logging.getLogger("tessera.cache")
 CHANNEL = "tessera_invalidate"
 APP_NAME = "tessera-cache-listener"  # how the listener's connection shows in pg_stat_activity
 # pg_notify payloads are limited to 8000 bytes; past this many ids the whole cache is cleared.
-_MAX_IDS_IN_PAYLOAD = 100
+MAX_IDS_IN_PAYLOAD = 100
 _PENDING = "tessera_cache_pending"
 _DEAD_AFTER_SECONDS = 15.0
 
@@ -67,7 +67,7 @@ class Keys:
     everything: bool = False
 
     def payload(self) -> str:
-        if self.everything or len(self.token_ids) > _MAX_IDS_IN_PAYLOAD:
+        if self.everything or len(self.token_ids) > MAX_IDS_IN_PAYLOAD:
             return json.dumps({"all": True})
         body: dict[str, object] = {}
         if self.token_ids:
@@ -254,9 +254,18 @@ def _unindex(index: dict[uuid.UUID, set[str]], key: uuid.UUID | None, digest: st
 _caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
 
 
-def _evict_everywhere(keys: Keys) -> None:
+def evict_here(keys: Keys) -> None:
+    """Evict from every cache of this process."""
     for cache in list(_caches):
         cache.evict(keys)
+
+
+
+async def announce(conn: AsyncConnection, keys: Keys) -> None:
+    """`changed` for a unit of work on a bare connection (`app/tokens/batches.py`): sends the
+    NOTIFY inside its transaction. The caller evicts here (`evict_here`) before and after."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": keys.payload()})
 
 
 @functools.lru_cache(maxsize=64)
@@ -291,18 +300,20 @@ async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),
     NOTIFY reaches every replica when the transaction commits, and never if it rolls back.
     """
     keys = Keys(frozenset(token_ids), plan_id, integration_id, family_id, everything)
-    _evict_everywhere(keys)
+    evict_here(keys)
     session.info.setdefault(_PENDING, []).append(keys)
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                              {"channel": CHANNEL, "payload": keys.payload()})
+        await session.execute(_NOTIFY, {"channel": CHANNEL, "payload": keys.payload()})
+
+
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     # A read that ran between the first eviction and the commit may have stored old facts.
     for keys in session.info.pop(_PENDING, ()):
-        _evict_everywhere(keys)
+        evict_here(keys)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -345,7 +356,7 @@ class Listener:
             self._task = None
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        _evict_everywhere(Keys.from_payload(payload))
+        evict_here(Keys.from_payload(payload))
 
     def _lost(self, _conn: object) -> None:
         self.cache.disable()

@@ -93,6 +93,17 @@ async def find_by_digest(db: AsyncSession | AsyncConnection, digest: str) -> Sto
     return _stored(tuple(row)) if row is not None else None
 
 
+# The same for many digests at once (`app/tokens/batches.py`): the digest comes back first.
+_BY_DIGESTS = (_CHECK_QUERY.add_columns(Token.digest)
+               .where(Token.digest.in_(bindparam("digests", expanding=True))))
+
+
+async def find_by_digests(db: AsyncSession | AsyncConnection,
+                          digests: list[str]) -> dict[str, StoredToken]:
+    rows = (await db.execute(_BY_DIGESTS, {"digests": digests})).all()
+    return {row[-1]: _stored(tuple(row)[:-1]) for row in rows}
+
+
 async def find_by_id(session: AsyncSession, token_id: uuid.UUID) -> StoredToken | None:
     row = (await session.execute(_CHECK_QUERY.where(Token.id == token_id))).first()
     return _stored(tuple(row)) if row is not None else None

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, or_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import credentials
 from app.audit import service as audit
@@ -43,9 +43,9 @@ def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
 _INSERT = insert(Token.__table__)
 
 
-async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def insert_rows(db: AsyncSession | AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Insert new token rows (from `new_row`): Core, no ORM unit of work."""
-    await session.execute(_INSERT, rows if len(rows) > 1 else rows[0])
+    await db.execute(_INSERT, rows if len(rows) > 1 else rows[0])
 
 
 def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
