@@ -37,7 +37,8 @@ async def gateway_check(request: Request) -> JSON:
         return JSON({"error": "invalid_request", "message": str(exc)}, status_code=400)
     state = request.app.state
     decision = await service.decide(headers.get("authorization"), required, state.clock.now(),
-                                    cache=state.token_cache, engine=state.engine)
+                                    cache=state.token_cache,
+                                    reader=state.token_batches.reader)
     return JSON(decision.body, status_code=decision.status, headers=decision.headers)
 
 

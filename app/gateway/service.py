@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app import credentials
 from app.credentials import SecretKind
-from app.tokens import cache as token_cache
+from app.tokens.batches import TokenReader, find_cached
 from app.tokens.cache import TokenCache
 from app.tokens.repository import StoredToken
 from app.tokens.rules import Inactive, TokenKind, check
@@ -144,9 +142,9 @@ def judge(stored: StoredToken | None, required: frozenset[str], now: datetime) -
 
 
 async def decide(authorization: str | None, required: frozenset[str], now: datetime, *,
-                 cache: TokenCache | None, engine: AsyncEngine) -> Decision:
-    """Forward-auth for one request. A cache hit touches no database; a miss is one SELECT
-    (no transaction around it)."""
+                 cache: TokenCache | None, reader: TokenReader) -> Decision:
+    """Forward-auth for one request. A cache hit touches no database; misses are read in
+    batches, one SELECT for those of concurrent requests (no transaction around it)."""
     if not authorization:
         return missing_token()
     secret = bearer_token(authorization)
@@ -159,8 +157,7 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
     if stored is None:
         if credentials.kind_of(secret) not in _BEARER_KINDS:
             return unauthorized(_NOT_BEARER)
-        async with token_cache.autocommit(engine).connect() as conn:
-            stored = await token_cache.find_by_digest(cache, conn, digest)
+        stored = await find_cached(cache, reader, digest)
     if stored is not None and stored.kind not in _BEARER_TOKEN_KINDS:
         return unauthorized(_NOT_BEARER)
     return judge(stored, required, now)

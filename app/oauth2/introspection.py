@@ -7,7 +7,6 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnauthorizedClientError
 from fastapi import APIRouter, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
 from app.api.responses import JSON, NO_STORE
@@ -17,6 +16,7 @@ from app.oauth2 import clients
 from app.oauth2.clients import ClientFacts
 from app.oauth2.requests import read_form
 from app.tokens import cache as token_cache
+from app.tokens.batches import TokenReader, find_cached
 from app.tokens.cache import TokenCache
 from app.tokens.rules import TokenKind, check
 
@@ -27,8 +27,8 @@ _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,
                 SecretKind.refresh}
 
 
-async def introspect(session: AsyncSession, caller: Integration | ClientFacts, token: str,
-                     now: datetime, cache: TokenCache | None = None) -> dict[str, Any]:
+async def introspect(caller: Integration | ClientFacts, token: str, now: datetime,
+                     cache: TokenCache | None, reader: TokenReader) -> dict[str, Any]:
     """§2.2: `active` plus metadata for a live token; `{"active": false}` and nothing else for
     any token that is unknown, malformed, revoked, expired, refused, or of another plan."""
     digest = credentials.digest(token)
@@ -38,7 +38,7 @@ async def introspect(session: AsyncSession, caller: Integration | ClientFacts, t
     if stored is None:
         if credentials.kind_of(token) not in _TOKEN_KINDS:
             return INACTIVE
-        stored = await token_cache.find_by_digest(cache, session, digest)
+        stored = await find_cached(cache, reader, digest)
     # Rule 9: a plan's own client sees only its plan's tokens; a platform client sees all.
     if stored is None or (caller.plan_id is not None and caller.plan_id != stored.plan_id):
         return INACTIVE
@@ -80,7 +80,7 @@ async def introspection_endpoint(request: Request) -> JSON:
         token = form.get("token")
         if not token:
             raise InvalidRequestError(description="the 'token' parameter is required")
-        answer = await introspect(session, caller, token, now, cache)
+        answer = await introspect(caller, token, now, cache, state.token_batches.reader)
     finally:
         if session.in_transaction():
             await session.close()

@@ -23,6 +23,7 @@ next one. Under no load a batch is one request's work, done at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import case, literal, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.tokens import cache, repository
 from app.tokens.cache import Keys
@@ -101,11 +102,43 @@ class TokenReader(_Batcher[str, StoredToken | None]):
         return [found.get(digest) for digest in items]
 
 
+async def find_cached(tcache: cache.TokenCache | None, reader: TokenReader,
+                      digest: str) -> StoredToken | None:
+    """A token's facts from the cache, or read (in a batch) and cached if found."""
+    stored = tcache.get(digest) if tcache is not None else None
+    if stored is not None:
+        return stored
+    generation = tcache.generation if tcache is not None else 0
+    stored = await reader.find(digest)
+    if stored is not None and tcache is not None:
+        tcache.put(digest, stored, generation)
+    return stored
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     rows: list[dict[str, Any]]  # from tokens.service.new_row
     rotate: uuid.UUID | None = None  # a refresh token to mark used at `at`
     at: datetime | None = None
+
+
+@functools.cache
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    """The INSERT of token rows in the driver's own terms (PostgreSQL, asyncpg): the rows are
+    passed as tuples, so no per-row parameter processing runs in SQLAlchemy."""
+    unknown = set(columns) - set(Token.__table__.c.keys())
+    if unknown:  # the names come from `new_row`; never from a request
+        raise ValueError(f"not columns of tokens: {sorted(unknown)}")
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return f"INSERT INTO tokens ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
+
+
+# Marks the given refresh tokens used at their own times, those still unused only.
+_ROTATE_SQL = (
+    "UPDATE tokens SET used_at = v.at "
+    "FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at) "
+    "WHERE tokens.id = v.id AND tokens.used_at IS NULL "
+    "RETURNING tokens.id")
 
 
 class TokenWriter(_Batcher[Write, bool]):
@@ -119,40 +152,57 @@ class TokenWriter(_Batcher[Write, bool]):
         return await self._submit(Write(rows, rotate, at))
 
     async def _run(self, items: list[Write]) -> list[bool]:
-        rotations = {w.rotate: w.at for w in items if w.rotate is not None}
-        keys = Keys(frozenset(rotations)) if rotations else None
-        if keys is not None:  # as `cache.changed`: evict now, and again after the commit
-            cache.evict_here(keys)
-        if not rotations and self.engine.dialect.name == "postgresql":
+        # The same token twice in one batch: the first exchange may win, the others lose.
+        ok, rotations = [], {}
+        for w in items:
+            ok.append(w.rotate is None or w.rotate not in rotations)
+            if w.rotate is not None:
+                rotations.setdefault(w.rotate, w.at)
+        postgres = self.engine.dialect.name == "postgresql"
+        if not rotations and postgres:
             # Only inserts: one executemany is atomic on its own on PostgreSQL (asyncpg), so it
             # needs no BEGIN and COMMIT round trips.
             async with cache.autocommit(self.engine).connect() as conn:
-                await insert_rows(conn, [row for w in items for row in w.rows])
-            return [True] * len(items)
+                await self._insert(conn, [row for w in items for row in w.rows], postgres)
+            return ok
+        keys = Keys(frozenset(rotations))
+        cache.evict_here(keys)  # as `cache.changed`: now, and again after the commit
         async with self.engine.begin() as conn:
-            rotated: set[uuid.UUID] = set()
-            if rotations:
-                column = Token.__table__.c.used_at
-                result = await conn.execute(
-                    update(Token.__table__)
-                    .where(Token.__table__.c.id.in_(list(rotations)), column.is_(None))
-                    .values(used_at=case(
-                        {token_id: literal(at, column.type) for token_id, at in rotations.items()},
-                        value=Token.__table__.c.id))
-                    .returning(Token.__table__.c.id))
-                rotated = set(result.scalars())
-                if rotated:
-                    await cache.announce(conn, Keys(frozenset(rotated)))
-            ok, claimed = [], set()
-            for w in items:  # the same token twice in one batch: the first exchange wins
-                ok.append(w.rotate is None or (w.rotate in rotated and w.rotate not in claimed))
-                claimed.add(w.rotate)
+            rotated = await self._rotate(conn, rotations, postgres) if rotations else set()
+            if rotated:
+                await cache.announce(conn, Keys(frozenset(rotated)))
+            ok = [fine and (w.rotate is None or w.rotate in rotated)
+                  for w, fine in zip(items, ok, strict=True)]
             rows = [row for w, fine in zip(items, ok, strict=True) if fine for row in w.rows]
             if rows:
-                await insert_rows(conn, rows)
-        if keys is not None:
-            cache.evict_here(keys)
+                await self._insert(conn, rows, postgres)
+        cache.evict_here(keys)
         return ok
+
+    @staticmethod
+    async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]], postgres: bool) -> None:
+        if not postgres:
+            await insert_rows(conn, rows)
+            return
+        columns = tuple(rows[0])
+        await conn.exec_driver_sql(_insert_sql(columns),
+                                   [tuple(row[c] for c in columns) for row in rows])
+
+    @staticmethod
+    async def _rotate(conn: AsyncConnection, rotations: dict[uuid.UUID, datetime | None],
+                      postgres: bool) -> set[uuid.UUID]:
+        if postgres:
+            result = await conn.exec_driver_sql(
+                _ROTATE_SQL, (list(rotations), list(rotations.values())))
+            return {uuid.UUID(bytes=row[0].bytes) for row in result}
+        table = Token.__table__
+        result = await conn.execute(
+            update(table).where(table.c.id.in_(list(rotations)), table.c.used_at.is_(None))
+            .values(used_at=case(
+                {token_id: literal(at, table.c.used_at.type)
+                 for token_id, at in rotations.items()}, value=table.c.id))
+            .returning(table.c.id))
+        return set(result.scalars())
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import String, and_, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.integrations.access import IntegrationFacts
@@ -93,14 +94,21 @@ async def find_by_digest(db: AsyncSession | AsyncConnection, digest: str) -> Sto
     return _stored(tuple(row)) if row is not None else None
 
 
-# The same for many digests at once (`app/tokens/batches.py`): the digest comes back first.
-_BY_DIGESTS = (_CHECK_QUERY.add_columns(Token.digest)
-               .where(Token.digest.in_(bindparam("digests", expanding=True))))
+# The same for many digests at once (`app/tokens/batches.py`): the digest comes back last. On
+# PostgreSQL the digests go as one array parameter (`= ANY`), elsewhere as an expanding IN.
+_BY_DIGESTS = {
+    "postgresql": _CHECK_QUERY.add_columns(Token.digest).where(
+        Token.digest == any_(bindparam("digests", type_=postgresql.ARRAY(String)))),
+    None: _CHECK_QUERY.add_columns(Token.digest).where(
+        Token.digest.in_(bindparam("digests", expanding=True))),
+}
 
 
 async def find_by_digests(db: AsyncSession | AsyncConnection,
                           digests: list[str]) -> dict[str, StoredToken]:
-    rows = (await db.execute(_BY_DIGESTS, {"digests": digests})).all()
+    dialect = db.bind.dialect if isinstance(db, AsyncSession) else db.dialect
+    query = _BY_DIGESTS.get(dialect.name, _BY_DIGESTS[None])
+    rows = (await db.execute(query, {"digests": digests})).all()
     return {row[-1]: _stored(tuple(row)[:-1]) for row in rows}
 
 
