@@ -80,6 +80,10 @@ async def introspection_endpoint(request: Request) -> JSON:
         token = form.get("token")
         if not token:
             raise InvalidRequestError(description="the 'token' parameter is required")
+        if session.in_transaction():
+            # Give the connection back before waiting for a batched read: requests holding
+            # connections while waiting for one could starve the pool.
+            await session.close()
         answer = await introspect(caller, token, now, cache, state.token_batches.reader)
     finally:
         if session.in_transaction():

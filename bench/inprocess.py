@@ -1,0 +1,124 @@
+"""CPU per request in process: the ASGI app called directly, one request at a time, no sockets
+(no HTTP parsing, no client). Shows what a request costs the server's own code, apart from
+uvicorn and wrk; sequential, so batching (app/tokens/batches.py) has nothing to group here.
+
+    python -m bench.inprocess [--requests 1000] [--kinds healthz,check,introspect,cc,refresh]
+
+Creates and drops its own PostgreSQL database (seeded as `make bench` seeds it). Prints process
+CPU time and wall time per request, two rounds each. Run by hand; never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from app.config import Settings
+from app.main import create_app
+from bench import seed
+
+_FORM = (b"content-type", b"application/x-www-form-urlencoded")
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]],
+           body: bytes = b"") -> dict[str, Any]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+            "headers": [*headers, (b"host", b"bench"),
+                        (b"content-length", str(len(body)).encode())], "state": {}}
+
+
+async def _call(app: Any, scope: dict[str, Any], body: bytes) -> int:  # noqa: ANN401
+    sent = False
+    status: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    return status[0]
+
+
+def _basic(client: seed.Client) -> bytes:
+    return b"Basic " + base64.b64encode(f"{client.client_id}:{client.secret}".encode())
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    name = f"tessera_inprocess_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(f"{args.pg}/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{args.pg.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    try:
+        from app.cli import migrate
+
+        await asyncio.to_thread(migrate, url)
+        fx = await seed.seed_base(url)
+        conn = await asyncpg.connect(f"{args.pg}/{name}")
+        known = await seed.add_personal(conn, fx, 100)
+        refresh = iter(await seed.add_oauth(conn, fx, seed.SecretKind.refresh,
+                                            2 * (args.requests + 20)))
+        await conn.close()
+        app = create_app(Settings(database_url=url, log_level="warning"))
+        token_auth, intro_auth = _basic(fx.app), _basic(fx.gateway)
+
+        def request(kind: str, i: int) -> tuple[dict[str, Any], bytes]:
+            bearer = (b"authorization", f"Bearer {known[i % 50]}".encode())
+            body = {"introspect": f"token={known[i % 50]}", "cc": "grant_type=client_credentials",
+                    "refresh": f"grant_type=refresh_token&refresh_token={next(refresh, '')}"
+                    }.get(kind, "").encode()
+            match kind:
+                case "healthz":
+                    return _scope("GET", "/healthz", []), b""
+                case "check":
+                    return _scope("GET", "/v1/gateway/check", [bearer]), b""
+                case "introspect":
+                    return _scope("POST", "/oauth2/introspect",
+                                  [(b"authorization", intro_auth), _FORM], body), body
+                case _:
+                    return _scope("POST", "/oauth2/token",
+                                  [(b"authorization", token_auth), _FORM], body), body
+
+        async with app.router.lifespan_context(app):
+            await asyncio.sleep(0.5)  # the cache listener's first heartbeat
+            for _round in range(2):
+                for kind in args.kinds.split(","):
+                    for i in range(10):
+                        assert await _call(app, *request(kind, i)) == 200, kind
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    for i in range(args.requests):
+                        assert await _call(app, *request(kind, i)) == 200, kind
+                    cpu = (time.process_time() - cpu) / args.requests * 1e6
+                    wall = (time.perf_counter() - wall) / args.requests * 1e6
+                    print(f"{kind:12s} cpu {cpu:7.0f} µs/request   wall {wall:7.0f} µs/request",
+                          flush=True)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--kinds", default="healthz,check,introspect,cc,refresh")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
