@@ -91,30 +91,58 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def _idle(session: AsyncSession) -> bool:
-    """Nothing to commit or give back: no transaction began, no object awaits a flush, and no
-    commit hook was registered (`session.info`, e.g. the token cache's evictions)."""
-    return not (session.in_transaction() or session.new or session.dirty or session.deleted
-                or session.info)
+class LazySession:
+    """An `AsyncSession` made on first use. A request answered from the token cache never uses
+    its session, and constructing one is a measurable part of such a request (bench/NOTES.md).
+    Everything is delegated to the real session once it exists."""
+
+    __slots__ = ("_maker", "_session")
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+        self._maker = maker
+        self._session: AsyncSession | None = None
+
+    @property
+    def made(self) -> AsyncSession | None:
+        """The real session, if anything has used it."""
+        return self._session
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
+        if self._session is None:
+            self._session = self._maker()
+        return getattr(self._session, name)
+
+    def in_transaction(self) -> bool:
+        return self._session is not None and self._session.in_transaction()
+
+
+def _idle(session: AsyncSession | None) -> bool:
+    """Nothing to commit or give back: no session made, or no transaction began, no object
+    awaits a flush, and no commit hook was registered (`session.info`, e.g. the token cache's
+    evictions)."""
+    return session is None or not (session.in_transaction() or session.new or session.dirty
+                                   or session.deleted or session.info)
 
 
 @asynccontextmanager
 async def session_scope(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on any error. The only place that commits.
 
-    A session that never touched the database (everything came from the token cache) is left
-    as it is: committing or closing it would only cost a task and a shield (bench/RESULTS.md)."""
-    session = maker()
+    The session is made on first use, and one that never touched the database (everything came
+    from the token cache) is left as it is: committing or closing it would only cost a task and
+    a shield (bench/NOTES.md)."""
+    lazy = LazySession(maker)
     touched = False
     try:
-        yield session
-        if touched := not _idle(session):
-            await session.commit()
+        yield lazy  # an AsyncSession in all but construction time
+        if touched := not _idle(lazy.made):
+            await lazy.made.commit()
     except BaseException:
-        if touched or not _idle(session):
+        if touched or not _idle(lazy.made):
             touched = True
-            await session.rollback()
+            await lazy.made.rollback()
         raise
     finally:
-        if touched or session.sync_session.identity_map:
+        session = lazy.made
+        if session is not None and (touched or session.sync_session.identity_map):
             await session.close()

@@ -17,7 +17,7 @@ from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.tokens.batches import Batches
-from app.tokens.cache import Listener, TokenCache
+from app.tokens.cache import Listener, TokenCache, autocommit
 
 log = logging.getLogger("tessera")
 
@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.clock = clock or SystemClock()
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    # Read-only work of one statement at a time (introspection): no BEGIN/ROLLBACK around it.
+    app.state.autocommit_sessionmaker = make_sessionmaker(autocommit(engine))
     app.state.metadata = authorization_server_metadata(settings)
     app.state.token_cache = token_cache
     app.state.token_batches = Batches.for_engine(engine)

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Request
 from app import credentials
 from app.api.responses import JSON, NO_STORE
 from app.credentials import SecretKind
+from app.db import LazySession
 from app.integrations.models import Integration
 from app.oauth2 import clients
 from app.oauth2.clients import ClientFacts
 from app.oauth2.requests import read_form
-from app.tokens import cache as token_cache
 from app.tokens.batches import TokenReader, find_cached
 from app.tokens.cache import TokenCache
 from app.tokens.rules import TokenKind, check
@@ -70,7 +70,7 @@ async def introspection_endpoint(request: Request) -> JSON:
     # Read-only: a session that is never committed, on autocommit connections (one statement
     # per read, no BEGIN/ROLLBACK round trips). It takes a connection only when the cache cannot
     # answer, and only then has anything to give back.
-    session = state.sessionmaker(bind=token_cache.autocommit(state.engine))
+    session = LazySession(state.autocommit_sessionmaker)
     try:
         caller = (await clients.authenticate_cached(
             request, session, form, cache, allow_public=False, purpose="introspect")).integration
