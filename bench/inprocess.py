@@ -1,8 +1,11 @@
 """CPU per request in process: the ASGI app called directly, one request at a time, no sockets
 (no HTTP parsing, no client). Shows what a request costs the server's own code, apart from
-uvicorn and wrk; sequential, so batching (app/tokens/batches.py) has nothing to group here.
+uvicorn and wrk. With `--concurrency 1` (the default) requests run one at a time, so batching
+(app/tokens/batches.py) has nothing to group; with more, that many run at once and the mean
+batch sizes of the token reader and writer are printed too.
 
-    python -m bench.inprocess [--requests 1000] [--kinds healthz,check,introspect,cc,refresh]
+    python -m bench.inprocess [--requests 1000] [--concurrency 1]
+                              [--kinds healthz,check,introspect,cc,refresh]
 
 Creates and drops its own PostgreSQL database (seeded as `make bench` seeds it). Prints process
 CPU time and wall time per request, two rounds each. Run by hand; never part of the test suite.
@@ -21,6 +24,7 @@ import asyncpg
 
 from app.config import Settings
 from app.main import create_app
+from app.tokens import batches
 from bench import seed
 
 _FORM = (b"content-type", b"application/x-www-form-urlencoded")
@@ -72,16 +76,17 @@ async def main_async(args: argparse.Namespace) -> None:
         conn = await asyncpg.connect(f"{args.pg}/{name}")
         known = await seed.add_personal(conn, fx, 100)
         refresh = iter(await seed.add_oauth(conn, fx, seed.SecretKind.refresh,
-                                            2 * (args.requests + 20)))
+                                            2 * (args.requests + 20) + 40))
         await conn.close()
         app = create_app(Settings(database_url=url, log_level="warning"))
         token_auth, intro_auth = _basic(fx.app), _basic(fx.gateway)
 
         def request(kind: str, i: int) -> tuple[dict[str, Any], bytes]:
             bearer = (b"authorization", f"Bearer {known[i % 50]}".encode())
-            body = {"introspect": f"token={known[i % 50]}", "cc": "grant_type=client_credentials",
-                    "refresh": f"grant_type=refresh_token&refresh_token={next(refresh, '')}"
-                    }.get(kind, "").encode()
+            body = {"introspect": lambda: f"token={known[i % 50]}",
+                    "cc": lambda: "grant_type=client_credentials",
+                    "refresh": lambda: f"grant_type=refresh_token&refresh_token={next(refresh)}",
+                    }.get(kind, str)().encode()
             match kind:
                 case "healthz":
                     return _scope("GET", "/healthz", []), b""
@@ -94,19 +99,40 @@ async def main_async(args: argparse.Namespace) -> None:
                     return _scope("POST", "/oauth2/token",
                                   [(b"authorization", token_auth), _FORM], body), body
 
+        sizes: dict[str, list[int]] = {}
+        for cls in (batches.TokenReader, batches.TokenWriter):
+            def counted(run: Any, name: str = cls.__name__) -> Any:  # noqa: ANN401
+                async def _run(self: Any, items: list[Any]) -> Any:  # noqa: ANN401
+                    sizes.setdefault(name, []).append(len(items))
+                    return await run(self, items)
+                return _run
+            cls._run = counted(cls._run)
+
+        async def measure(kind: str) -> None:
+            sizes.clear()
+            counter = iter(range(args.requests))
+
+            async def worker() -> None:
+                for i in counter:
+                    status = await _call(app, *request(kind, i))
+                    assert status == 200, (kind, status)
+
+            cpu, wall = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            cpu = (time.process_time() - cpu) / args.requests * 1e6
+            wall = time.perf_counter() - wall
+            mean = "  ".join(f"{name} batches {len(s)}, mean size {sum(s) / len(s):.1f}"
+                             for name, s in sorted(sizes.items()))
+            print(f"{kind:12s} cpu {cpu:7.0f} µs/request   {args.requests / wall:7.0f} "
+                  f"requests/s   {mean}", flush=True)
+
         async with app.router.lifespan_context(app):
             await asyncio.sleep(0.5)  # the cache listener's first heartbeat
             for _round in range(2):
                 for kind in args.kinds.split(","):
                     for i in range(10):
                         assert await _call(app, *request(kind, i)) == 200, kind
-                    cpu, wall = time.process_time(), time.perf_counter()
-                    for i in range(args.requests):
-                        assert await _call(app, *request(kind, i)) == 200, kind
-                    cpu = (time.process_time() - cpu) / args.requests * 1e6
-                    wall = (time.perf_counter() - wall) / args.requests * 1e6
-                    print(f"{kind:12s} cpu {cpu:7.0f} µs/request   wall {wall:7.0f} µs/request",
-                          flush=True)
+                    await measure(kind)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -115,6 +141,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--kinds", default="healthz,check,introspect,cc,refresh")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
     asyncio.run(main_async(parser.parse_args()))
