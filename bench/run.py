@@ -204,6 +204,8 @@ def table(stages: list[Stage]) -> str:
 async def main_async(args: argparse.Namespace) -> int:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is required (Debian package wrk)")
+    if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
+        raise SystemExit("--profile needs py-spy: pip install -e '.[bench]'")
     workdir = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     name = f"tessera_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     await pg_admin(args.pg, f'CREATE DATABASE "{name}"')
