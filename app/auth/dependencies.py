@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,6 +17,7 @@ from app.credentials import SecretKind
 from app.errors import Forbidden, Unauthorized
 from app.operators.models import Operator
 from app.tokens import cache as token_cache
+from app.tokens import repository
 from app.tokens.cache import TokenCache
 from app.tokens.rules import Inactive, TokenKind, check
 from app.users.models import User
@@ -48,7 +50,8 @@ async def principal_from_token(session: Session, secret: str, now: Now,
         return Principal(kind="operator", operator_id=op)
     if kind not in _BEARER_KINDS:
         raise Unauthorized("this kind of token is not a bearer credential")
-    stored = await token_cache.find_by_digest(cache, session, digest)
+    stored = await token_cache.read_through(
+        cache, digest, functools.partial(repository.find_by_digest, session))
     if stored is None:
         raise Unauthorized("unknown token")
     verdict = check(stored.facts, now)

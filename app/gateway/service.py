@@ -16,7 +16,8 @@ from typing import Any
 
 from app import credentials
 from app.credentials import SecretKind
-from app.tokens.batches import TokenReader, find_cached
+from app.tokens import cache as token_cache
+from app.tokens.batches import TokenReader
 from app.tokens.cache import TokenCache
 from app.tokens.repository import StoredToken
 from app.tokens.rules import Inactive, TokenKind, check
@@ -157,7 +158,7 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
     if stored is None:
         if credentials.kind_of(secret) not in _BEARER_KINDS:
             return unauthorized(_NOT_BEARER)
-        stored = await find_cached(cache, reader, digest)
+        stored = await token_cache.read_through(cache, digest, reader.find)
     if stored is not None and stored.kind not in _BEARER_TOKEN_KINDS:
         return unauthorized(_NOT_BEARER)
     return judge(stored, required, now)

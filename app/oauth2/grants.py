@@ -159,7 +159,7 @@ def _mint(settings: Settings, *, integ: Integration | ClientFacts, plan_id: uuid
 async def authorization_code(session: AsyncSession, settings: Settings,
                              integ: Integration | ClientFacts, form: dict[str, str],
                              now: datetime, *, tcache: TokenCache | None = None,
-        batches: Batches | None = None) -> Issued:
+                             batches: Batches | None = None) -> Issued:
     code = form.get("code")
     verifier = form.get("code_verifier")
     if not code:
@@ -222,7 +222,7 @@ async def _revoke_code_grant(session: AsyncSession, row: AuthorizationCode,
 async def refresh_token(session: AsyncSession, settings: Settings,
                         integ: Integration | ClientFacts, form: dict[str, str],
                         now: datetime, *, tcache: TokenCache | None = None,
-        batches: Batches | None = None) -> Issued:
+                        batches: Batches | None = None) -> Issued:
     secret = form.get("refresh_token")
     if not secret:
         raise InvalidRequestError(description="the 'refresh_token' parameter is required")
@@ -270,7 +270,7 @@ async def refresh_token(session: AsyncSession, settings: Settings,
 async def client_credentials(session: AsyncSession, settings: Settings,
                              integ: Integration | ClientFacts, form: dict[str, str],
                              now: datetime, *, tcache: TokenCache | None = None,
-        batches: Batches | None = None) -> Issued:
+                             batches: Batches | None = None) -> Issued:
     """§4.4: the integration acts for a plan: its own (custom) or one it is installed in."""
     if not integ.confidential:
         raise UnauthorizedClientError(description="public clients may not use "

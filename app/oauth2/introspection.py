@@ -16,7 +16,8 @@ from app.integrations.models import Integration
 from app.oauth2 import clients
 from app.oauth2.clients import ClientFacts
 from app.oauth2.requests import read_form
-from app.tokens.batches import TokenReader, find_cached
+from app.tokens import cache as token_cache
+from app.tokens.batches import TokenReader
 from app.tokens.cache import TokenCache
 from app.tokens.rules import TokenKind, check
 
@@ -38,7 +39,7 @@ async def introspect(caller: Integration | ClientFacts, token: str, now: datetim
     if stored is None:
         if credentials.kind_of(token) not in _TOKEN_KINDS:
             return INACTIVE
-        stored = await find_cached(cache, reader, digest)
+        stored = await token_cache.read_through(cache, digest, reader.find)
     # Rule 9: a plan's own client sees only its plan's tokens; a platform client sees all.
     if stored is None or (caller.plan_id is not None and caller.plan_id != stored.plan_id):
         return INACTIVE
@@ -67,27 +68,24 @@ async def introspection_endpoint(request: Request) -> JSON:
     form = await read_form(request)
     now = state.clock.now()
     cache = state.token_cache
-    # Read-only: a session that is never committed, on autocommit connections (one statement
-    # per read, no BEGIN/ROLLBACK round trips). It takes a connection only when the cache cannot
-    # answer, and only then has anything to give back.
+    # Authentication reads through a session that is never committed, on autocommit connections
+    # (one statement per read, no BEGIN/ROLLBACK round trips). It takes a connection only when
+    # the cache cannot answer, and gives it back before the token's batched read: requests
+    # holding connections while waiting for one could starve the pool.
     session = LazySession(state.autocommit_sessionmaker)
     try:
         caller = (await clients.authenticate_cached(
             request, session, form, cache, allow_public=False, purpose="introspect")).integration
-        if not caller.can_introspect:
-            raise UnauthorizedClientError(description="this client may not introspect tokens",
-                                          status_code=403)
-        token = form.get("token")
-        if not token:
-            raise InvalidRequestError(description="the 'token' parameter is required")
-        if session.in_transaction():
-            # Give the connection back before waiting for a batched read: requests holding
-            # connections while waiting for one could starve the pool.
-            await session.close()
-        answer = await introspect(caller, token, now, cache, state.token_batches.reader)
     finally:
         if session.in_transaction():
             await session.close()
+    if not caller.can_introspect:
+        raise UnauthorizedClientError(description="this client may not introspect tokens",
+                                      status_code=403)
+    token = form.get("token")
+    if not token:
+        raise InvalidRequestError(description="the 'token' parameter is required")
+    answer = await introspect(caller, token, now, cache, state.token_batches.reader)
     return JSON(answer, headers=NO_STORE)
 
 

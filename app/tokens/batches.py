@@ -106,19 +106,6 @@ class TokenReader(_Batcher[str, StoredToken | None]):
         return [found.get(digest) for digest in items]
 
 
-async def find_cached(tcache: cache.TokenCache | None, reader: TokenReader,
-                      digest: str) -> StoredToken | None:
-    """A token's facts from the cache, or read (in a batch) and cached if found."""
-    stored = tcache.get(digest) if tcache is not None else None
-    if stored is not None:
-        return stored
-    generation = tcache.generation if tcache is not None else 0
-    stored = await reader.find(digest)
-    if stored is not None and tcache is not None:
-        tcache.put(digest, stored, generation)
-    return stored
-
-
 @dataclass(frozen=True, slots=True)
 class Write:
     rows: list[dict[str, Any]]  # from tokens.service.new_row

@@ -35,7 +35,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,6 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from app.tokens import repository
 from app.tokens.repository import StoredToken
 
 log = logging.getLogger("tessera.cache")
@@ -254,11 +253,13 @@ def _unindex(index: dict[uuid.UUID, set[str]], key: uuid.UUID | None, digest: st
 _caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
 
 
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
 def evict_here(keys: Keys) -> None:
     """Evict from every cache of this process."""
     for cache in list(_caches):
         cache.evict(keys)
-
 
 
 async def announce(conn: AsyncConnection, keys: Keys) -> None:
@@ -275,15 +276,15 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-async def find_by_digest(cache: TokenCache | None, db: AsyncSession | AsyncConnection,
-                         digest: str) -> StoredToken | None:
-    """`repository.find_by_digest` through the cache, on a session or a connection. Only found
-    tokens are cached."""
+async def read_through(cache: TokenCache | None, digest: str,
+                       read: Callable[[str], Awaitable[StoredToken | None]]) -> StoredToken | None:
+    """A token's facts from the cache, or from `read` (a repository lookup, or a batched one:
+    `app/tokens/batches.py`), cached if found. Unknown tokens are never cached."""
     stored = cache.get(digest) if cache is not None else None
     if stored is not None:
         return stored
     generation = cache.generation if cache is not None else 0
-    stored = await repository.find_by_digest(db, digest)
+    stored = await read(digest)
     if stored is not None and cache is not None:
         cache.put(digest, stored, generation)
     return stored
@@ -304,9 +305,6 @@ async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),
     session.info.setdefault(_PENDING, []).append(keys)
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(_NOTIFY, {"channel": CHANNEL, "payload": keys.payload()})
-
-
-_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 @event.listens_for(Session, "after_commit")

@@ -104,11 +104,9 @@ _BY_DIGESTS = {
 }
 
 
-async def find_by_digests(db: AsyncSession | AsyncConnection,
-                          digests: list[str]) -> dict[str, StoredToken]:
-    dialect = db.bind.dialect if isinstance(db, AsyncSession) else db.dialect
-    query = _BY_DIGESTS.get(dialect.name, _BY_DIGESTS[None])
-    rows = (await db.execute(query, {"digests": digests})).all()
+async def find_by_digests(conn: AsyncConnection, digests: list[str]) -> dict[str, StoredToken]:
+    query = _BY_DIGESTS.get(conn.dialect.name, _BY_DIGESTS[None])
+    rows = (await conn.execute(query, {"digests": digests})).all()
     return {row[-1]: _stored(tuple(row)[:-1]) for row in rows}
 
 
