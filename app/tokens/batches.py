@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import case, literal, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.tokens import cache, repository
@@ -67,8 +68,10 @@ class _Batcher(Generic[Item, Result]):
         return await done
 
     async def _flush(self) -> None:
+        # This task's first step runs after every callback of the loop iteration that made it,
+        # so the requests of that iteration are queued by then: waiting an iteration more would
+        # only add latency (bench/NOTES.md).
         try:
-            await asyncio.sleep(0)  # let the requests of this loop iteration join the batch
             while self._queue:
                 batch = self._queue[:self.batch_size]
                 del self._queue[:self.batch_size]
@@ -114,22 +117,58 @@ class Write:
 
 
 @functools.cache
-def _insert_sql(columns: tuple[str, ...]) -> str:
-    """The INSERT of token rows in the driver's own terms (PostgreSQL, asyncpg): the rows are
-    passed as tuples, so no per-row parameter processing runs in SQLAlchemy."""
-    unknown = set(columns) - set(Token.__table__.c.keys())
+def _array_types(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The PostgreSQL array type of each token column named (for `unnest`)."""
+    import app.models  # noqa: F401  # every table: a foreign key column takes its target's type
+
+    table = Token.__table__
+    unknown = set(columns) - set(table.c.keys())
     if unknown:  # the names come from `new_row`; never from a request
         raise ValueError(f"not columns of tokens: {sorted(unknown)}")
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    return f"INSERT INTO tokens ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
+    return tuple(f"{table.c[c].type.compile(dialect=postgresql.dialect())}[]" for c in columns)
 
 
-# Marks the given refresh tokens used at their own times, those still unused only.
-_ROTATE_SQL = (
-    "UPDATE tokens SET used_at = v.at "
-    "FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at) "
-    "WHERE tokens.id = v.id AND tokens.used_at IS NULL "
-    "RETURNING tokens.id")
+@functools.cache
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    """One INSERT of any number of token rows on PostgreSQL: one array parameter per column,
+    `unnest`ed into rows, so the server runs one statement for the batch (not one per row, as an
+    executemany would) and SQLAlchemy processes no per-row parameters."""
+    arrays = ", ".join(f"${i}::{t}" for i, t in enumerate(_array_types(columns), 1))
+    return (f"INSERT INTO tokens ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT * FROM unnest({arrays})")
+
+
+@functools.cache
+def _rotate_sql(columns: tuple[str, ...]) -> str:
+    """A batch with rotations in one statement (one round trip, its own transaction on an
+    autocommit connection), on PostgreSQL:
+
+    - `rotated`: the refresh tokens of $1 marked used at their own times ($2), those still
+      unused only (a concurrent exchange elsewhere that marked one first wins);
+    - `inserted`: the new rows whose own rotation ($3: the token each row's request rotates, or
+      NULL) took place; the others are dropped;
+    - the NOTIFY of the rotated ids to the other replicas (`cache.Keys` payload), sent only if
+      any was rotated and delivered only if the statement commits.
+
+    It answers the rotated ids. All parts see one snapshot; the UPDATE takes the row locks, so a
+    concurrent rotation of the same token waits and then finds it used."""
+    names = ", ".join(columns)
+    arrays = ", ".join(f"${i}::{t}" for i, t in enumerate(_array_types(columns), 5))
+    return (
+        "WITH rotated AS ("
+        " UPDATE tokens SET used_at = v.at"
+        " FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at)"
+        " WHERE tokens.id = v.id AND tokens.used_at IS NULL"
+        " RETURNING tokens.id),"
+        " inserted AS ("
+        f" INSERT INTO tokens ({names})"  # noqa: S608
+        f" SELECT {names} FROM unnest($3::uuid[], {arrays}) AS r(rotates, {names})"
+        " WHERE r.rotates IS NULL OR r.rotates IN (SELECT id FROM rotated)"
+        " RETURNING 1)"
+        " SELECT array(SELECT id FROM rotated),"
+        " (SELECT pg_notify($4, json_build_object('t', json_agg(id::text))::text)"
+        "  FROM rotated HAVING count(*) > 0),"
+        " (SELECT count(*) FROM inserted)")
 
 
 class TokenWriter(_Batcher[Write, bool]):
@@ -149,43 +188,61 @@ class TokenWriter(_Batcher[Write, bool]):
             ok.append(w.rotate is None or w.rotate not in rotations)
             if w.rotate is not None:
                 rotations.setdefault(w.rotate, w.at)
-        postgres = self.engine.dialect.name == "postgresql"
-        if not rotations and postgres:
-            # Only inserts: one executemany is atomic on its own on PostgreSQL (asyncpg), so it
-            # needs no BEGIN and COMMIT round trips.
-            async with cache.autocommit(self.engine).connect() as conn:
-                await self._insert(conn, [row for w in items for row in w.rows], postgres)
-            return ok
+        if self.engine.dialect.name == "postgresql":
+            rotated = await self._run_postgresql(items, ok, rotations)
+        else:
+            rotated = await self._run_portable(items, ok, rotations)
+        return [fine and (w.rotate is None or w.rotate in rotated)
+                for w, fine in zip(items, ok, strict=True)]
+
+    async def _run_postgresql(self, items: list[Write], ok: list[bool],
+                              rotations: dict[uuid.UUID, datetime | None]) -> set[uuid.UUID]:
+        """The whole batch as one statement on an autocommit connection: one round trip, and
+        one transaction (a single statement is atomic)."""
+        rows = [(w.rotate, row) for w, fine in zip(items, ok, strict=True) if fine
+                for row in w.rows]
+        if not rows:
+            return set()
+        columns = tuple(rows[0][1])
+        arrays = [[row[c] for _rotate, row in rows] for c in columns]
+        engine = cache.autocommit(self.engine)
+        if not rotations:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql(_insert_sql(columns), tuple(arrays))
+            return set()
         keys = Keys(frozenset(rotations))
         cache.evict_here(keys)  # as `cache.changed`: now, and again after the commit
+        try:
+            async with engine.connect() as conn:
+                result = await conn.exec_driver_sql(_rotate_sql(columns), (
+                    list(rotations), list(rotations.values()),
+                    [rotate for rotate, _row in rows], cache.CHANNEL, *arrays))
+                ids = result.scalar_one()
+        finally:
+            cache.evict_here(keys)
+        return {uuid.UUID(bytes=i.bytes) for i in ids}
+
+    async def _run_portable(self, items: list[Write], ok: list[bool],
+                            rotations: dict[uuid.UUID, datetime | None]) -> set[uuid.UUID]:
+        """Core statements in one transaction (SQLite: no arrays, and no NOTIFY to send)."""
+        keys = Keys(frozenset(rotations))
+        if rotations:
+            cache.evict_here(keys)
         async with self.engine.begin() as conn:
-            rotated = await self._rotate(conn, rotations, postgres) if rotations else set()
+            rotated = await self._rotate(conn, rotations) if rotations else set()
             if rotated:
                 await cache.announce(conn, Keys(frozenset(rotated)))
-            ok = [fine and (w.rotate is None or w.rotate in rotated)
-                  for w, fine in zip(items, ok, strict=True)]
-            rows = [row for w, fine in zip(items, ok, strict=True) if fine for row in w.rows]
+            rows = [row for w, fine in zip(items, ok, strict=True)
+                    if fine and (w.rotate is None or w.rotate in rotated) for row in w.rows]
             if rows:
-                await self._insert(conn, rows, postgres)
-        cache.evict_here(keys)
-        return ok
+                await insert_rows(conn, rows)
+        if rotations:
+            cache.evict_here(keys)
+        return rotated
 
     @staticmethod
-    async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]], postgres: bool) -> None:
-        if not postgres:
-            await insert_rows(conn, rows)
-            return
-        columns = tuple(rows[0])
-        await conn.exec_driver_sql(_insert_sql(columns),
-                                   [tuple(row[c] for c in columns) for row in rows])
-
-    @staticmethod
-    async def _rotate(conn: AsyncConnection, rotations: dict[uuid.UUID, datetime | None],
-                      postgres: bool) -> set[uuid.UUID]:
-        if postgres:
-            result = await conn.exec_driver_sql(
-                _ROTATE_SQL, (list(rotations), list(rotations.values())))
-            return {uuid.UUID(bytes=row[0].bytes) for row in result}
+    async def _rotate(conn: AsyncConnection,
+                      rotations: dict[uuid.UUID, datetime | None]) -> set[uuid.UUID]:
         table = Token.__table__
         result = await conn.execute(
             update(table).where(table.c.id.in_(list(rotations)), table.c.used_at.is_(None))

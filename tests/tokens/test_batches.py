@@ -139,6 +139,32 @@ async def test_concurrent_rotations_of_one_refresh_token_only_one_wins(database,
     assert await used_at(database.engine, old["id"]) == at  # its first use is kept
 
 
+async def test_a_mixed_batch_is_one_statement_on_postgresql(database, plan, clock) -> None:
+    """Rotations, a lost rotation and plain inserts in one batch: the winners' rows and the
+    plain rows are stored, the loser's are not. On PostgreSQL the whole batch is one statement
+    (one round trip, atomic on its own); elsewhere an UPDATE and an INSERT in one transaction."""
+    writer = Batches.for_engine(database.engine).writer
+    old = [await refresh_token(database.engine, plan) for _ in range(3)]
+    at = clock.now() + timedelta(minutes=1)
+    winners = [rows_of(plan, 2) for _ in old]
+    loser, plain = rows_of(plan, 2), rows_of(plan, 1)
+    with statements(database.engine) as seen:
+        results = await asyncio.gather(
+            *(writer.write(rows, rotate=token["id"], at=at)
+              for rows, token in zip(winners, old, strict=True)),
+            writer.write(loser, rotate=old[0]["id"], at=at),
+            writer.write(plain))
+    assert results == [True, True, True, False, True]
+    stored = [token_id for rows in winners for token_id in ids(rows)] + ids(plain)
+    assert await stored_ids(database.engine, stored + ids(loser)) == set(stored)
+    assert [await used_at(database.engine, t["id"]) for t in old] == [at] * 3
+    touching = [s for s in seen if "TOKENS" in s]
+    if database.backend == "postgresql":
+        assert len(touching) == 1 and touching[0].startswith("WITH ROTATED AS"), touching
+    else:
+        assert [s.split()[0] for s in touching] == ["UPDATE", "INSERT"], touching
+
+
 @pytest.mark.parametrize("rotating", [False, True], ids=["inserts", "with-rotation"])
 async def test_a_failed_batch_fails_every_waiter_and_writes_nothing(database, plan, clock,
                                                                     rotating: bool) -> None:
