@@ -155,13 +155,13 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
     names = ", ".join(columns)
     arrays = ", ".join(f"${i}::{t}" for i, t in enumerate(_array_types(columns), 5))
     return (
-        "WITH rotated AS ("
+        "WITH rotated AS ("  # noqa: S608  # names from `new_row`, types from the table
         " UPDATE tokens SET used_at = v.at"
         " FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at)"
         " WHERE tokens.id = v.id AND tokens.used_at IS NULL"
         " RETURNING tokens.id),"
         " inserted AS ("
-        f" INSERT INTO tokens ({names})"  # noqa: S608
+        f" INSERT INTO tokens ({names})"
         f" SELECT {names} FROM unnest($3::uuid[], {arrays}) AS r(rotates, {names})"
         " WHERE r.rotates IS NULL OR r.rotates IN (SELECT id FROM rotated)"
         " RETURNING 1)"
