@@ -71,7 +71,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
+    uvicorn.run("app.main:create_served_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, loop="uvloop", http="httptools",
                 log_level=get_settings().log_level, access_log=args.access_log,
                 proxy_headers=True)

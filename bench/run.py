@@ -336,7 +336,7 @@ def write_results(path: Path, result: str, args: argparse.Namespace, took: float
     text = f"""# Benchmark results
 
 Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (took {took / 60:.0f} min).
-wrk: {args.connections} connections, {args.threads} threads, {args.seconds:g} s per scenario
+wrk: {args.connections} connections, {args.threads} thread(s), {args.seconds:g} s per scenario
 after {args.warmup:g} s of warm-up, {args.rounds} rounds; the table quotes the median of the
 rounds. Loopback only; PostgreSQL, wrk and the servers share the machine (and, here, other
 people's work on it: single runs vary by ±20 %, which is why only medians and ratios measured in
@@ -367,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before")
     parser.add_argument("--rounds", type=int, default=3, help="runs per scenario (median)")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    # One wrk thread: on this 2-core machine a second one competes with the server for a core
+    # and its own scheduling delays land in the latencies (yardstick, 3 runs of 5 s each way:
+    # p99 59-213 ms with 2 threads, 13-18 ms with 1, and no fewer requests/s with 1).
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--pool", type=int, default=10, help="TESSERA_DB_POOL_SIZE")
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[10_000, 1_000_000], help="token counts, e.g. 10000,1000000")
