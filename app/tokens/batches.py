@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import orjson
 from sqlalchemy import case, literal, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.tokens import cache, repository
@@ -116,26 +116,36 @@ class Write:
     at: datetime | None = None
 
 
-@functools.cache
-def _array_types(columns: tuple[str, ...]) -> tuple[str, ...]:
-    """The PostgreSQL array type of each token column named (for `unnest`)."""
-    import app.models  # noqa: F401  # every table: a foreign key column takes its target's type
-
-    table = Token.__table__
-    unknown = set(columns) - set(table.c.keys())
+def _names(columns: tuple[str, ...]) -> str:
+    unknown = set(columns) - set(Token.__table__.c.keys())
     if unknown:  # the names come from `new_row`; never from a request
         raise ValueError(f"not columns of tokens: {sorted(unknown)}")
-    return tuple(f"{table.c[c].type.compile(dialect=postgresql.dialect())}[]" for c in columns)
+    return ", ".join(columns)
+
+
+# On PostgreSQL a batch's rows travel as one JSON array (text), which the server turns into
+# rows of the tokens table (`json_populate_record`: each value cast to its column's type). One
+# parameter, encoded by orjson, instead of an array per column: asyncpg's array encoder checks
+# every element against abstract base classes, which cost ~7 % of a refresh's CPU under wrk
+# (py-spy, bench/NOTES.md).
+def _json(value: object) -> str:
+    return orjson.dumps(value, default=_uuid_text).decode()
+
+
+def _uuid_text(value: object) -> str:
+    """orjson writes `uuid.UUID` itself; ids read by asyncpg are its own subclass."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 @functools.cache
 def _insert_sql(columns: tuple[str, ...]) -> str:
-    """One INSERT of any number of token rows on PostgreSQL: one array parameter per column,
-    `unnest`ed into rows, so the server runs one statement for the batch (not one per row, as an
-    executemany would) and SQLAlchemy processes no per-row parameters."""
-    arrays = ", ".join(f"${i}::{t}" for i, t in enumerate(_array_types(columns), 1))
-    return (f"INSERT INTO tokens ({', '.join(columns)}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays})")
+    """One INSERT of any number of token rows ($1: JSON array of row objects): one statement
+    for the batch, not one per row as an executemany would run."""
+    names = _names(columns)
+    return (f"INSERT INTO tokens ({names}) "  # noqa: S608
+            f"SELECT {names} FROM json_populate_recordset(NULL::tokens, $1::text::json)")
 
 
 @functools.cache
@@ -143,30 +153,35 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
     """A batch with rotations in one statement (one round trip, its own transaction on an
     autocommit connection), on PostgreSQL:
 
-    - `rotated`: the refresh tokens of $1 marked used at their own times ($2), those still
-      unused only (a concurrent exchange elsewhere that marked one first wins);
-    - `inserted`: the new rows whose own rotation ($3: the token each row's request rotates, or
-      NULL) took place; the others are dropped;
-    - the NOTIFY of the rotated ids to the other replicas (`cache.Keys` payload), sent only if
-      any was rotated and delivered only if the statement commits.
+    - `rotated`: the refresh tokens of $1 (JSON array of `{"id", "at"}`) marked used at their
+      own times, those still unused only (a concurrent exchange elsewhere that marked one first
+      wins);
+    - `inserted`: the new rows of $2 (JSON array of row objects, each with the token its
+      request rotates, or null, as `rotates`) whose own rotation took place; the others are
+      dropped;
+    - the NOTIFY of the rotated ids ($3: the channel) to the other replicas (`cache.Keys`
+      payload), sent only if any was rotated and delivered only if the statement commits.
 
     It answers the rotated ids. All parts see one snapshot; the UPDATE takes the row locks, so a
     concurrent rotation of the same token waits and then finds it used."""
-    names = ", ".join(columns)
-    arrays = ", ".join(f"${i}::{t}" for i, t in enumerate(_array_types(columns), 5))
+    names = _names(columns)
     return (
-        "WITH rotated AS ("  # noqa: S608  # names from `new_row`, types from the table
+        "WITH rotated AS ("  # noqa: S608  # names from `new_row`, checked against the table
         " UPDATE tokens SET used_at = v.at"
-        " FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at)"
+        " FROM json_to_recordset($1::text::json) AS v(id uuid, at timestamptz)"
         " WHERE tokens.id = v.id AND tokens.used_at IS NULL"
         " RETURNING tokens.id),"
+        " fresh AS ("
+        " SELECT (e.j ->> 'rotates')::uuid AS rotates, t.*"
+        " FROM json_array_elements($2::text::json) AS e(j),"
+        " LATERAL json_populate_record(NULL::tokens, e.j) AS t),"
         " inserted AS ("
         f" INSERT INTO tokens ({names})"
-        f" SELECT {names} FROM unnest($3::uuid[], {arrays}) AS r(rotates, {names})"
-        " WHERE r.rotates IS NULL OR r.rotates IN (SELECT id FROM rotated)"
+        f" SELECT {names} FROM fresh"
+        " WHERE fresh.rotates IS NULL OR fresh.rotates IN (SELECT id FROM rotated)"
         " RETURNING 1)"
         " SELECT array(SELECT id FROM rotated),"
-        " (SELECT pg_notify($4, json_build_object('t', json_agg(id::text))::text)"
+        " (SELECT pg_notify($3, json_build_object('t', json_agg(id::text))::text)"
         "  FROM rotated HAVING count(*) > 0),"
         " (SELECT count(*) FROM inserted)")
 
@@ -199,24 +214,24 @@ class TokenWriter(_Batcher[Write, bool]):
                               rotations: dict[uuid.UUID, datetime | None]) -> set[uuid.UUID]:
         """The whole batch as one statement on an autocommit connection: one round trip, and
         one transaction (a single statement is atomic)."""
-        rows = [(w.rotate, row) for w, fine in zip(items, ok, strict=True) if fine
-                for row in w.rows]
-        if not rows:
+        writes = [w for w, fine in zip(items, ok, strict=True) if fine and w.rows]
+        if not writes:
             return set()
-        columns = tuple(rows[0][1])
-        arrays = [[row[c] for _rotate, row in rows] for c in columns]
+        columns = tuple(writes[0].rows[0])
         engine = cache.autocommit(self.engine)
         if not rotations:
+            rows = _json([row for w in writes for row in w.rows])
             async with engine.connect() as conn:
-                await conn.exec_driver_sql(_insert_sql(columns), tuple(arrays))
+                await conn.exec_driver_sql(_insert_sql(columns), (rows,))
             return set()
+        rows = _json([{**row, "rotates": w.rotate} for w in writes for row in w.rows])
+        rotate = _json([{"id": i, "at": at} for i, at in rotations.items()])
         keys = Keys(frozenset(rotations))
         cache.evict_here(keys)  # as `cache.changed`: now, and again after the commit
         try:
             async with engine.connect() as conn:
-                result = await conn.exec_driver_sql(_rotate_sql(columns), (
-                    list(rotations), list(rotations.values()),
-                    [rotate for rotate, _row in rows], cache.CHANNEL, *arrays))
+                result = await conn.exec_driver_sql(
+                    _rotate_sql(columns), (rotate, rows, cache.CHANNEL))
                 ids = result.scalar_one()
         finally:
             cache.evict_here(keys)
