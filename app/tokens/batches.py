@@ -215,9 +215,9 @@ class TokenWriter(_Batcher[Write, bool]):
         """The whole batch as one statement on an autocommit connection: one round trip, and
         one transaction (a single statement is atomic)."""
         writes = [w for w, fine in zip(items, ok, strict=True) if fine and w.rows]
-        if not writes:
+        if not writes and not rotations:
             return set()
-        columns = tuple(writes[0].rows[0])
+        columns = tuple(writes[0].rows[0]) if writes else ("id",)
         engine = cache.autocommit(self.engine)
         if not rotations:
             rows = _json([row for w in writes for row in w.rows])
