@@ -17,9 +17,10 @@ from app.api.responses import JSON
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
+from app.oauth2.clients import ClientReader
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.tokens.batches import Batches
-from app.tokens.cache import Listener, TokenCache, autocommit
+from app.tokens.cache import Listener, TokenCache
 
 log = logging.getLogger("tessera")
 
@@ -76,11 +77,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.clock = clock or SystemClock()
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
-    # Read-only work of one statement at a time (introspection): no BEGIN/ROLLBACK around it.
-    app.state.autocommit_sessionmaker = make_sessionmaker(autocommit(engine))
     app.state.metadata = authorization_server_metadata(settings)
     app.state.token_cache = token_cache
     app.state.token_batches = Batches.for_engine(engine)
+    app.state.client_reader = ClientReader(engine)
 
     errors.install(app)
 

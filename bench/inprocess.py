@@ -6,6 +6,7 @@ batch sizes of the token reader and writer are printed too.
 
     python -m bench.inprocess [--requests 1000] [--concurrency 1]
                               [--kinds healthz,check,introspect,cc,refresh]
+                              [--cache-size 0]  # 0: every lookup reads the database
 
 Creates and drops its own PostgreSQL database (seeded as `make bench` seeds it). Prints process
 CPU time and wall time per request, two rounds each. Run by hand; never part of the test suite.
@@ -78,7 +79,8 @@ async def main_async(args: argparse.Namespace) -> None:
         refresh = iter(await seed.add_oauth(conn, fx, seed.SecretKind.refresh,
                                             2 * (args.requests + 20) + 40))
         await conn.close()
-        app = create_app(Settings(database_url=url, log_level="warning"))
+        app = create_app(Settings(database_url=url, log_level="warning",
+                                  token_cache_size=args.cache_size))
         token_auth, intro_auth = _basic(fx.app), _basic(fx.gateway)
 
         def request(kind: str, i: int) -> tuple[dict[str, Any], bytes]:
@@ -144,6 +146,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--kinds", default="healthz,check,introspect,cc,refresh")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument("--cache-size", type=int, default=Settings().token_cache_size,
+                        help="the token cache's size (0 turns it off, as the cache-miss rows "
+                             "of `make bench` run)")
     asyncio.run(main_async(parser.parse_args()))
 
 

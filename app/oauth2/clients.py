@@ -10,13 +10,16 @@ from datetime import datetime
 from urllib.parse import unquote_plus
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from app import credentials
 from app.auth.dependencies import basic_credentials
-from app.integrations import service as integrations
 from app.integrations.models import Integration
+from app.tokens import cache as token_cache
+from app.tokens.batches import Batcher
 from app.tokens.cache import TokenCache
 
 # A digest to compare against when the client does not exist, so timing tells nothing.
@@ -41,17 +44,71 @@ class ClientFacts:
     data_access: str
     judged_third_party_at: datetime | None
 
-    @classmethod
-    def of(cls, integ: Integration) -> ClientFacts:
-        return cls(integ.id, integ.client_id, integ.kind, integ.plan_id, tuple(integ.scopes),
-                   bool(integ.confidential), bool(integ.can_introspect), integ.review_status,
-                   integ.review_deadline, integ.exception_until, integ.data_access,
-                   integ.judged_third_party_at)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredClient:
+    """A client as client authentication reads it: its facts and the digest of its secret
+    (None for a public client)."""
+
+    facts: ClientFacts
+    secret_digest: str | None
+
+
+_CLIENT_COLUMNS = (
+    Integration.id, Integration.client_id, Integration.kind, Integration.plan_id,
+    Integration.scopes, Integration.confidential, Integration.can_introspect,
+    Integration.review_status, Integration.review_deadline, Integration.exception_until,
+    Integration.data_access, Integration.judged_third_party_at, Integration.client_secret_digest,
+)
+# Built once with bound parameters, as the token lookups are (app/tokens/repository.py). On
+# PostgreSQL the client ids go as one array parameter (`= ANY`), elsewhere as an expanding IN.
+_BY_CLIENT_IDS = {
+    "postgresql": select(*_CLIENT_COLUMNS).where(
+        Integration.client_id == any_(bindparam("ids", type_=postgresql.ARRAY(String)))),
+    None: select(*_CLIENT_COLUMNS).where(Integration.client_id.in_(bindparam("ids",
+                                                                           expanding=True))),
+}
+
+
+def _stored_client(row: tuple) -> StoredClient:
+    (iid, client_id, kind, plan_id, scopes, confidential, can_introspect, review_status,
+     review_deadline, exception_until, data_access, judged_at, secret_digest) = row
+    facts = ClientFacts(iid, client_id, kind, plan_id, tuple(scopes or ()), bool(confidential),
+                        bool(can_introspect), review_status, review_deadline, exception_until,
+                        data_access, judged_at)
+    return StoredClient(facts, secret_digest)
+
+
+async def find_clients(conn: AsyncConnection, client_ids: list[str]) -> dict[str, StoredClient]:
+    query = _BY_CLIENT_IDS.get(conn.dialect.name, _BY_CLIENT_IDS[None])
+    rows = (await conn.execute(query, {"ids": client_ids})).all()
+    return {row[1]: _stored_client(tuple(row)) for row in rows}
+
+
+class ClientReader(Batcher[str, StoredClient | None]):
+    """The clients that concurrent requests authenticate as, read in one SELECT on an
+    autocommit connection (one statement is consistent on its own). A client's facts are
+    read apart from the request's own unit of work, which never changes them.
+
+    Measured with the token cache off, introspection cost ~1.4 ms of the server's CPU per
+    request while the client was read through an ORM session, against ~0.1 ms for a gateway
+    check whose only read is batched (bench/NOTES.md)."""
+
+    batch_size = 200
+
+    async def find(self, client_id: str) -> StoredClient | None:
+        return await self._submit(client_id)
+
+    async def _run(self, items: list[str]) -> list[StoredClient | None]:
+        async with token_cache.autocommit(self.engine).connect() as conn:
+            found = await find_clients(conn, list(dict.fromkeys(items)))
+        return [found.get(client_id) for client_id in items]
 
 
 @dataclass(frozen=True, slots=True)
 class AuthenticatedClient:
-    integration: Integration | ClientFacts
+    integration: ClientFacts
     method: str  # client_secret_basic | client_secret_post | none
 
 
@@ -71,7 +128,7 @@ def _invalid(description: str) -> InvalidClientError:
     return InvalidClientError(description=description, status_code=401)
 
 
-async def authenticate(request: Request, session: AsyncSession, form: dict[str, str], *,
+async def authenticate(request: Request, reader: ClientReader, form: dict[str, str], *,
                        allow_public: bool) -> AuthenticatedClient:
     basic = _basic(request)
     if basic is not None and ("client_secret" in form):
@@ -88,16 +145,16 @@ async def authenticate(request: Request, session: AsyncSession, form: dict[str, 
     else:
         raise _invalid("client authentication is required")
 
-    integ = await integrations.by_client_id(session, client_id) if client_id else None
+    client = await reader.find(client_id) if client_id else None
     if method == "none":
-        if integ is None or integ.confidential:
+        if client is None or client.facts.confidential:
             raise _invalid("unknown client, or a confidential client without its secret")
-        return AuthenticatedClient(integ, method)
+        return AuthenticatedClient(client.facts, method)
     presented = credentials.digest(secret or "")
-    stored = integ.client_secret_digest if integ and integ.client_secret_digest else _NO_CLIENT
-    if not credentials.digests_equal(presented, stored) or integ is None:
+    stored = client.secret_digest if client and client.secret_digest else _NO_CLIENT
+    if not credentials.digests_equal(presented, stored) or client is None:
         raise _invalid("unknown client or wrong secret")
-    return AuthenticatedClient(integ, method)
+    return AuthenticatedClient(client.facts, method)
 
 
 def credentials_key(request: Request, form: dict[str, str], purpose: str) -> str | None:
@@ -113,7 +170,7 @@ def credentials_key(request: Request, form: dict[str, str], purpose: str) -> str
     return None  # no credentials, or two methods at once: authenticate() says what is wrong
 
 
-async def authenticate_cached(request: Request, session: AsyncSession, form: dict[str, str],
+async def authenticate_cached(request: Request, reader: ClientReader, form: dict[str, str],
                               cache: TokenCache | None, *, allow_public: bool,
                               purpose: str) -> AuthenticatedClient:
     """`authenticate`, answered from the token cache for credentials (a secret) that
@@ -123,8 +180,7 @@ async def authenticate_cached(request: Request, session: AsyncSession, form: dic
     if key is not None and (known := cache.get_client(key)) is not None:
         return known
     generation = cache.generation if cache is not None else 0
-    client = await authenticate(request, session, form, allow_public=allow_public)
-    facts = AuthenticatedClient(ClientFacts.of(client.integration), client.method)
+    client = await authenticate(request, reader, form, allow_public=allow_public)
     if key is not None and client.method != "none":
-        cache.put_client(key, client.integration.id, facts, generation)
-    return facts
+        cache.put_client(key, client.integration.id, client, generation)
+    return client

@@ -11,8 +11,6 @@ from fastapi import APIRouter, Request
 from app import credentials
 from app.api.responses import JSON, NO_STORE
 from app.credentials import SecretKind
-from app.db import LazySession
-from app.integrations.models import Integration
 from app.oauth2 import clients
 from app.oauth2.clients import ClientFacts
 from app.oauth2.requests import read_form
@@ -28,7 +26,7 @@ _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,
                 SecretKind.refresh}
 
 
-async def introspect(caller: Integration | ClientFacts, token: str, now: datetime,
+async def introspect(caller: ClientFacts, token: str, now: datetime,
                      cache: TokenCache | None, reader: TokenReader) -> dict[str, Any]:
     """§2.2: `active` plus metadata for a live token; `{"active": false}` and nothing else for
     any token that is unknown, malformed, revoked, expired, refused, or of another plan."""
@@ -68,17 +66,11 @@ async def introspection_endpoint(request: Request) -> JSON:
     form = await read_form(request)
     now = state.clock.now()
     cache = state.token_cache
-    # Authentication reads through a session that is never committed, on autocommit connections
-    # (one statement per read, no BEGIN/ROLLBACK round trips). It takes a connection only when
-    # the cache cannot answer, and gives it back before the token's batched read: requests
-    # holding connections while waiting for one could starve the pool.
-    session = LazySession(state.autocommit_sessionmaker)
-    try:
-        caller = (await clients.authenticate_cached(
-            request, session, form, cache, allow_public=False, purpose="introspect")).integration
-    finally:
-        if session.in_transaction():
-            await session.close()
+    # Both reads (the caller, when the cache cannot answer, and the token) are batched with
+    # those of concurrent requests; no request holds a connection while it waits for one.
+    caller = (await clients.authenticate_cached(
+        request, state.client_reader, form, cache, allow_public=False,
+        purpose="introspect")).integration
     if not caller.can_introspect:
         raise UnauthorizedClientError(description="this client may not introspect tokens",
                                       status_code=403)

@@ -44,8 +44,9 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class _Batcher(Generic[Item, Result]):
-    """Queue items, run them in batches of at most `batch_size`, at most `flushes` at a time."""
+class Batcher(Generic[Item, Result]):
+    """Queue items, run them in batches of at most `batch_size`, at most `flushes` at a time.
+    A subclass says how one batch runs (`_run`: one result per item, in order)."""
 
     batch_size = 100
     # One flush at a time: under load the requests arriving meanwhile make the next batch, and
@@ -94,7 +95,7 @@ class _Batcher(Generic[Item, Result]):
         raise NotImplementedError
 
 
-class TokenReader(_Batcher[str, StoredToken | None]):
+class TokenReader(Batcher[str, StoredToken | None]):
     """Batched `repository.find_by_digest`, on autocommit connections (one SELECT is consistent
     on its own)."""
 
@@ -186,7 +187,7 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
         " (SELECT count(*) FROM inserted)")
 
 
-class TokenWriter(_Batcher[Write, bool]):
+class TokenWriter(Batcher[Write, bool]):
     # A batch's rotations are announced in one NOTIFY, whose payload holds this many ids.
     batch_size = cache.MAX_IDS_IN_PAYLOAD
 

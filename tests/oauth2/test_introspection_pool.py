@@ -16,10 +16,10 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_concurrent_introspection_does_not_starve_the_pool(clock) -> None:
-    """Pins d7ff222: with the cache off, each request authenticates its caller on a session
-    (one pool connection), then reads the token through the batched reader (another one).
-    The session must give its connection back first; otherwise 20 requests on a pool of
-    1 + 1 overflow all hold a connection while waiting for one, and hang."""
+    """Pins d7ff222: with the cache off, each request reads its caller and then its token.
+    No request may hold a pool connection while it waits for another (both reads are batched
+    now, each batch on a connection of its own); otherwise 20 requests on a pool of 1 + 1
+    overflow all hold a connection while waiting for one, and hang."""
     async with migrated_pg_database(pool_size=1) as db:
         settings = Settings(database_url=db.url, issuer="https://tessera.test",
                             secret_key="test-secret-key-for-signing-cookies",
