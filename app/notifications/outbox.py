@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,7 +35,7 @@ from app.clock import Clock
 from app.db import session_scope
 from app.notifications.mailer import Mailer, PermanentFailure, TransientFailure
 from app.notifications.messages import Email, NoticeKind
-from app.notifications.models import OutboxMessage
+from app.notifications.models import UNPRUNED, OutboxMessage
 from app.plans.expiry import effective_expiry, is_expired, plan_period
 from app.plans.models import Plan
 from app.tokens.models import Token
@@ -244,3 +244,47 @@ async def deliver(maker: async_sessionmaker[AsyncSession], mailer: Mailer, clock
             stats["skipped"] += taken.skipped
         stats.update(await send_claimed(maker, mailer, clock, taken.messages,
                                         worker_id=worker_id))
+
+
+
+# What pruning may touch: notices that will never be sent (again).
+SETTLED = ("sent", "failed", "skipped")
+
+
+async def prune(maker: async_sessionmaker[AsyncSession], *, now: datetime,
+                retention: timedelta, batch_size: int = 1000) -> Counter[str]:
+    """Settled notices about expiries more than `retention` ago lose what they said, a batch
+    per transaction; pending ones are never touched.
+
+    The row itself is the UNIQUE key that keeps a second notice for the same token and expiry
+    from being written (rule 5): a period removed and set again later brings the same expiry
+    back. So it stays, stripped of its recipient, subject and body (the personal data and
+    nearly all the bytes), and is deleted only when its token is revoked, since revoked tokens
+    are never notified again."""
+    cutoff = now - retention
+    stats: Counter[str] = Counter()
+    old = and_(UNPRUNED, OutboxMessage.status.in_(SETTLED), OutboxMessage.expires_at < cutoff)
+    while True:
+        async with session_scope(maker) as session:
+            doomed = (await session.execute(
+                select(OutboxMessage.id).join(Token, Token.id == OutboxMessage.token_id)
+                .where(old, Token.revoked_at.is_not(None))
+                .order_by(OutboxMessage.expires_at).limit(batch_size)
+                .with_for_update(of=OutboxMessage, skip_locked=True))).scalars().all()
+            if doomed:
+                await session.execute(
+                    delete(OutboxMessage).where(OutboxMessage.id.in_(doomed))
+                    .execution_options(synchronize_session=False))
+            stripped = (await session.execute(
+                select(OutboxMessage.id).where(old)
+                .order_by(OutboxMessage.expires_at).limit(batch_size)
+                .with_for_update(skip_locked=True))).scalars().all()
+            if stripped:
+                await session.execute(
+                    update(OutboxMessage).where(OutboxMessage.id.in_(stripped))
+                    .values(recipient=None, subject="", body="")
+                    .execution_options(synchronize_session=False))
+        stats["deleted"] += len(doomed)
+        stats["stripped"] += len(stripped)
+        if len(doomed) < batch_size and len(stripped) < batch_size:
+            return +stats

@@ -64,6 +64,12 @@ async def deliver_notices(ctx: Context) -> Counter[str]:
                                 batch_size=ctx.settings.worker_batch_size)
 
 
+async def prune_notices(ctx: Context) -> Counter[str]:
+    return await outbox.prune(ctx.maker, now=ctx.clock.now(),
+                              retention=timedelta(days=ctx.settings.outbox_retention_days),
+                              batch_size=ctx.settings.worker_batch_size)
+
+
 async def deactivate_due(ctx: Context) -> Counter[str]:
     return await deactivations.deactivate_due(ctx.maker, ctx.clock.now(),
                                               batch_size=ctx.settings.worker_batch_size)
@@ -76,5 +82,6 @@ JOBS: list[tuple[str, Job]] = [
     ("expiry.mark", mark_expired),
     ("notices.expiring", enqueue_expiring),
     ("notices.deliver", deliver_notices),
+    ("notices.prune", prune_notices),
     ("integrations.deactivate", deactivate_due),
 ]

@@ -24,7 +24,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def custom_integration_token(client, plan, scopes=("data:read",)) -> tuple[str, str, str]:
-    """A custom integration of the plan and an admin-generated token for it (issue 3's API)."""
+    """A custom integration of the plan and an admin-generated token for it."""
     r = await client.post(f"/v1/plans/{plan.plan_id}/integrations",
                           json={"name": f"in-house-{uuid.uuid4().hex[:6]}",
                                 "scopes": ["data:read", "data:write", "profile"]},

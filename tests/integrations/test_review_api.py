@@ -1,4 +1,4 @@
-"""Issue 4 over HTTP: the review lifecycle and its enforcement at every check point."""
+"""Integration review over HTTP: its lifecycle and its enforcement at every check point."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 4's scheduled deactivations, run by the worker."""
+"""Scheduled deactivations, run by the worker."""
 
 from __future__ import annotations
 
