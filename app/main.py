@@ -17,6 +17,7 @@ from app.api.responses import JSON
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
+from app.gateway.fast_path import CachedChecks
 from app.oauth2.clients import ClientReader
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.tokens.batches import Batches
@@ -25,9 +26,10 @@ from app.tokens.cache import Listener, TokenCache
 log = logging.getLogger("tessera")
 
 
-def create_served_app() -> FastAPI:
-    """The application as `tessera serve` runs it (uvicorn's factory)."""
-    return create_app(freeze_heap=True)
+def create_served_app() -> CachedChecks:
+    """The application as `tessera serve` runs it (uvicorn's factory): gateway checks of
+    cached tokens are answered in front of it (`app/gateway/fast_path.py`)."""
+    return CachedChecks(create_app(freeze_heap=True))
 
 
 # The served process's young-generation threshold: a collection after this many more container
