@@ -19,6 +19,7 @@ from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.gateway.fast_path import CachedChecks
 from app.oauth2.clients import ClientReader
+from app.oauth2.fast_path import CachedIntrospection
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.tokens.batches import Batches
 from app.tokens.cache import Listener, TokenCache
@@ -27,9 +28,15 @@ log = logging.getLogger("tessera")
 
 
 def create_served_app() -> CachedChecks:
-    """The application as `tessera serve` runs it (uvicorn's factory): gateway checks of
-    cached tokens are answered in front of it (`app/gateway/fast_path.py`)."""
-    return CachedChecks(create_app(freeze_heap=True))
+    """The application as `tessera serve` runs it (uvicorn's factory)."""
+    return serve(create_app(freeze_heap=True))
+
+
+def serve(app: FastAPI) -> CachedChecks:
+    """`app` behind its fast paths: gateway checks and introspections answered from the token
+    cache in front of the application's stack (`app/gateway/fast_path.py`,
+    `app/oauth2/fast_path.py`); everything else reaches `app` as it came."""
+    return CachedChecks(CachedIntrospection(app))
 
 
 # The served process's young-generation threshold: a collection after this many more container

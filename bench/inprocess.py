@@ -24,8 +24,7 @@ from typing import Any
 import asyncpg
 
 from app.config import Settings
-from app.gateway.fast_path import CachedChecks
-from app.main import create_app
+from app.main import create_app, serve
 from app.tokens import batches
 from bench import seed
 
@@ -83,7 +82,7 @@ async def main_async(args: argparse.Namespace) -> None:
         inner = create_app(Settings(database_url=url, log_level="warning",
                                     token_cache_size=args.cache_size))
         # As `tessera serve` composes it (app.main.create_served_app), without the heap freeze.
-        app = CachedChecks(inner)
+        app = serve(inner)
         token_auth, intro_auth = _basic(fx.app), _basic(fx.gateway)
 
         def request(kind: str, i: int) -> tuple[dict[str, Any], bytes]:

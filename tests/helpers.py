@@ -31,3 +31,21 @@ async def set_period(client: httpx2.AsyncClient, plan: PlanFixture, value: int,
                      unit: str) -> httpx2.Response:
     return await client.put(f"/v1/plans/{plan.plan_id}/token-expiration",
                             json={"value": value, "unit": unit}, headers=plan.admin.auth)
+
+
+class Counting:
+    """An ASGI application wrapped to count the HTTP requests that reach it (the fast paths of
+    `app.main.serve` answer some in front of it)."""
+
+    def __init__(self, app: Any) -> None:  # noqa: ANN401
+        self.app, self.state, self.calls = app, app.state, 0
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http":
+            self.calls += 1
+        await self.app(scope, receive, send)
+
+
+def answer(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Everything a response says, for comparing two of them."""
+    return r.status_code, sorted(r.headers.multi_items()), r.content

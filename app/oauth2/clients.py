@@ -157,11 +157,10 @@ async def authenticate(request: Request, reader: ClientReader, form: dict[str, s
     return AuthenticatedClient(client.facts, method)
 
 
-def credentials_key(request: Request, form: dict[str, str], purpose: str) -> str | None:
-    """A digest of the client credentials exactly as presented (Basic header, or client_id and
-    client_secret in the body) and of what they are cached for: the same presentation always
-    authenticates the same way."""
-    header = request.headers.get("authorization")
+def credentials_key(header: str | None, form: dict[str, str], purpose: str) -> str | None:
+    """A digest of the client credentials exactly as presented (the `Authorization` header, or
+    client_id and client_secret in the body) and of what they are cached for: the same
+    presentation always authenticates the same way."""
     if header and "client_secret" not in form:
         return credentials.digest(f"{purpose}\0basic\0{header}\0{form.get('client_id', '')}")
     if not header and "client_secret" in form:
@@ -176,7 +175,8 @@ async def authenticate_cached(request: Request, reader: ClientReader, form: dict
     """`authenticate`, answered from the token cache for credentials (a secret) that
     authenticated before for the same `purpose` (`token`, `introspect`); a public client (no
     secret) is always read."""
-    key = credentials_key(request, form, purpose) if cache is not None else None
+    key = (credentials_key(request.headers.get("authorization"), form, purpose)
+           if cache is not None else None)
     if key is not None and (known := cache.get_client(key)) is not None:
         return known
     generation = cache.generation if cache is not None else 0

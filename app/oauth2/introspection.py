@@ -17,6 +17,7 @@ from app.oauth2.requests import read_form
 from app.tokens import cache as token_cache
 from app.tokens.batches import TokenReader
 from app.tokens.cache import TokenCache
+from app.tokens.repository import StoredToken
 from app.tokens.rules import TokenKind, check
 
 router = APIRouter(tags=["oauth2"])
@@ -38,6 +39,11 @@ async def introspect(caller: ClientFacts, token: str, now: datetime,
         if credentials.kind_of(token) not in _TOKEN_KINDS:
             return INACTIVE
         stored = await token_cache.read_through(cache, digest, reader.find)
+    return answer_for(caller, stored, now)
+
+
+def answer_for(caller: ClientFacts, stored: StoredToken | None, now: datetime) -> dict[str, Any]:
+    """The answer about a looked-up token (None: unknown): pure, from its facts and the clock."""
     # Rule 9: a plan's own client sees only its plan's tokens; a platform client sees all.
     if stored is None or (caller.plan_id is not None and caller.plan_id != stored.plan_id):
         return INACTIVE

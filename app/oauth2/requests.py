@@ -37,10 +37,18 @@ async def _body(request: Request) -> bytes:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != _FORM:
+    content_type = request.headers.get("content-type", "")
+    if not is_form(content_type):
         raise InvalidRequestError(description=f"the request body must be {_FORM}")
-    body = await _body(request)
+    return parse_form(await _body(request))
+
+
+def is_form(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == _FORM
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """The parameters of a form-encoded body; a repeated one, or too many, are refused."""
     try:
         pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True,
                           max_num_fields=MAX_FIELDS)

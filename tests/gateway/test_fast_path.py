@@ -11,26 +11,10 @@ import pytest
 
 from app.gateway.fast_path import CachedChecks
 from tests.gateway.test_check import CHECK, bearer, custom_integration_token
-from tests.helpers import set_period
+from tests.helpers import Counting, answer, set_period
 from tests.integrations.test_token_client_cache import serve_cache
 
 pytestmark = pytest.mark.asyncio
-
-
-class Counting:
-    """The application, counting the requests that reach it."""
-
-    def __init__(self, app: Any) -> None:  # noqa: ANN401
-        self.app, self.state, self.calls = app, app.state, 0
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] == "http":
-            self.calls += 1
-        await self.app(scope, receive, send)
-
-
-def answer(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
-    return r.status_code, sorted(r.headers.multi_items()), r.content
 
 
 @pytest.fixture
