@@ -17,9 +17,9 @@ from app.api.responses import JSON
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
-from app.gateway.fast_path import CachedChecks
+from app.gateway.fast_path import FastChecks
 from app.oauth2.clients import ClientReader
-from app.oauth2.fast_path import CachedIntrospection
+from app.oauth2.fast_path import FastIntrospection
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.tokens.batches import Batches
 from app.tokens.cache import Listener, TokenCache
@@ -27,16 +27,16 @@ from app.tokens.cache import Listener, TokenCache
 log = logging.getLogger("tessera")
 
 
-def create_served_app() -> CachedChecks:
+def create_served_app() -> FastChecks:
     """The application as `tessera serve` runs it (uvicorn's factory)."""
     return serve(create_app(freeze_heap=True))
 
 
-def serve(app: FastAPI) -> CachedChecks:
-    """`app` behind its fast paths: gateway checks and introspections answered from the token
-    cache in front of the application's stack (`app/gateway/fast_path.py`,
-    `app/oauth2/fast_path.py`); everything else reaches `app` as it came."""
-    return CachedChecks(CachedIntrospection(app))
+def serve(app: FastAPI) -> FastChecks:
+    """`app` behind its fast paths: gateway checks and introspections answered in front of the
+    application's middleware and router (`app/gateway/fast_path.py`, `app/oauth2/fast_path.py`);
+    everything else, refusals of introspection and every failure reach `app` as they came."""
+    return FastChecks(FastIntrospection(app))
 
 
 # The served process's young-generation threshold: a collection after this many more container

@@ -78,10 +78,9 @@ async def current_principal(request: Request, session: Session, now: Now) -> Pri
                                       request.app.state.token_cache)
 
 
-def basic_credentials(request: Request) -> tuple[str, str] | None:
-    """RFC 7617 Basic credentials, or None when the header is not Basic."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """RFC 7617 Basic credentials of an `Authorization` header, or None when it is not Basic."""
+    scheme, _, value = (header or "").partition(" ")
     if scheme.lower() != "basic":
         return None
     try:

@@ -24,7 +24,7 @@ from app.tokens.rules import Inactive, TokenKind, check
 
 # Refresh tokens are not bearer credentials (RFC 6749 §1.5); operator tokens are for /v1 only.
 _BEARER_KINDS = frozenset({SecretKind.personal, SecretKind.integration, SecretKind.access})
-BEARER_TOKEN_KINDS = frozenset({TokenKind.personal, TokenKind.integration, TokenKind.access})
+_BEARER_TOKEN_KINDS = frozenset({TokenKind.personal, TokenKind.integration, TokenKind.access})
 # RFC 6749 §3.3: scope-token = 1*NQCHAR. Checked before a scope is echoed in a header.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # Personal tokens carry every permission of their user; the header says so with one "*".
@@ -159,6 +159,6 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
         if credentials.kind_of(secret) not in _BEARER_KINDS:
             return unauthorized(_NOT_BEARER)
         stored = await token_cache.read_through(cache, digest, reader.find)
-    if stored is not None and stored.kind not in BEARER_TOKEN_KINDS:
+    if stored is not None and stored.kind not in _BEARER_TOKEN_KINDS:
         return unauthorized(_NOT_BEARER)
     return judge(stored, required, now)

@@ -13,7 +13,6 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestErro
 from sqlalchemy import String, any_, bindparam, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
-from starlette.requests import Request
 
 from app import credentials
 from app.auth.dependencies import basic_credentials
@@ -112,12 +111,12 @@ class AuthenticatedClient:
     method: str  # client_secret_basic | client_secret_post | none
 
 
-def _basic(request: Request) -> tuple[str, str] | None:
+def _basic(header: str | None) -> tuple[str, str] | None:
     """Basic client credentials, or None when the header is not Basic; a malformed one fails."""
-    scheme = request.headers.get("authorization", "").partition(" ")[0]
+    scheme = (header or "").partition(" ")[0]
     if scheme.lower() != "basic":
         return None
-    decoded = basic_credentials(request)
+    decoded = basic_credentials(header)
     if decoded is None:
         raise _invalid("malformed Basic credentials")
     # §2.3.1: both parts are form-urlencoded before Basic encoding.
@@ -128,9 +127,10 @@ def _invalid(description: str) -> InvalidClientError:
     return InvalidClientError(description=description, status_code=401)
 
 
-async def authenticate(request: Request, reader: ClientReader, form: dict[str, str], *,
-                       allow_public: bool) -> AuthenticatedClient:
-    basic = _basic(request)
+async def authenticate(authorization: str | None, reader: ClientReader, form: dict[str, str],
+                       *, allow_public: bool) -> AuthenticatedClient:
+    """The client of a request with this `Authorization` header (None: absent) and form."""
+    basic = _basic(authorization)
     if basic is not None and ("client_secret" in form):
         raise InvalidRequestError(description="use one client authentication method, not two")
     if basic is not None:
@@ -169,18 +169,17 @@ def credentials_key(header: str | None, form: dict[str, str], purpose: str) -> s
     return None  # no credentials, or two methods at once: authenticate() says what is wrong
 
 
-async def authenticate_cached(request: Request, reader: ClientReader, form: dict[str, str],
-                              cache: TokenCache | None, *, allow_public: bool,
-                              purpose: str) -> AuthenticatedClient:
+async def authenticate_cached(authorization: str | None, reader: ClientReader,
+                              form: dict[str, str], cache: TokenCache | None, *,
+                              allow_public: bool, purpose: str) -> AuthenticatedClient:
     """`authenticate`, answered from the token cache for credentials (a secret) that
     authenticated before for the same `purpose` (`token`, `introspect`); a public client (no
     secret) is always read."""
-    key = (credentials_key(request.headers.get("authorization"), form, purpose)
-           if cache is not None else None)
+    key = credentials_key(authorization, form, purpose) if cache is not None else None
     if key is not None and (known := cache.get_client(key)) is not None:
         return known
     generation = cache.generation if cache is not None else 0
-    client = await authenticate(request, reader, form, allow_public=allow_public)
+    client = await authenticate(authorization, reader, form, allow_public=allow_public)
     if key is not None and client.method != "none":
         cache.put_client(key, client.integration.id, client, generation)
     return client

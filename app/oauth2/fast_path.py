@@ -1,30 +1,29 @@
-"""Introspection of a cached token by a cached client, answered before the application's stack.
+"""Introspection answered before the application's stack.
 
-As for the gateway check (`app/gateway/fast_path.py`): a resource server introspects the same
-tokens all day, with the same credentials, and for those the answer is a pure function of cached
-facts and the clock (`introspection.answer_for`). This wrapper answers a `POST
-/oauth2/introspect` whose client credentials and token the cache both hold, with the answer and
-response the route gives. Anything else (a miss, a client the cache does not know, a malformed
-or oversized body, the cache not serving) goes to the application, with the body it read
-handed on unchanged; the application authenticates, reads and maps errors in its one place.
+A resource server introspects on every request it serves. The answer is `introspection.handle`
+(authenticate the caller, look the token up, judge it), yet the request used to cross
+Starlette's error and exception middleware, FastAPI's exit stack, the router and a `Request`
+object first: about half of a cached introspection's own CPU in process (bench/NOTES.md). This
+wrapper sits in front of the application (`tessera serve`, `app.main.serve`) and answers a
+`POST /oauth2/introspect` with a small form body itself, through the same `handle` and with the
+same response. Anything else, and any request `handle` refuses or fails on (bad credentials, a
+missing token, a lost database), goes to the application with the body it read handed on
+unchanged: the application answers it afresh and maps the error to the wire in its one place.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from authlib.oauth2.rfc6749.errors import OAuth2Error
-
-from app import credentials
 from app.api.responses import JSON, NO_STORE
-from app.oauth2 import clients, introspection, requests
+from app.oauth2 import introspection, requests
 
 PATH = "/oauth2/introspect"
 # A larger body is left to the application, which streams it against its own limit.
 _MAX_BODY = 4096
 
 
-class CachedIntrospection:
+class FastIntrospection:
     """ASGI middleware around the FastAPI application of `app.main.create_app`."""
 
     def __init__(self, app: Any) -> None:  # noqa: ANN401 - an ASGI application
@@ -32,37 +31,29 @@ class CachedIntrospection:
         self.state = app.state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
-        if not (scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
-                and self.state.token_cache is not None and self.state.token_cache.serving):
+        if not (scope["type"] == "http" and scope["path"] == PATH
+                and scope["method"] == "POST"):
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
         body = None
         if headers is not None:
             body = await _read(receive)
-            if body is not None and (answer := self.cached(headers, body)) is not None:
+            if body is not None and (answer := await self.answer(headers, body)) is not None:
                 await JSON(answer, headers=NO_STORE)(scope, receive, send)
                 return
         await self.app(scope, _replay(body, receive) if body is not None else receive, send)
 
-    def cached(self, headers: dict[bytes, str], body: bytes) -> dict[str, Any] | None:
-        """The route's answer when the client and the token are both cached, else None."""
+    async def answer(self, headers: dict[bytes, str], body: bytes) -> dict[str, Any] | None:
+        """The route's answer to a request it would answer 200, else None."""
         if not requests.is_form(headers.get(b"content-type", "")):
             return None
         try:
             form = requests.parse_form(body)
-        except OAuth2Error:
+            return await introspection.handle(self.state, headers.get(b"authorization"), form,
+                                              self.state.clock.now())
+        except Exception:  # noqa: BLE001 - refusals and failures are the application's to answer
             return None
-        cache = self.state.token_cache
-        key = clients.credentials_key(headers.get(b"authorization"), form, "introspect")
-        client = cache.get_client(key) if key is not None else None
-        token = form.get("token")
-        if client is None or not client.integration.can_introspect or not token:
-            return None
-        stored = cache.get(credentials.digest(token))
-        if stored is None:
-            return None
-        return introspection.answer_for(client.integration, stored, self.state.clock.now())
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, str] | None:

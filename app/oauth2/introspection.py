@@ -67,15 +67,16 @@ def answer_for(caller: ClientFacts, stored: StoredToken | None, now: datetime) -
     return answer
 
 
-async def introspection_endpoint(request: Request) -> JSON:
-    state = request.app.state
-    form = await read_form(request)
-    now = state.clock.now()
+async def handle(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
+                 now: datetime) -> dict[str, Any]:
+    """§2.1-2.2 for one request, given its `Authorization` header and form: authenticate the
+    caller, then introspect. OAuth errors are raised for the error mapping to answer. `state`
+    is the application's (`app.main.create_app`)."""
     cache = state.token_cache
     # Both reads (the caller, when the cache cannot answer, and the token) are batched with
     # those of concurrent requests; no request holds a connection while it waits for one.
     caller = (await clients.authenticate_cached(
-        request, state.client_reader, form, cache, allow_public=False,
+        authorization, state.client_reader, form, cache, allow_public=False,
         purpose="introspect")).integration
     if not caller.can_introspect:
         raise UnauthorizedClientError(description="this client may not introspect tokens",
@@ -83,7 +84,13 @@ async def introspection_endpoint(request: Request) -> JSON:
     token = form.get("token")
     if not token:
         raise InvalidRequestError(description="the 'token' parameter is required")
-    answer = await introspect(caller, token, now, cache, state.token_batches.reader)
+    return await introspect(caller, token, now, cache, state.token_batches.reader)
+
+
+async def introspection_endpoint(request: Request) -> JSON:
+    state = request.app.state
+    form = await read_form(request)
+    answer = await handle(state, request.headers.get("authorization"), form, state.clock.now())
     return JSON(answer, headers=NO_STORE)
 
 

@@ -38,7 +38,7 @@ async def token_endpoint(request: Request) -> JSON:
     async with session_scope(state.sessionmaker) as session:
         # Public clients (no secret) may redeem codes and refresh: PKCE binds them instead.
         client = await clients.authenticate_cached(
-            request, state.client_reader, form, state.token_cache,
+            request.headers.get("authorization"), state.client_reader, form, state.token_cache,
             allow_public=grant_type != "client_credentials", purpose="token")
         if client.integration.review_status == ReviewStatus.revoked:
             # Rule 6: a revoked review refuses every call, whatever the plan or grant.
@@ -60,8 +60,8 @@ async def revocation_endpoint(request: Request, session: Session, now: Now) -> J
     """§2.1: the client revokes one of its own tokens; revoking a refresh token revokes its
     grant. §2.2: the answer is 200 whether or not the token was valid."""
     form = await read_form(request)
-    client = await clients.authenticate(request, request.app.state.client_reader, form,
-                                        allow_public=True)
+    client = await clients.authenticate(request.headers.get("authorization"),
+                                        request.app.state.client_reader, form, allow_public=True)
     token = form.get("token")
     if not token:
         raise InvalidRequestError(description="the 'token' parameter is required")

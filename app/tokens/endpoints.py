@@ -31,7 +31,7 @@ Offset = Annotated[int, Query(ge=0)]
 
 async def _user_for_creation(request: Request, session: Session, now: Now) -> Principal:
     """A bearer token, or, so a user can get a first token, HTTP Basic email:password."""
-    basic = basic_credentials(request)
+    basic = basic_credentials(request.headers.get("authorization"))
     if basic is None:
         principal = await current_principal(request, session, now)
         principal.require_user()

@@ -1,6 +1,6 @@
-"""Introspections of cached tokens by cached clients answered in front of the application
-(app/oauth2/fast_path.py): the same answer as the route, byte for byte, and everything else
-handed to the application with its body intact."""
+"""Introspections answered in front of the application (app/oauth2/fast_path.py): the same
+answer as the route, byte for byte; refusals, failures and odd requests handed to the
+application with their body intact."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from app.oauth2.fast_path import CachedIntrospection
+from app.oauth2.fast_path import FastIntrospection
 from tests.helpers import Counting, answer, create_gateway_client, set_period
 from tests.integrations.test_token_client_cache import serve_cache
 
@@ -21,15 +21,17 @@ PATH = "/oauth2/introspect"
 @pytest.fixture
 async def served(app) -> Any:  # noqa: ANN001, ANN401
     inner = Counting(app)
-    transport = httpx2.ASGITransport(app=CachedIntrospection(inner))
+    transport = httpx2.ASGITransport(app=FastIntrospection(inner))
     async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
         c.inner = inner
         yield c
 
 
-async def test_cached_client_and_token_get_the_routes_answer_without_the_application(
-        app, client, served, plan, other_plan, clock) -> None:
-    serve_cache(app)
+@pytest.mark.parametrize("cached", [False, True], ids=["read", "cached"])
+async def test_introspections_get_the_routes_answer_without_the_application(
+        app, client, served, plan, other_plan, clock, cached) -> None:
+    if cached:
+        serve_cache(app)
     creds = await create_gateway_client(client, plan)
     user, stranger = await plan.add_user(), await other_plan.add_user()
     await set_period(client, plan, 2, "hours")
@@ -39,33 +41,28 @@ async def test_cached_client_and_token_get_the_routes_answer_without_the_applica
         {"data": {"token": user.token, "token_type_hint": "access_token"}, "auth": creds},
         {"data": {"token": user.token, **post}},  # client_secret_post
         {"data": {"token": stranger.token}, "auth": creds},  # another plan's: inactive
+        {"data": {"token": "nonsense"}, "auth": creds},  # inactive
     ]
-    for request in requests:  # the first call of each caches the client and the token
-        assert (await client.post(PATH, **request)).status_code == 200
-    before = served.inner.calls
     for request in requests:
+        calls = served.inner.calls
         fast, route = await served.post(PATH, **request), await client.post(PATH, **request)
-        assert answer(fast) == answer(route), request
-    assert served.inner.calls == before
+        assert fast.status_code == 200 and answer(fast) == answer(route), request
+        assert served.inner.calls == calls, request
     assert (await served.post(PATH, **requests[0])).json()["exp"] == \
         int(clock.now().timestamp()) + 7200
-    assert (await served.post(PATH, **requests[3])).json() == {"active": False}
+    assert [(await served.post(PATH, **r)).json()["active"] for r in requests] == \
+        [True, True, True, False, False]
 
     clock.advance(hours=2)  # judged at the request's time: the period has ended it
     fast = await served.post(PATH, **requests[0])
-    assert fast.json() == {"active": False} and served.inner.calls == before
+    assert fast.json() == {"active": False}
 
 
-async def test_what_the_cache_cannot_answer_reaches_the_application_with_its_body(
-        app, client, served, plan) -> None:
+async def test_refusals_and_failures_reach_the_application_with_their_body(
+        app, client, served, plan, monkeypatch) -> None:
     creds = await create_gateway_client(client, plan)
     weak = await create_gateway_client(client, plan, can_introspect=False)
     user = await plan.add_user()
-    r = await served.post(PATH, data={"token": user.token}, auth=creds)  # cache not serving
-    assert r.status_code == 200 and r.json()["active"] is True and served.inner.calls == 1
-    serve_cache(app)
-    await client.post(PATH, data={"token": user.token}, auth=creds)  # now cached
-    await client.post(PATH, data={"token": user.token}, auth=weak)
     cases = [
         ({"data": {"token": user.token}, "auth": (creds[0], "tss_wrong")}, 401),
         ({"data": {"token": user.token}}, 401),  # no credentials
@@ -74,7 +71,6 @@ async def test_what_the_cache_cannot_answer_reaches_the_application_with_its_bod
         ({"content": f"token={user.token}&token=x", "auth": creds,
           "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 400),  # repeated
         ({"json": {"token": user.token}, "auth": creds}, 400),  # not a form
-        ({"data": {"token": (await plan.add_user()).token}, "auth": creds}, 200),  # a miss
         ({"data": {"token": user.token, "pad": "x" * 5000}, "auth": creds}, 200),  # large
     ]
     for request, status in cases:
@@ -83,5 +79,17 @@ async def test_what_the_cache_cannot_answer_reaches_the_application_with_its_bod
         assert fast.status_code == status, (request, fast.text)
         assert answer(fast) == answer(route), request
         assert served.inner.calls == calls + 1, request
-    miss = await served.post(PATH, data={"token": (await plan.add_user()).token}, auth=creds)
-    assert miss.json()["active"] is True  # the application read the body handed on
+
+    async def lost(_key: str) -> None:
+        raise ConnectionRefusedError("the database went away")
+
+    # The fast path read the body, failed, and handed both on: the application, reading the
+    # same body, fails the same way and answers 503 (fail closed), not 400 for a lost body.
+    monkeypatch.setattr(app.state.token_batches.reader, "find", lost)
+    calls = served.inner.calls
+    r = await served.post(PATH, data={"token": user.token}, auth=creds)
+    assert r.status_code == 503, r.text
+    assert served.inner.calls == calls + 1
+    monkeypatch.undo()
+    r = await served.post(PATH, data={"token": user.token}, auth=creds)
+    assert r.status_code == 200 and r.json()["active"] is True
