@@ -23,6 +23,7 @@ from app.tokens.cache import TokenCache
 
 # A digest to compare against when the client does not exist, so timing tells nothing.
 _NO_CLIENT = credentials.digest("no such client")
+_CLIENT_ID_MAX = Integration.client_id.type.length  # the column's length
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,15 @@ def _basic(header: str | None) -> tuple[str, str] | None:
     return unquote_plus(decoded[0]), unquote_plus(decoded[1])
 
 
+def _could_exist(client_id: str) -> bool:
+    """Whether a client id is worth reading: ids are ours (`tc_` and hex, 64 characters at
+    most). Anything else is unknown without a read, and must never reach the batched SELECT
+    it would share with other requests: a NUL, say, fails the whole statement on PostgreSQL,
+    and with it every request of the batch."""
+    return 0 < len(client_id) <= _CLIENT_ID_MAX and client_id.isascii() and \
+        client_id.isprintable()
+
+
 def _invalid(description: str) -> InvalidClientError:
     return InvalidClientError(description=description, status_code=401)
 
@@ -145,7 +155,7 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
     else:
         raise _invalid("client authentication is required")
 
-    client = await reader.find(client_id) if client_id else None
+    client = await reader.find(client_id) if _could_exist(client_id) else None
     if method == "none":
         if client is None or client.facts.confidential:
             raise _invalid("unknown client, or a confidential client without its secret")
