@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     worker_interval_seconds: float = Field(default=60, gt=0, le=86400)
     worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     run_worker_in_serve: bool = False
-    # Sent, failed and skipped notices keep their recipient, subject and body this many days
-    # after the expiry they were about; then only the key that stops a second notice is kept.
+    # Sent, failed and skipped notices keep their recipient, text and last error this many days
+    # after they were written; then only the key that stops a second notice is kept.
     outbox_retention_days: int = Field(default=90, ge=1, le=36500)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # In-process cache of token facts (app/tokens/cache.py); 0 turns it off. PostgreSQL only.

@@ -77,7 +77,7 @@ Index("ix_tokens_sweep_marked", Token.plan_id, Token.issued_at,
       postgresql_where=MARKED, sqlite_where=MARKED)
 
 # Rows that still hold their message: pruning (`outbox.prune`) strips the old ones and reads
-# only these, oldest expiry first, so a cycle costs what is left to prune.
+# only these, oldest first, so a cycle costs what is left to prune.
 UNPRUNED = OutboxMessage.body != literal_column("''")
-Index("ix_notification_outbox_unpruned", OutboxMessage.expires_at,
+Index("ix_notification_outbox_unpruned", OutboxMessage.created_at,
       postgresql_where=UNPRUNED, sqlite_where=UNPRUNED)

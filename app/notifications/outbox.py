@@ -249,42 +249,47 @@ async def deliver(maker: async_sessionmaker[AsyncSession], mailer: Mailer, clock
 
 # What pruning may touch: notices that will never be sent (again).
 SETTLED = ("sent", "failed", "skipped")
+# Batches per call: a cycle's pruning stays bounded however large the backlog; the next cycle
+# goes on where this one stopped.
+PRUNE_BATCHES = 20
 
 
 async def prune(maker: async_sessionmaker[AsyncSession], *, now: datetime,
                 retention: timedelta, batch_size: int = 1000) -> Counter[str]:
-    """Settled notices about expiries more than `retention` ago lose what they said, a batch
-    per transaction; pending ones are never touched.
+    """Settled notices written more than `retention` ago lose what they said, a batch per
+    transaction, oldest first; pending ones are never touched.
 
     The row itself is the UNIQUE key that keeps a second notice for the same token and expiry
     from being written (rule 5): a period removed and set again later brings the same expiry
-    back. So it stays, stripped of its recipient, subject and body (the personal data and
-    nearly all the bytes), and is deleted only when its token is revoked, since revoked tokens
-    are never notified again."""
+    back. So it stays, stripped of its recipient, text, last error and claimant (the personal
+    data and nearly all the bytes). A row whose token is revoked when it is pruned is deleted:
+    revoked tokens are never notified again. (One stripped before its token was revoked stays,
+    a key of a few dozen bytes.)"""
     cutoff = now - retention
     stats: Counter[str] = Counter()
-    old = and_(UNPRUNED, OutboxMessage.status.in_(SETTLED), OutboxMessage.expires_at < cutoff)
-    while True:
+    for _ in range(PRUNE_BATCHES):
         async with session_scope(maker) as session:
-            doomed = (await session.execute(
-                select(OutboxMessage.id).join(Token, Token.id == OutboxMessage.token_id)
-                .where(old, Token.revoked_at.is_not(None))
-                .order_by(OutboxMessage.expires_at).limit(batch_size)
-                .with_for_update(of=OutboxMessage, skip_locked=True))).scalars().all()
+            rows = (await session.execute(
+                select(OutboxMessage.id, Token.revoked_at.is_not(None))
+                .join(Token, Token.id == OutboxMessage.token_id)
+                .where(UNPRUNED, OutboxMessage.status.in_(SETTLED),
+                       OutboxMessage.created_at < cutoff)
+                .order_by(OutboxMessage.created_at).limit(batch_size)
+                .with_for_update(of=OutboxMessage, skip_locked=True))).all()
+            doomed = [i for i, revoked in rows if revoked]
+            stripped = [i for i, revoked in rows if not revoked]
             if doomed:
                 await session.execute(
                     delete(OutboxMessage).where(OutboxMessage.id.in_(doomed))
                     .execution_options(synchronize_session=False))
-            stripped = (await session.execute(
-                select(OutboxMessage.id).where(old)
-                .order_by(OutboxMessage.expires_at).limit(batch_size)
-                .with_for_update(skip_locked=True))).scalars().all()
             if stripped:
                 await session.execute(
                     update(OutboxMessage).where(OutboxMessage.id.in_(stripped))
-                    .values(recipient=None, subject="", body="")
+                    .values(recipient=None, subject="", body="", last_error=None,
+                            claimed_by=None)
                     .execution_options(synchronize_session=False))
         stats["deleted"] += len(doomed)
         stats["stripped"] += len(stripped)
-        if len(doomed) < batch_size and len(stripped) < batch_size:
-            return +stats
+        if len(rows) < batch_size:
+            break
+    return +stats

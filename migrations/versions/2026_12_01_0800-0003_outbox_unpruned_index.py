@@ -15,17 +15,20 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+_NAME = "ix_notification_outbox_unpruned"
 _UNPRUNED = "body <> ''"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_notification_outbox_unpruned", ["expires_at"], unique=False,
-            postgresql_where=sa.text(_UNPRUNED), sqlite_where=sa.text(_UNPRUNED),
-        )
+    where = {"postgresql_where": sa.text(_UNPRUNED), "sqlite_where": sa.text(_UNPRUNED)}
+    if op.get_bind().dialect.name == "postgresql":
+        # Built without locking out the worker's writes (`tessera migrate` runs on every start).
+        with op.get_context().autocommit_block():
+            op.create_index(_NAME, "notification_outbox", ["created_at"], unique=False,
+                            postgresql_concurrently=True, if_not_exists=True, **where)
+    else:
+        op.create_index(_NAME, "notification_outbox", ["created_at"], unique=False, **where)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("notification_outbox", schema=None) as batch_op:
-        batch_op.drop_index("ix_notification_outbox_unpruned")
+    op.drop_index(_NAME, table_name="notification_outbox")

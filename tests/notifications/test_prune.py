@@ -10,8 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.notifications import outbox
+from app.tokens.rules import TokenKind
 from tests.helpers import set_period
-from tests.notifications.support import cycle, issue, make_worker, outbox_rows
+from tests.notifications.support import add_owners, cycle, issue, make_worker, outbox_rows
 
 pytestmark = pytest.mark.asyncio
 
@@ -36,17 +38,23 @@ async def test_old_notices_lose_their_message_and_keep_their_key(client, plan, c
     assert contents(await outbox_rows(database, token.id)) == [
         ("expiring", "sent", True), ("expired", "sent", True)]
 
-    clock.set(expiry + timedelta(days=60))  # not yet *more* than 60 days after the expiry
+    # Kept 60 days after each was written: the "expiring" one 7 days before the expiry.
+    clock.set(expiry - timedelta(days=7) + timedelta(days=60))
     await cycle(worker)
     assert contents(await outbox_rows(database, token.id)) == [
         ("expiring", "sent", True), ("expired", "sent", True)]
-
     clock.advance(seconds=1)
     report = await cycle(worker)
-    assert report.jobs["notices.prune"].stats["stripped"] >= 2  # ours, and other tests' rows
+    assert report.jobs["notices.prune"].stats["stripped"] >= 1  # ours, and other tests' rows
+    assert contents(await outbox_rows(database, token.id)) == [
+        ("expiring", "sent", False), ("expired", "sent", True)]
+
+    clock.set(expiry + timedelta(days=60, seconds=1))
+    await cycle(worker)
     rows = await outbox_rows(database, token.id)
     assert contents(rows) == [("expiring", "sent", False), ("expired", "sent", False)]
-    assert all((r.recipient, r.subject, r.body) == (None, "", "") for r in rows)
+    assert all((r.recipient, r.subject, r.body, r.last_error, r.claimed_by) ==
+               (None, "", "", None, None) for r in rows)
 
     # The same expiry comes back (period removed, then set again): the kept key stops a
     # second "expired" notice, even though the change is recent enough to be noticed.
@@ -115,3 +123,23 @@ async def test_the_retention_is_at_least_a_day() -> None:
     assert Settings().outbox_retention_days == 90
     with pytest.raises(ValidationError):
         Settings(outbox_retention_days=0)
+
+
+async def test_a_backlog_is_pruned_in_bounded_batches(plan, clock, database, smtp,
+                                                     monkeypatch) -> None:
+    owners = await add_owners(database, plan, 5)
+    tokens = [await issue(database, plan, user_id=o.user_id, kind=TokenKind.personal,
+                          expires_at=clock.now() + timedelta(days=3)) for o in owners]
+    worker = make_worker(database, clock, smtp)
+    await cycle(worker)  # five "expiring" notices, sent
+    clock.advance(days=100)
+    monkeypatch.setattr(outbox, "PRUNE_BATCHES", 2)
+    first = await outbox.prune(worker.maker, now=clock.now(), retention=timedelta(days=90),
+                               batch_size=2)
+    assert sum(first.values()) == 4  # two batches of two, then this call stops
+    while sum((await outbox.prune(worker.maker, now=clock.now(),
+                                  retention=timedelta(days=90), batch_size=2)).values()):
+        pass
+    for token in tokens:
+        assert [(r.kind, r.status, bool(r.body)) for r in await outbox_rows(database, token.id)] \
+            == [("expiring", "sent", False)]
