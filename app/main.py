@@ -43,8 +43,9 @@ def serve(app: FastAPI) -> FastChecks:
 # objects allocated than freed (CPython's default is 700). A request's objects die by reference
 # counting; what outlives a request for a while (futures and rows queued in a token batch) made
 # the default trigger a young collection every ~33 refreshes, 13-18 µs of CPU per refresh in all
-# (about 7 %); at this threshold none ran in 12,000 refreshes (bench/NOTES.md). Cyclic garbage
-# waits a little longer to be freed: at most this many objects.
+# (about 7 %); at this threshold none ran in 12,000 refreshes (bench/NOTES.md). The price:
+# cyclic garbage waits longer to be freed, and what survives a young collection longer still
+# (the older generations count young collections, so they run about 28 times less often too).
 YOUNG_THRESHOLD = 20_000
 
 

@@ -26,3 +26,27 @@ async def test_a_served_app_freezes_its_startup_heap(settings, database) -> None
         gc.unfreeze()
         gc.set_threshold(*default)
     assert gc.get_freeze_count() == 0
+
+
+async def test_the_served_composition_answers_each_request_once(app, client, plan) -> None:  # noqa: ANN001
+    """`serve` (what `tessera serve` runs): checks and introspections in front, everything
+    else by the application, each request answered by exactly one of them."""
+    import httpx2
+
+    from app.main import serve
+    from tests.helpers import Counting, create_gateway_client
+
+    inner = Counting(app)
+    creds = await create_gateway_client(client, plan)
+    bearer = {"Authorization": f"Bearer {plan.admin.token}"}
+    transport = httpx2.ASGITransport(app=serve(inner))
+    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
+        r = await c.get("/v1/gateway/check", headers=bearer)
+        assert r.status_code == 200 and r.headers["x-tessera-plan"] == str(plan.plan_id)
+        r = await c.post("/oauth2/introspect", data={"token": plan.admin.token}, auth=creds)
+        assert r.status_code == 200 and r.json()["active"] is True
+        assert inner.calls == 0
+        r = await c.post("/v1/gateway/check", headers=bearer)  # Envoy forwards the method
+        assert r.status_code == 200 and inner.calls == 1
+        r = await c.get("/v1/me", headers=bearer)
+        assert r.status_code == 200 and inner.calls == 2

@@ -37,7 +37,11 @@ DOMAIN_VALIDATION_CODES = {"per_plan_only", "invalid_period"}
 
 
 def _is_oauth(request: Request) -> bool:
-    return request.url.path.startswith("/oauth2/") and request.url.path != "/oauth2/authorize"
+    return _is_oauth_path(request.url.path)
+
+
+def _is_oauth_path(path: str) -> bool:
+    return path.startswith("/oauth2/") and path != "/oauth2/authorize"
 
 
 def oauth_response(error: OAuth2Error) -> JSON:
@@ -144,20 +148,29 @@ class LastResort:
             await _last_resort(request, exc)(scope, receive, send)
 
 
+def outage_response(exc: BaseException, path: str) -> JSON | None:
+    """The answer to a request to `path` that failed because the database cannot be reached:
+    503, fail closed (RFC 6749 JSON on the OAuth endpoints); None for any other failure. Also
+    used by the fast paths in front of the application (`app.main.serve`)."""
+    if not _is_db_outage(exc):
+        return None
+    log.warning("database unavailable: %s", type(exc).__name__)
+    if _is_oauth_path(path):
+        return JSON(
+            {"error": "temporarily_unavailable",
+             "error_description": "the authorization server cannot reach its store"},
+            status_code=503, headers={"Retry-After": "1"},
+        )
+    return _wire(503, "unavailable", "the service cannot reach its database",
+                 headers={"Retry-After": "1"})
+
+
 def _last_resort(request: Request, exc: Exception) -> JSON:
     if isinstance(exc, IntegrityError):
         # A concurrent write won a uniqueness race: the caller's request conflicts, it is not ours.
         return _wire(409, "conflict", "the request conflicts with the current state; retry")
-    if _is_db_outage(exc):
-        log.warning("database unavailable: %s", type(exc).__name__)
-        if _is_oauth(request):
-            return JSON(
-                {"error": "temporarily_unavailable",
-                 "error_description": "the authorization server cannot reach its store"},
-                status_code=503, headers={"Retry-After": "1"},
-            )
-        return _wire(503, "unavailable", "the service cannot reach its database",
-                     headers={"Retry-After": "1"})
+    if (outage := outage_response(exc, request.url.path)) is not None:
+        return outage
     # The exception type only: messages can carry request data.
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
     return _wire(500, "internal_error", "an unexpected error occurred")

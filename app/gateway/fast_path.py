@@ -6,9 +6,10 @@ Starlette's error and exception middleware, FastAPI's exit stack, the router and
 object first: about half of a cached check's own CPU in process (bench/NOTES.md). This wrapper
 sits in front of the application (`tessera serve`, `app.main.serve`) and answers a `GET` or
 `HEAD` of exactly `/v1/gateway/check` itself, through the same `decide` and with the same
-response. Anything else (another method or path, a malformed scope, a repeated
-`Authorization`, and any failure such as a lost database) goes to the application untouched,
-which answers it afresh and maps errors to the wire in its one place.
+response. A lost database is answered 503 at once, by the error mapping's own
+`errors.outage_response` (fail closed, without waiting out a second connection attempt).
+Anything else (another method or path, a malformed scope, a repeated `Authorization`, any other
+failure) goes to the application untouched, which answers it afresh.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+from app.api import errors
 from app.api.responses import JSON
 from app.gateway import service
 from app.gateway.endpoints import CHECK
@@ -32,7 +34,13 @@ class FastChecks:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
         if scope["type"] == "http" and scope["path"] == CHECK and scope["method"] in _METHODS:
-            decision = await self.decision(scope)
+            try:
+                decision = await self.decision(scope)
+            except Exception as exc:  # noqa: BLE001 - an outage is answered; the rest goes on
+                if (outage := errors.outage_response(exc, CHECK)) is not None:
+                    await outage(scope, receive, send)
+                    return
+                decision = None
             if decision is not None:
                 response = JSON(decision.body, status_code=decision.status,
                                 headers=decision.headers)
@@ -51,14 +59,13 @@ class FastChecks:
             elif name == b"x-required-scope":
                 scope_headers.append(value.decode("latin-1"))
         query = scope["query_string"]
-        state = self.state
         try:
             required = service.required_scopes(
                 ",".join(v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
                          if k == "scope") if query else None,
                 ",".join(scope_headers))
-            return await service.decide(authorization, required, state.clock.now(),
-                                        cache=state.token_cache,
-                                        reader=state.token_batches.reader)
-        except Exception:  # noqa: BLE001 - a bad scope or a failure is the application's to answer
-            return None
+        except service.BadScope:
+            return None  # the route answers 400
+        state = self.state
+        return await service.decide(authorization, required, state.clock.now(),
+                                    cache=state.token_cache, reader=state.token_batches.reader)

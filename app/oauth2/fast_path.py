@@ -6,15 +6,20 @@ Starlette's error and exception middleware, FastAPI's exit stack, the router and
 object first: about half of a cached introspection's own CPU in process (bench/NOTES.md). This
 wrapper sits in front of the application (`tessera serve`, `app.main.serve`) and answers a
 `POST /oauth2/introspect` with a small form body itself, through the same `handle` and with the
-same response. Anything else, and any request `handle` refuses or fails on (bad credentials, a
-missing token, a lost database), goes to the application with the body it read handed on
-unchanged: the application answers it afresh and maps the error to the wire in its one place.
+same response. A lost database is answered 503 at once, by the error mapping's own
+`errors.outage_response` (fail closed, without waiting out a second connection attempt).
+Anything else, and any request `handle` refuses or fails on otherwise (bad credentials, a
+missing token), goes to the application with the body it read handed on unchanged: the
+application answers it afresh and maps the error to the wire in its one place.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+
+from app.api import errors
 from app.api.responses import JSON, NO_STORE
 from app.oauth2 import introspection, requests
 
@@ -36,23 +41,33 @@ class FastIntrospection:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
-        body = None
-        if headers is not None:
-            body = await _read(receive)
-            if body is not None and (answer := await self.answer(headers, body)) is not None:
-                await JSON(answer, headers=NO_STORE)(scope, receive, send)
-                return
-        await self.app(scope, _replay(body, receive) if body is not None else receive, send)
+        read = await _read(receive) if headers is not None else None
+        if read is not None:
+            body, complete = read
+            if complete:
+                try:
+                    answer = await self.answer(headers, body)
+                except Exception as exc:  # noqa: BLE001 - an outage is answered; the rest goes on
+                    if (outage := errors.outage_response(exc, PATH)) is not None:
+                        await outage(scope, receive, send)
+                        return
+                    answer = None
+                if answer is not None:
+                    await JSON(answer, headers=NO_STORE)(scope, receive, send)
+                    return
+            receive = _replay(body, complete, receive)
+        await self.app(scope, receive, send)
 
     async def answer(self, headers: dict[bytes, str], body: bytes) -> dict[str, Any] | None:
-        """The route's answer to a request it would answer 200, else None."""
+        """The route's answer to a request it would answer 200; None when the route would
+        refuse it (the application then answers). A failure is raised."""
         if not requests.is_form(headers.get(b"content-type", "")):
             return None
         try:
             form = requests.parse_form(body)
             return await introspection.handle(self.state, headers.get(b"authorization"), form,
                                               self.state.clock.now())
-        except Exception:  # noqa: BLE001 - refusals and failures are the application's to answer
+        except OAuth2Error:
             return None
 
 
@@ -68,26 +83,34 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, str] | None:
         elif name == b"transfer-encoding":
             return None
     length = found.get(b"content-length", "")
-    if not length.isdigit() or int(length) > _MAX_BODY:
+    if not (length.isascii() and length.isdigit()) or int(length) > _MAX_BODY:
         return None
     return found
 
 
-async def _read(receive: Any) -> bytes | None:  # noqa: ANN401
-    """The whole body, or None if the client went away while sending it."""
+async def _read(receive: Any) -> tuple[bytes, bool] | None:  # noqa: ANN401
+    """The body and whether it is whole, or None if the client went away while sending it.
+    Reading stops past `_MAX_BODY`, whatever the server let through: the application is
+    handed the part read and reads the rest itself, against its own limit."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return b"".join(chunks), True
+        if size > _MAX_BODY:
+            return b"".join(chunks), False
 
 
-def _replay(body: bytes, receive: Any) -> Any:  # noqa: ANN401
-    """A `receive` that hands the application the body already read, then the client's own."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+def _replay(body: bytes, complete: bool, receive: Any) -> Any:  # noqa: ANN401
+    """A `receive` that hands the application the body already read (and, if that was not all
+    of it, the rest from the client's own `receive`), then the client's own messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": not complete}]
 
     async def replayed() -> dict[str, Any]:
         return pending.pop() if pending else await receive()

@@ -54,8 +54,12 @@ async def test_checks_get_the_routes_answer_without_the_application(
         assert served.inner.calls == calls, request  # answered in front of the application
         statuses.append(fast.status_code)
     assert statuses == [200, 200, 200, 403, 403, 403, 200, 401, 401, 401, 401]
-    head = await served.head(CHECK, headers=bearer(user.token))
-    assert head.status_code == 200 and head.headers["x-tessera-subject"] == str(user.user_id)
+    calls = served.inner.calls
+    fast, route = (await served.head(CHECK, headers=bearer(user.token)),
+                   await client.head(CHECK, headers=bearer(user.token)))
+    assert fast.status_code == 200 and answer(fast) == answer(route)
+    assert fast.headers["x-tessera-subject"] == str(user.user_id)
+    assert served.inner.calls == calls
 
     clock.advance(hours=2)  # judged at the request's time: the period has ended the token
     fast, route = (await served.get(CHECK, headers=bearer(user.token)),
@@ -85,9 +89,21 @@ async def test_what_the_fast_path_does_not_answer_goes_to_the_application(
     async def lost(_digest: str) -> None:
         raise ConnectionRefusedError("the database went away")
 
-    # A failure is the application's to answer: 503, fail closed.
+    # A lost database: 503 at once (fail closed), the error mapping's own answer, without a
+    # second attempt through the application.
     monkeypatch.setattr(app.state.token_batches.reader, "find", lost)
     calls = served.inner.calls
+    fast, route = (await served.get(CHECK, headers=bearer(user.token)),
+                   await client.get(CHECK, headers=bearer(user.token)))
+    assert fast.status_code == 503 and answer(fast) == answer(route)
+    assert fast.json()["error"] == "unavailable" and fast.headers["retry-after"] == "1"
+    assert served.inner.calls == calls
+
+    async def broken(_digest: str) -> None:
+        raise RuntimeError("a bug")
+
+    # Any other failure goes to the application, which answers it in its one place.
+    monkeypatch.setattr(app.state.token_batches.reader, "find", broken)
     r = await served.get(CHECK, headers=bearer(user.token))
-    assert r.status_code == 503, r.text
-    assert r.json()["error"] == "unavailable" and served.inner.calls == calls + 1
+    assert r.status_code == 500 and r.json()["error"] == "internal_error"
+    assert served.inner.calls == calls + 1
