@@ -6,14 +6,12 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedGrantT
 from fastapi import APIRouter, Request
 
 from app import credentials
-from app.api.deps import Now, Session
 from app.api.responses import JSON, NO_STORE
 from app.db import session_scope
 from app.integrations.access import Access, ReviewStatus, Rule
 from app.oauth2 import clients, grants
 from app.oauth2.requests import read_form
-from app.tokens import repository
-from app.tokens import service as tokens
+from app.tokens import cache as token_cache
 
 router = APIRouter(tags=["oauth2"])
 
@@ -55,19 +53,32 @@ router.add_route("/oauth2/token", token_endpoint, methods=["POST"], include_in_s
 router.add_api_route("/oauth2/token", token_endpoint, methods=["POST"])
 
 
-@router.post("/oauth2/revoke")
-async def revocation_endpoint(request: Request, session: Session, now: Now) -> JSON:
+async def revocation_endpoint(request: Request) -> JSON:
     """§2.1: the client revokes one of its own tokens; revoking a refresh token revokes its
-    grant. §2.2: the answer is 200 whether or not the token was valid."""
+    grant. §2.2: the answer is 200 whether or not the token was valid, and it is given once the
+    revocation is committed (with those of concurrent requests: `batches.TokenRevoker`)."""
+    state = request.app.state
     form = await read_form(request)
-    client = await clients.authenticate(request.headers.get("authorization"),
-                                        request.app.state.client_reader, form, allow_public=True)
+    now = state.clock.now()
+    client = await clients.authenticate_cached(
+        request.headers.get("authorization"), state.client_reader, form, state.token_cache,
+        allow_public=True, purpose="revoke")
     token = form.get("token")
     if not token:
         raise InvalidRequestError(description="the 'token' parameter is required")
     if credentials.kind_of(token) is not None:
-        stored = await repository.find_by_digest(session, credentials.digest(token))
+        # A token's id, grant and client never change: cached facts name it as well as a read.
+        stored = await token_cache.read_through(state.token_cache, credentials.digest(token),
+                                                state.token_batches.reader.find)
         if stored is not None and stored.integration_id == client.integration.id:
-            await tokens.revoke(session, stored, actor=f"integration:{client.integration.id}",
-                                reason="revoked by the client", now=now)
+            await state.token_batches.revoker.revoke(
+                stored, actor=f"integration:{client.integration.id}",
+                reason="revoked by the client", at=now)
     return JSON({}, headers=NO_STORE)
+
+
+# A plain Starlette route, as the token endpoint is; the API route documents it in OpenAPI.
+router.add_route("/oauth2/revoke", revocation_endpoint, methods=["POST"],
+                 include_in_schema=False)
+router.add_api_route("/oauth2/revoke", revocation_endpoint, methods=["POST"],
+                     summary="Token revocation (RFC 7009)")

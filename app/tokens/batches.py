@@ -10,6 +10,8 @@ the part of every request queued meanwhile in one statement (one transaction for
 wakes each waiter with its own outcome.
 
 - `TokenReader.find(digest)`: the check facts of a token, read for many digests at once.
+- `TokenRevoker.revoke(stored, ...)`: revokes a token (a refresh token with its grant), with
+  its audit event and its NOTIFY, for RFC 7009 revocation.
 - `TokenWriter.write(rows, rotate=...)`: inserts the rows, and first marks the refresh token
   `rotate` used (only if it still is unused: a concurrent exchange of the same token loses).
   A batch commits all its writes or none, and a request is answered only after its rows are
@@ -31,13 +33,15 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import case, literal, update
+from sqlalchemy import case, insert, literal, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.audit.models import AuditEvent
 from app.tokens import cache, repository
 from app.tokens.cache import Keys
 from app.tokens.models import Token
 from app.tokens.repository import StoredToken
+from app.tokens.rules import TokenKind
 from app.tokens.service import insert_rows
 
 Item = TypeVar("Item")
@@ -270,12 +274,112 @@ class TokenWriter(Batcher[Write, bool]):
 
 
 @dataclass(frozen=True, slots=True)
+class Revocation:
+    stored: StoredToken
+    actor: str
+    reason: str
+    at: datetime
+
+    @property
+    def keys(self) -> Keys:
+        """What it changes: the token, and for a refresh token its whole grant (RFC 7009 §2.1)."""
+        family = self.stored.family_id if self.stored.kind == TokenKind.refresh else None
+        return Keys(frozenset({self.stored.id}), family_id=family)
+
+
+# On PostgreSQL, a batch of revocations in one statement (one round trip, atomic on its own):
+# $1 the revocations (JSON array of {"id", "family_id", "at", "reason", "actor"}), $2 their
+# audit events (JSON array of audit_events rows), $3 the channel, $4 the NOTIFY payloads.
+# A token named twice (the same one, or one inside a grant revoked too) is revoked once, by the
+# earliest revocation; tokens revoked before keep their first revocation.
+_REVOKE_SQL = (
+    "WITH v AS ("
+    " SELECT * FROM json_to_recordset($1::text::json)"
+    " AS v(id uuid, family_id uuid, at timestamptz, reason text, actor text)),"
+    " doomed AS ("
+    " SELECT v.id AS target, v.at, v.reason, v.actor FROM v"
+    " UNION ALL"
+    " SELECT t.id, v.at, v.reason, v.actor FROM v JOIN tokens t ON t.family_id = v.family_id"
+    " WHERE v.family_id IS NOT NULL),"
+    " revoked AS ("
+    " UPDATE tokens SET revoked_at = d.at, revoked_reason = d.reason, revoked_by = d.actor"
+    " FROM (SELECT DISTINCT ON (target) * FROM doomed ORDER BY target, at) AS d"
+    " WHERE tokens.id = d.target AND tokens.revoked_at IS NULL"
+    " RETURNING tokens.id),"
+    " audited AS ("
+    " INSERT INTO audit_events"
+    " (id, occurred_at, actor, action, plan_id, target_type, target_id, detail)"
+    " SELECT id, occurred_at, actor, action, plan_id, target_type, target_id, detail"
+    " FROM json_populate_recordset(NULL::audit_events, $2::text::json)"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM revoked), (SELECT count(*) FROM audited),"
+    " (SELECT count(pg_notify($3, p)) FROM json_array_elements_text($4::text::json) AS p)")
+
+
+class TokenRevoker(Batcher[Revocation, None]):
+    """Revocations (RFC 7009) group-committed: a request is answered once its revocation, its
+    audit event and its NOTIFY are committed; a failed batch fails each of its requests."""
+
+    batch_size = 100
+
+    async def revoke(self, stored: StoredToken, *, actor: str, reason: str,
+                     at: datetime) -> None:
+        await self._submit(Revocation(stored, actor, reason, at))
+
+    async def _run(self, items: list[Revocation]) -> list[None]:
+        keys = [r.keys for r in items]
+        for k in keys:  # as `cache.changed`: now, and again after the commit
+            cache.evict_here(k)
+        try:
+            if self.engine.dialect.name == "postgresql":
+                await self._run_postgresql(items, keys)
+            else:
+                await self._run_portable(items)
+        finally:
+            for k in keys:
+                cache.evict_here(k)
+        return [None] * len(items)
+
+    async def _run_postgresql(self, items: list[Revocation], keys: list[Keys]) -> None:
+        revocations = _json([{"id": r.stored.id, "family_id": k.family_id, "at": r.at,
+                              "reason": r.reason, "actor": r.actor}
+                             for r, k in zip(items, keys, strict=True)])
+        events = _json([_audit_row(r) for r in items])
+        payloads = _json(sorted({k.payload() for k in keys}))
+        async with cache.autocommit(self.engine).connect() as conn:
+            await conn.exec_driver_sql(_REVOKE_SQL, (revocations, events, cache.CHANNEL,
+                                                     payloads))
+
+    async def _run_portable(self, items: list[Revocation]) -> None:
+        """Core statements in one transaction (SQLite: no JSON functions relied on, no
+        NOTIFY to send)."""
+        table = Token.__table__
+        async with self.engine.begin() as conn:
+            for r in sorted(items, key=lambda r: r.at):
+                condition = table.c.id == r.stored.id
+                if (family := r.keys.family_id) is not None:
+                    condition = or_(condition, table.c.family_id == family)
+                await conn.execute(
+                    update(table).where(condition, table.c.revoked_at.is_(None))
+                    .values(revoked_at=r.at, revoked_reason=r.reason, revoked_by=r.actor))
+            await conn.execute(insert(AuditEvent.__table__), [_audit_row(r) for r in items])
+
+
+def _audit_row(r: Revocation) -> dict[str, Any]:
+    """The audit event `tokens.service.revoke` records, as a row."""
+    return {"id": uuid.uuid4(), "occurred_at": r.at, "actor": r.actor, "action": "token.revoked",
+            "plan_id": r.stored.plan_id, "target_type": "token", "target_id": str(r.stored.id),
+            "detail": {"reason": r.reason, "kind": r.stored.kind}}
+
+
+@dataclass(frozen=True, slots=True)
 class Batches:
     """The batched lookups and writes of one engine (one per application)."""
 
     reader: TokenReader
     writer: TokenWriter
+    revoker: TokenRevoker
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine) -> Batches:
-        return cls(TokenReader(engine), TokenWriter(engine))
+        return cls(TokenReader(engine), TokenWriter(engine), TokenRevoker(engine))
