@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
@@ -49,3 +51,14 @@ class Counting:
 def answer(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
     """Everything a response says, for comparing two of them."""
     return r.status_code, sorted(r.headers.multi_items()), r.content
+
+
+@asynccontextmanager
+async def served_through(wrapper: Any, app: Any) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN401
+    """A client of `wrapper(Counting(app))` (a fast path in front of the application); its
+    `inner` counts the requests that reached the application."""
+    inner = Counting(app)
+    transport = httpx2.ASGITransport(app=wrapper(inner))
+    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
+        c.inner = inner
+        yield c

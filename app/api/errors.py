@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
@@ -16,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from app.api.responses import JSON
 from app.errors import ApiError
@@ -163,6 +165,16 @@ def outage_response(exc: BaseException, path: str) -> JSON | None:
         )
     return _wire(503, "unavailable", "the service cannot reach its database",
                  headers={"Retry-After": "1"})
+
+
+async def fast_response(attempt: Awaitable[Response | None], path: str) -> Response | None:
+    """What a fast path in front of the application (`app.main.serve`) sends for a request to
+    `path`: the response `attempt` made, the 503 of a lost database if it raised one, or None
+    (the application answers) when it declined or failed otherwise."""
+    try:
+        return await attempt
+    except Exception as exc:  # noqa: BLE001 - an outage is answered here; the rest goes on
+        return outage_response(exc, path)
 
 
 def _last_resort(request: Request, exc: Exception) -> JSON:

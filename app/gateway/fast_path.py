@@ -34,19 +34,17 @@ class FastChecks:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
         if scope["type"] == "http" and scope["path"] == CHECK and scope["method"] in _METHODS:
-            try:
-                decision = await self.decision(scope)
-            except Exception as exc:  # noqa: BLE001 - an outage is answered; the rest goes on
-                if (outage := errors.outage_response(exc, CHECK)) is not None:
-                    await outage(scope, receive, send)
-                    return
-                decision = None
-            if decision is not None:
-                response = JSON(decision.body, status_code=decision.status,
-                                headers=decision.headers)
+            response = await errors.fast_response(self.respond(scope), CHECK)
+            if response is not None:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def respond(self, scope: dict[str, Any]) -> JSON | None:
+        decision = await self.decision(scope)
+        if decision is None:
+            return None
+        return JSON(decision.body, status_code=decision.status, headers=decision.headers)
 
     async def decision(self, scope: dict[str, Any]) -> service.Decision | None:
         """The route's decision (`gateway_check`), or None for the application to answer."""

@@ -45,18 +45,16 @@ class FastIntrospection:
         if read is not None:
             body, complete = read
             if complete:
-                try:
-                    answer = await self.answer(headers, body)
-                except Exception as exc:  # noqa: BLE001 - an outage is answered; the rest goes on
-                    if (outage := errors.outage_response(exc, PATH)) is not None:
-                        await outage(scope, receive, send)
-                        return
-                    answer = None
-                if answer is not None:
-                    await JSON(answer, headers=NO_STORE)(scope, receive, send)
+                response = await errors.fast_response(self.respond(headers, body), PATH)
+                if response is not None:
+                    await response(scope, receive, send)
                     return
             receive = _replay(body, complete, receive)
         await self.app(scope, receive, send)
+
+    async def respond(self, headers: dict[bytes, str], body: bytes) -> JSON | None:
+        answer = await self.answer(headers, body)
+        return JSON(answer, headers=NO_STORE) if answer is not None else None
 
     async def answer(self, headers: dict[bytes, str], body: bytes) -> dict[str, Any] | None:
         """The route's answer to a request it would answer 200; None when the route would

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx2
 import pytest
 
 from app.gateway.fast_path import FastChecks
 from tests.gateway.test_check import CHECK, bearer, custom_integration_token
-from tests.helpers import Counting, answer, set_period
+from tests.helpers import answer, served_through, set_period
 from tests.integrations.test_token_client_cache import serve_cache
 
 pytestmark = pytest.mark.asyncio
@@ -18,10 +17,7 @@ pytestmark = pytest.mark.asyncio
 
 @pytest.fixture
 async def served(app) -> Any:  # noqa: ANN001, ANN401
-    inner = Counting(app)
-    transport = httpx2.ASGITransport(app=FastChecks(inner))
-    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
-        c.inner = inner
+    async with served_through(FastChecks, app) as c:
         yield c
 
 

@@ -8,11 +8,10 @@ import base64
 import json
 from typing import Any
 
-import httpx2
 import pytest
 
 from app.oauth2.fast_path import FastIntrospection
-from tests.helpers import Counting, answer, create_gateway_client, set_period
+from tests.helpers import answer, create_gateway_client, served_through, set_period
 from tests.integrations.test_token_client_cache import serve_cache
 
 pytestmark = pytest.mark.asyncio
@@ -22,10 +21,7 @@ PATH = "/oauth2/introspect"
 
 @pytest.fixture
 async def served(app) -> Any:  # noqa: ANN001, ANN401
-    inner = Counting(app)
-    transport = httpx2.ASGITransport(app=FastIntrospection(inner))
-    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
-        c.inner = inner
+    async with served_through(FastIntrospection, app) as c:
         yield c
 
 
