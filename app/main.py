@@ -19,7 +19,7 @@ from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.gateway.fast_path import FastChecks
 from app.oauth2.clients import ClientReader
-from app.oauth2.fast_path import FastIntrospection
+from app.oauth2.fast_path import FastForms
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.tokens.batches import Batches
 from app.tokens.cache import Listener, TokenCache
@@ -33,10 +33,10 @@ def create_served_app() -> FastChecks:
 
 
 def serve(app: FastAPI) -> FastChecks:
-    """`app` behind its fast paths: gateway checks and introspections answered in front of the
-    application's middleware and router (`app/gateway/fast_path.py`, `app/oauth2/fast_path.py`);
-    everything else, refusals of introspection and every failure reach `app` as they came."""
-    return FastChecks(FastIntrospection(app))
+    """`app` behind its fast paths: gateway checks, token requests and introspections answered
+    in front of the application's middleware and router (`app/gateway/fast_path.py`,
+    `app/oauth2/fast_path.py`); everything else reaches `app` as it came."""
+    return FastChecks(FastForms(app))
 
 
 # The served process's young-generation threshold: a collection after this many more container

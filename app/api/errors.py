@@ -177,12 +177,27 @@ async def fast_response(attempt: Awaitable[Response | None], path: str) -> Respo
         return outage_response(exc, path)
 
 
+def failure_response(exc: Exception, method: str, path: str) -> JSON:
+    """What the application answers when a request to an OAuth endpoint fails with `exc`: its
+    RFC 6749 error, or the last resort (409, 503 or 500). For the fast paths in front of it
+    (`app/oauth2/fast_path.py`), which must not run a request twice."""
+    if isinstance(exc, OAuth2Error):
+        return oauth_response(exc)
+    if isinstance(exc, ApiError):
+        return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers)
+    return _last_resort_for(exc, method, path)
+
+
 def _last_resort(request: Request, exc: Exception) -> JSON:
+    return _last_resort_for(exc, request.method, request.url.path)
+
+
+def _last_resort_for(exc: Exception, method: str, path: str) -> JSON:
     if isinstance(exc, IntegrityError):
         # A concurrent write won a uniqueness race: the caller's request conflicts, it is not ours.
         return _wire(409, "conflict", "the request conflicts with the current state; retry")
-    if (outage := outage_response(exc, request.url.path)) is not None:
+    if (outage := outage_response(exc, path)) is not None:
         return outage
     # The exception type only: messages can carry request data.
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    log.error("unhandled %s on %s %s", type(exc).__name__, method, path)
     return _wire(500, "internal_error", "an unexpected error occurred")

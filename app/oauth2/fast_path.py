@@ -1,34 +1,37 @@
-"""Introspection answered before the application's stack.
+"""The token endpoint and introspection answered before the application's stack.
 
-A resource server introspects on every request it serves. The answer is `introspection.handle`
-(authenticate the caller, look the token up, judge it), yet the request used to cross
-Starlette's error and exception middleware, FastAPI's exit stack, the router and a `Request`
-object first: about half of a cached introspection's own CPU in process (bench/NOTES.md). This
-wrapper sits in front of the application (`tessera serve`, `app.main.serve`) and answers a
-`POST /oauth2/introspect` with a small form body itself, through the same `handle` and with the
-same response. A lost database is answered 503 at once, by the error mapping's own
-`errors.outage_response` (fail closed, without waiting out a second connection attempt).
-Anything else, and any request `handle` refuses or fails on otherwise (bad credentials, a
-missing token), goes to the application with the body it read handed on unchanged: the
-application answers it afresh and maps the error to the wire in its one place.
+Integrations call the token endpoint and resource servers introspect on every request they
+serve. The answers are `token_endpoint.handle` and `introspection.handle` (authenticate the
+client, then grant or look up and judge), yet each request used to cross Starlette's error and
+exception middleware, FastAPI's exit stack, the router and a `Request` object first: about half
+of a cached introspection's own CPU in process (bench/NOTES.md). This wrapper sits in front of
+the application (`tessera serve`, `app.main.serve`) and answers a `POST` of either with a form
+body of at most 4 KiB itself: through the same `handle`, with the same response, and, when
+`handle` raises, with the answer the application's error mapping gives (`errors.
+failure_response`: the RFC 6749 error, or the last resort's 409, 503 or 500). A request is
+never run twice: one the wrapper does not take (another method, a body of unstated or larger
+size) goes to the application as it came, the part of the body already read handed on first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from app.api import errors
 from app.api.responses import JSON, NO_STORE
-from app.oauth2 import introspection, requests
+from app.oauth2 import introspection, requests, token_endpoint
 
-PATH = "/oauth2/introspect"
+Handler = Callable[[Any, str | None, dict[str, str], Any], Awaitable[dict[str, Any]]]
+HANDLERS: dict[str, Handler] = {
+    "/oauth2/token": token_endpoint.handle,
+    "/oauth2/introspect": introspection.handle,
+}
 # A larger body is left to the application, which streams it against its own limit.
 _MAX_BODY = 4096
 
 
-class FastIntrospection:
+class FastForms:
     """ASGI middleware around the FastAPI application of `app.main.create_app`."""
 
     def __init__(self, app: Any) -> None:  # noqa: ANN401 - an ASGI application
@@ -36,8 +39,8 @@ class FastIntrospection:
         self.state = app.state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
-        if not (scope["type"] == "http" and scope["path"] == PATH
-                and scope["method"] == "POST"):
+        handler = HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
@@ -45,28 +48,21 @@ class FastIntrospection:
         if read is not None:
             body, complete = read
             if complete:
-                response = await errors.fast_response(self.respond(headers, body), PATH)
-                if response is not None:
-                    await response(scope, receive, send)
-                    return
+                response = await self.respond(handler, headers, body, scope["path"])
+                await response(scope, receive, send)
+                return
             receive = _replay(body, complete, receive)
         await self.app(scope, receive, send)
 
-    async def respond(self, headers: dict[bytes, str], body: bytes) -> JSON | None:
-        answer = await self.answer(headers, body)
-        return JSON(answer, headers=NO_STORE) if answer is not None else None
-
-    async def answer(self, headers: dict[bytes, str], body: bytes) -> dict[str, Any] | None:
-        """The route's answer to a request it would answer 200; None when the route would
-        refuse it (the application then answers). A failure is raised."""
-        if not requests.is_form(headers.get(b"content-type", "")):
-            return None
+    async def respond(self, handler: Handler, headers: dict[bytes, str], body: bytes,
+                      path: str) -> JSON:
         try:
-            form = requests.parse_form(body)
-            return await introspection.handle(self.state, headers.get(b"authorization"), form,
-                                              self.state.clock.now())
-        except OAuth2Error:
-            return None
+            requests.require_form(headers.get(b"content-type", ""))
+            answer = await handler(self.state, headers.get(b"authorization"),
+                                   requests.parse_form(body), self.state.clock.now())
+        except Exception as exc:  # noqa: BLE001 - mapped as the application maps it
+            return errors.failure_response(exc, "POST", path)
+        return JSON(answer, headers=NO_STORE)
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, str] | None:
@@ -84,8 +80,6 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, str] | None:
     if not (length.isascii() and length.isdigit()) or int(length) > _MAX_BODY:
         return None
     return found
-
-
 async def _read(receive: Any) -> tuple[bytes, bool] | None:  # noqa: ANN401
     """The body and whether it is whole, or None if the client went away while sending it.
     Reading stops past `_MAX_BODY`, whatever the server let through: the application is

@@ -38,9 +38,13 @@ async def _body(request: Request) -> bytes:
 
 async def read_form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "")
+    require_form(content_type)
+    return parse_form(await _body(request))
+
+
+def require_form(content_type: str) -> None:
     if not is_form(content_type):
         raise InvalidRequestError(description=f"the request body must be {_FORM}")
-    return parse_form(await _body(request))
 
 
 def is_form(content_type: str) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedGrantTypeError
 from fastapi import APIRouter, Request
 
@@ -22,10 +25,11 @@ GRANTS = {
 }
 
 
-async def token_endpoint(request: Request) -> JSON:
-    state = request.app.state
-    form = await read_form(request)
-    now = state.clock.now()
+async def handle(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
+                 now: datetime) -> dict[str, Any]:
+    """§3.2 for one request, given its `Authorization` header and form: authenticate the
+    client, run the grant, and give the answer once what it issued is committed. OAuth errors
+    are raised for the error mapping to answer. `state` is the application's."""
     grant_type = form.get("grant_type")
     if not grant_type:
         raise InvalidRequestError(description="the 'grant_type' parameter is required")
@@ -36,14 +40,21 @@ async def token_endpoint(request: Request) -> JSON:
     async with session_scope(state.sessionmaker) as session:
         # Public clients (no secret) may redeem codes and refresh: PKCE binds them instead.
         client = await clients.authenticate_cached(
-            request.headers.get("authorization"), state.client_reader, form, state.token_cache,
+            authorization, state.client_reader, form, state.token_cache,
             allow_public=grant_type != "client_credentials", purpose="token")
         if client.integration.review_status == ReviewStatus.revoked:
             # Rule 6: a revoked review refuses every call, whatever the plan or grant.
             raise grants.refuse(Access(False, Rule.review_revoked))
         issued = await grant(session, state.settings, client.integration, form, now,
                              tcache=state.token_cache, batches=state.token_batches)
-    return JSON(issued.body(), headers=NO_STORE)
+    return issued.body()
+
+
+async def token_endpoint(request: Request) -> JSON:
+    state = request.app.state
+    form = await read_form(request)
+    body = await handle(state, request.headers.get("authorization"), form, state.clock.now())
+    return JSON(body, headers=NO_STORE)
 
 
 # Served by a plain Starlette route, first in the router, as introspection is: the endpoint
