@@ -58,6 +58,9 @@ LOOKUPS = [
              "/oauth2/introspect", "form", 0.8),
     Scenario("introspect-miss", "introspection, cache miss (cache off)", "nocache", "POST",
              "/oauth2/introspect", "form", 0.8),
+    # A replica's usual miss: a token it has not seen yet, asked about by a gateway it knows.
+    Scenario("introspect-cold", "introspection, token not cached (caller cached)", "cold",
+             "POST", "/oauth2/introspect", "form", 0.8),
     Scenario("check-hit", "gateway check, cache hit", "tessera", "GET", "/v1/gateway/check",
              "bearer", 0.8),
     Scenario("check-miss", "gateway check, cache miss (cache off)", "nocache", "GET",
@@ -231,9 +234,13 @@ async def main_async(args: argparse.Namespace) -> int:
         env = {"TESSERA_DATABASE_URL": url, "TESSERA_LOG_LEVEL": "warning",
                "TESSERA_DB_POOL_SIZE": str(args.pool)}
         tessera_cmd = [sys.executable, "-m", "app.cli", "serve"]
+        # "cold": a cache of one entry of each kind keeps the one gateway client it is asked by,
+        # while the tokens, 10,000 of them in turn, evict each other: every lookup misses.
         with serve(tessera_cmd, env, "tessera", workdir) as (tessera_url, tessera_pid), \
                 serve(tessera_cmd, {**env, "TESSERA_TOKEN_CACHE_SIZE": "0"}, "nocache",
-                      workdir) as (nocache_url, nocache_pid):
+                      workdir) as (nocache_url, nocache_pid), \
+                serve(tessera_cmd, {**env, "TESSERA_TOKEN_CACHE_SIZE": "1"}, "cold",
+                      workdir) as (cold_url, cold_pid):
             sample = httpx2.post(f"{tessera_url}/oauth2/introspect", data={"token": known[0]},
                                  auth=(fx.gateway.client_id, fx.gateway.secret)).json()
             assert sample["active"] is True, sample
@@ -242,9 +249,11 @@ async def main_async(args: argparse.Namespace) -> int:
                        workdir) as (yard_url, _):
                 servers = {"tessera": (tessera_url, tessera_pid),
                            "nocache": (nocache_url, nocache_pid),
+                           "cold": (cold_url, cold_pid),
                            "yardstick": (yard_url, 0)}
                 data = {"introspect-hit": (intro_hot, basic(fx.gateway)),
                         "introspect-miss": (intro_known, basic(fx.gateway)),
+                        "introspect-cold": (intro_known, basic(fx.gateway)),
                         "check-hit": (hot_file, ""), "check-miss": (known_file, ""),
                         "client-credentials": (cc_file, basic(fx.app)),
                         "refresh": (None, basic(fx.app)), "revoke": (None, basic(fx.app)),
@@ -352,7 +361,9 @@ the same run are quoted).
 
 "tokens" is the number of rows in the `tokens` table when the scenario started (issuance,
 refresh and revocation add the rows they spend). The cache-miss rows are served by a second
-Tessera started with `TESSERA_TOKEN_CACHE_SIZE=0`, so every request reads the database.
+Tessera started with `TESSERA_TOKEN_CACHE_SIZE=0`, so every request reads the database; the
+"token not cached" row by a third with `TESSERA_TOKEN_CACHE_SIZE=1`, whose one cached client
+is the gateway asking, while the 10,000 tokens it is asked about evict each other.
 """
     if notes.exists():
         text += "\n" + notes.read_text()
