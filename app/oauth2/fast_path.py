@@ -45,6 +45,8 @@ class FastForms:
             return
         headers = _headers(scope)
         read = await _read(receive) if headers is not None else None
+        if headers is not None and read is None:
+            return  # the client went away while sending its body: nobody to answer
         if read is not None:
             body, complete = read
             if complete:

@@ -257,7 +257,8 @@ async def refresh_token(session: AsyncSession, settings: Settings,
         rotated = await batches.writer.write(rows, rotate=stored.id, at=now)
     else:
         rotated = (await session.execute(
-            update(Token).where(Token.id == stored.id, Token.used_at.is_(None))
+            update(Token).where(Token.id == stored.id, Token.used_at.is_(None),
+                                Token.revoked_at.is_(None))
             .values(used_at=now))).rowcount == 1
         if rotated:
             await cache.changed(session, token_ids=[stored.id])

@@ -159,8 +159,8 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
     autocommit connection), on PostgreSQL:
 
     - `rotated`: the refresh tokens of $1 (JSON array of `{"id", "at"}`) marked used at their
-      own times, those still unused only (a concurrent exchange elsewhere that marked one first
-      wins);
+      own times, those still unused and unrevoked only (a concurrent exchange elsewhere that
+      marked one first wins; a revocation that committed meanwhile leaves nothing to rotate);
     - `inserted`: the new rows of $2 (JSON array of row objects, each with the token its
       request rotates, or null, as `rotates`) whose own rotation took place; the others are
       dropped;
@@ -174,7 +174,7 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
         "WITH rotated AS ("  # noqa: S608  # names from `new_row`, checked against the table
         " UPDATE tokens SET used_at = v.at"
         " FROM json_to_recordset($1::text::json) AS v(id uuid, at timestamptz)"
-        " WHERE tokens.id = v.id AND tokens.used_at IS NULL"
+        " WHERE tokens.id = v.id AND tokens.used_at IS NULL AND tokens.revoked_at IS NULL"
         " RETURNING tokens.id),"
         " fresh AS ("
         " SELECT (e.j ->> 'rotates')::uuid AS rotates, t.*"
@@ -265,7 +265,8 @@ class TokenWriter(Batcher[Write, bool]):
                       rotations: dict[uuid.UUID, datetime | None]) -> set[uuid.UUID]:
         table = Token.__table__
         result = await conn.execute(
-            update(table).where(table.c.id.in_(list(rotations)), table.c.used_at.is_(None))
+            update(table).where(table.c.id.in_(list(rotations)), table.c.used_at.is_(None),
+                                table.c.revoked_at.is_(None))
             .values(used_at=case(
                 {token_id: literal(at, table.c.used_at.type)
                  for token_id, at in rotations.items()}, value=table.c.id))
@@ -316,6 +317,12 @@ _REVOKE_SQL = (
     " (SELECT count(pg_notify($3, p)) FROM json_array_elements_text($4::text::json) AS p)")
 
 
+_LOCK_FAMILIES_SQL = (
+    "SELECT 1 FROM tokens WHERE family_id IN"
+    " (SELECT value::uuid FROM json_array_elements_text($1::text::json))"
+    " ORDER BY id FOR UPDATE")
+
+
 class TokenRevoker(Batcher[Revocation, None]):
     """Revocations (RFC 7009) group-committed: a request is answered once its revocation, its
     audit event and its NOTIFY are committed; a failed batch fails each of its requests."""
@@ -346,7 +353,18 @@ class TokenRevoker(Batcher[Revocation, None]):
                              for r, k in zip(items, keys, strict=True)])
         events = _json([_audit_row(r) for r in items])
         payloads = _json(sorted({k.payload() for k in keys}))
-        async with cache.autocommit(self.engine).connect() as conn:
+        families = [str(k.family_id) for k in keys if k.family_id is not None]
+        if not families:  # single tokens: one statement, atomic on its own
+            async with cache.autocommit(self.engine).connect() as conn:
+                await conn.exec_driver_sql(_REVOKE_SQL, (revocations, events, cache.CHANNEL,
+                                                         payloads))
+            return
+        # A grant is revoked in two statements of one transaction. The first locks its rows,
+        # in id order, waiting for a rotation in flight to commit; the second, whose snapshot
+        # is taken after that, then sees the rows the rotation added and revokes them too. A
+        # rotation that comes later waits on those locks and finds its token revoked.
+        async with self.engine.begin() as conn:
+            await conn.exec_driver_sql(_LOCK_FAMILIES_SQL, (_json(sorted(set(families))),))
             await conn.exec_driver_sql(_REVOKE_SQL, (revocations, events, cache.CHANNEL,
                                                      payloads))
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import credentials
@@ -81,6 +81,11 @@ async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reas
     if stored.kind == TokenKind.refresh and stored.family_id is not None:
         condition = or_(condition, Token.family_id == stored.family_id)
         family_id = stored.family_id
+        # Lock the grant's rows first (waiting for a rotation in flight to commit), so that the
+        # UPDATE, a statement later, sees the rows that rotation added; a later rotation waits
+        # on these locks and then finds its token revoked (`batches`, rotations).
+        await session.execute(select(Token.id).where(Token.family_id == family_id)
+                              .order_by(Token.id).with_for_update())
     await session.execute(
         update(Token).where(condition, Token.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason, revoked_by=actor)

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -421,3 +421,64 @@ async def test_cached_installations_honour_a_deactivation(app, client, database,
     r = await client_credentials(client, tp)
     assert r.status_code == 400 and r.json()["error"] == "unauthorized_client"
     assert "installation_deactivated" in r.json()["error_description"]
+
+
+# --- rotation against revocation --------------------------------------------------------------
+
+async def test_a_refresh_token_revoked_after_its_lookup_is_not_rotated(database, plan,
+                                                                      clock) -> None:
+    """The exchange read the token, then its grant was revoked: the rotation finds it revoked,
+    writes nothing, and the exchange fails (rules 3 and 8)."""
+    batches = Batches.for_engine(database.engine)
+    family = uuid.uuid4()
+    [old] = [tokens.new_row(kind=TokenKind.refresh, plan_id=plan.plan_id, now=clock.now(),
+                            family_id=family)[0]]
+    async with database.engine.begin() as conn:
+        await tokens.insert_rows(conn, [old])
+    stored = await batches.reader.find(old["digest"])
+    assert stored is not None
+    await batches.revoker.revoke(stored, actor="test", reason="revoked", at=clock.now())
+    fresh = rows_of(plan, 2)
+    for row in fresh:
+        row["family_id"] = family
+    assert await batches.writer.write(fresh, rotate=stored.id, at=clock.now()) is False
+    assert await stored_ids(database.engine, ids(fresh)) == set()
+
+
+async def test_a_grant_revoked_while_a_rotation_commits_loses_the_rotated_pair_too(
+        database, plan, clock) -> None:
+    """The rotation holds its token's lock when the revocation starts: the revocation waits,
+    then also revokes the pair the rotation added (its second statement sees them)."""
+    batches = Batches.for_engine(database.engine)
+    family = uuid.uuid4()
+    old = tokens.new_row(kind=TokenKind.refresh, plan_id=plan.plan_id, now=clock.now(),
+                         family_id=family)[0]
+    async with database.engine.begin() as conn:
+        await tokens.insert_rows(conn, [old])
+    stored = await batches.reader.find(old["digest"])
+    fresh = rows_of(plan, 2)
+    for row in fresh:
+        row["family_id"] = family
+    if database.backend != "postgresql":  # SQLite writers take turns: one after the other
+        assert await batches.writer.write(fresh, rotate=stored.id, at=clock.now()) is True
+        await batches.revoker.revoke(stored, actor="test", reason="revoked", at=clock.now())
+    else:
+        rotation = await database.engine.connect()
+        try:
+            await rotation.begin()
+            await rotation.execute(update(Token).where(Token.id == stored.id)
+                                   .values(used_at=clock.now()))
+            await tokens.insert_rows(rotation, fresh)
+            revoking = asyncio.ensure_future(batches.revoker.revoke(
+                stored, actor="test", reason="revoked", at=clock.now()))
+            await asyncio.sleep(0.3)
+            assert not revoking.done()  # waiting for the rotation's lock
+            await rotation.commit()
+            await asyncio.wait_for(revoking, 10)
+        finally:
+            await rotation.close()
+    async with database.engine.connect() as conn:
+        revoked = dict((await conn.execute(
+            select(Token.id, Token.revoked_at.is_not(None))
+            .where(Token.family_id == family))).all())
+    assert revoked == {old["id"]: True, **{row["id"]: True for row in fresh}}
