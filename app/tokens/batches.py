@@ -230,7 +230,9 @@ class TokenWriter(Batcher[Write, bool]):
                 await conn.exec_driver_sql(_insert_sql(columns), (rows,))
             return set()
         rows = _json([{**row, "rotates": w.rotate} for w in writes for row in w.rows])
-        rotate = _json([{"id": i, "at": at} for i, at in rotations.items()])
+        # In id order, as a grant's revocation locks its rows: two batches never wait on each
+        # other's locks in opposite orders.
+        rotate = _json([{"id": i, "at": at} for i, at in sorted(rotations.items())])
         keys = Keys(frozenset(rotations))
         cache.evict_here(keys)  # as `cache.changed`: now, and again after the commit
         try:
