@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, Select, String, any_, bindparam, event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -85,6 +86,21 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
         # Statements are cached per connection; a reconnect after an outage starts clean.
         **kwargs,
     )
+
+
+def for_many(query: Select[Any], column: Any) -> dict[str | None, Select[Any]]:  # noqa: ANN401
+    """`query` for many values of `column` at once (`{"keys": [...]}`), built once per dialect:
+    on PostgreSQL one array parameter (`= ANY`), elsewhere an expanding IN. `of_dialect`
+    picks the one for a connection."""
+    return {
+        "postgresql": query.where(
+            column == any_(bindparam("keys", type_=postgresql.ARRAY(String)))),
+        None: query.where(column.in_(bindparam("keys", expanding=True))),
+    }
+
+
+def of_dialect(queries: dict[str | None, Select[Any]], dialect: str) -> Select[Any]:
+    return queries.get(dialect, queries[None])
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -44,17 +44,18 @@ class FastForms:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
-        read = await _read(receive) if headers is not None else None
-        if headers is not None and read is None:
+        if headers is None:
+            await self.app(scope, receive, send)
+            return
+        read = await _read(receive)
+        if read is None:
             return  # the client went away while sending its body: nobody to answer
-        if read is not None:
-            body, complete = read
-            if complete:
-                response = await self.respond(handler, headers, body, scope["path"])
-                await response(scope, receive, send)
-                return
-            receive = _replay(body, complete, receive)
-        await self.app(scope, receive, send)
+        body, complete = read
+        if not complete:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        response = await self.respond(handler, headers, body, scope["path"])
+        await response(scope, receive, send)
 
     async def respond(self, handler: Handler, headers: dict[bytes, str], body: bytes,
                       path: str) -> JSON:
@@ -82,6 +83,8 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, str] | None:
     if not (length.isascii() and length.isdigit()) or int(length) > _MAX_BODY:
         return None
     return found
+
+
 async def _read(receive: Any) -> tuple[bytes, bool] | None:  # noqa: ANN401
     """The body and whether it is whole, or None if the client went away while sending it.
     Reading stops past `_MAX_BODY`, whatever the server let through: the application is
@@ -101,10 +104,10 @@ async def _read(receive: Any) -> tuple[bytes, bool] | None:  # noqa: ANN401
             return b"".join(chunks), False
 
 
-def _replay(body: bytes, complete: bool, receive: Any) -> Any:  # noqa: ANN401
-    """A `receive` that hands the application the body already read (and, if that was not all
-    of it, the rest from the client's own `receive`), then the client's own messages."""
-    pending = [{"type": "http.request", "body": body, "more_body": not complete}]
+def _replay(start: bytes, receive: Any) -> Any:  # noqa: ANN401
+    """A `receive` that hands the application the start of the body already read, then the
+    rest and the client's other messages from the client's own `receive`."""
+    pending = [{"type": "http.request", "body": start, "more_body": True}]
 
     async def replayed() -> dict[str, Any]:
         return pending.pop() if pending else await receive()

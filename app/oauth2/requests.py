@@ -43,12 +43,8 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def require_form(content_type: str) -> None:
-    if not is_form(content_type):
+    if content_type.split(";")[0].strip().lower() != _FORM:
         raise InvalidRequestError(description=f"the request body must be {_FORM}")
-
-
-def is_form(content_type: str) -> bool:
-    return content_type.split(";")[0].strip().lower() == _FORM
 
 
 def parse_form(body: bytes) -> dict[str, str]:

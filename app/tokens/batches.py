@@ -36,6 +36,7 @@ import orjson
 from sqlalchemy import case, insert, literal, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.tokens import cache, repository
 from app.tokens.cache import Keys
@@ -99,19 +100,31 @@ class Batcher(Generic[Item, Result]):
         raise NotImplementedError
 
 
-class TokenReader(Batcher[str, StoredToken | None]):
-    """Batched `repository.find_by_digest`, on autocommit connections (one SELECT is consistent
-    on its own)."""
+class Lookup(Batcher[str, Any]):
+    """Rows by key (`find(key)`, None when there is none), read for the keys of concurrent
+    requests at once: one `read(connection, keys)` per batch, on an autocommit connection
+    (one SELECT is consistent on its own)."""
 
     batch_size = 200
 
-    async def find(self, digest: str) -> StoredToken | None:
-        return await self._submit(digest)
+    @staticmethod
+    async def read(conn: AsyncConnection, keys: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
 
-    async def _run(self, items: list[str]) -> list[StoredToken | None]:
+    async def find(self, key: str) -> Any:  # noqa: ANN401 - the subclass's row
+        return await self._submit(key)
+
+    async def _run(self, items: list[str]) -> list[Any]:
         async with cache.autocommit(self.engine).connect() as conn:
-            found = await repository.find_by_digests(conn, list(dict.fromkeys(items)))
-        return [found.get(digest) for digest in items]
+            found = await self.read(conn, list(dict.fromkeys(items)))
+        return [found.get(key) for key in items]
+
+
+class TokenReader(Lookup):
+    """Batched `repository.find_by_digest`: a token's check facts by the digest of its
+    secret (`StoredToken`)."""
+
+    read = staticmethod(repository.find_by_digests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,9 +400,8 @@ class TokenRevoker(Batcher[Revocation, None]):
 
 def _audit_row(r: Revocation) -> dict[str, Any]:
     """The audit event `tokens.service.revoke` records, as a row."""
-    return {"id": uuid.uuid4(), "occurred_at": r.at, "actor": r.actor, "action": "token.revoked",
-            "plan_id": r.stored.plan_id, "target_type": "token", "target_id": str(r.stored.id),
-            "detail": {"reason": r.reason, "kind": r.stored.kind}}
+    return audit.row(r.actor, "token.revoked", r.stored.plan_id, "token", r.stored.id, r.at,
+                     reason=r.reason, kind=r.stored.kind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import String, and_, any_, bindparam, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.db import for_many, of_dialect
 from app.integrations.access import IntegrationFacts
 from app.integrations.models import Installation, Integration
 from app.plans.expiry import plan_period
@@ -94,19 +94,13 @@ async def find_by_digest(db: AsyncSession | AsyncConnection, digest: str) -> Sto
     return _stored(tuple(row)) if row is not None else None
 
 
-# The same for many digests at once (`app/tokens/batches.py`): the digest comes back last. On
-# PostgreSQL the digests go as one array parameter (`= ANY`), elsewhere as an expanding IN.
-_BY_DIGESTS = {
-    "postgresql": _CHECK_QUERY.add_columns(Token.digest).where(
-        Token.digest == any_(bindparam("digests", type_=postgresql.ARRAY(String)))),
-    None: _CHECK_QUERY.add_columns(Token.digest).where(
-        Token.digest.in_(bindparam("digests", expanding=True))),
-}
+# The same for many digests at once (`app/tokens/batches.py`): the digest comes back last.
+_BY_DIGESTS = for_many(_CHECK_QUERY.add_columns(Token.digest), Token.digest)
 
 
 async def find_by_digests(conn: AsyncConnection, digests: list[str]) -> dict[str, StoredToken]:
-    query = _BY_DIGESTS.get(conn.dialect.name, _BY_DIGESTS[None])
-    rows = (await conn.execute(query, {"digests": digests})).all()
+    query = of_dialect(_BY_DIGESTS, conn.dialect.name)
+    rows = (await conn.execute(query, {"keys": digests})).all()
     return {row[-1]: _stored(tuple(row)[:-1]) for row in rows}
 
 
