@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import DateTime, MetaData, Select, String, any_, bindparam, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -86,6 +87,19 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
         # Statements are cached per connection; a reconnect after an outage starts clean.
         **kwargs,
     )
+
+
+# SQLSTATEs of a transaction PostgreSQL aborted for the sake of a concurrent one: nothing of it
+# was committed, and the same work run again may succeed (40001 serialization_failure, 40P01
+# deadlock_detected).
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_concurrency_abort(exc: BaseException) -> bool:
+    """True when the database aborted the transaction because of a concurrent one (a deadlock
+    or a serialization failure): it wrote nothing and may be run again."""
+    return (isinstance(exc, DBAPIError)
+            and getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES)
 
 
 def for_many(query: Select[Any], column: Any) -> dict[str | None, Select[Any]]:  # noqa: ANN401

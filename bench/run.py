@@ -261,8 +261,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 estimate: dict[str, float] = {}
 
                 async def supply(sc: Scenario, seconds: float) -> Path:
-                    """Fresh tokens for a scenario that spends one per request."""
-                    rate = estimate.get(sc.name, 3000) * 1.5
+                    """Fresh tokens for a scenario that spends one per request: more than the
+                    fastest rate seen so far (warmups included) can spend, so no token is sent
+                    twice (a second use would be refused, and revoke its grant)."""
+                    rate = estimate.get(sc.name, 8000) * 1.5
                     count = int(rate * seconds) + 1000
                     kind = SecretKind.refresh if sc.consumes == "refresh" else SecretKind.access
                     tokens = await seed.add_oauth(conn, fx, kind, count)
@@ -278,11 +280,12 @@ async def main_async(args: argparse.Namespace) -> int:
                     if args.warmup > 0:
                         if sc.consumes:  # its own tokens: the measured run starts afresh
                             datafile = await supply(sc, args.warmup)
-                        await asyncio.to_thread(
+                        warm = await asyncio.to_thread(
                             wrk.run, server_url, path=sc.path, method=sc.method, mode=sc.mode,
                             basic=auth, datafile=datafile, seconds=args.warmup,
                             connections=args.connections, threads=args.threads,
                             workdir=workdir, show_errors=args.show_errors)
+                        estimate[sc.name] = max(estimate.get(sc.name, 0), warm.rps)
                     if sc.consumes:
                         datafile = await supply(sc, args.seconds)
                     stage.rows.setdefault(sc.name, await seed.count_tokens(conn))

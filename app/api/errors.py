@@ -3,7 +3,8 @@
 - OAuth endpoints (`/oauth2/*`): RFC 6749 §5.2 JSON (`error`, `error_description`), with the
   status and headers the Authlib error class carries (401 + `WWW-Authenticate` for clients).
 - Everything else: `{"error": "<machine code>", "message": "<text>", ...}`.
-- A database that cannot be reached is a 503 (fail closed), never a 500 or a false answer.
+- A database that cannot be reached is a 503 (fail closed), never a 500 or a false answer; so is
+  a transaction the database aborted for a concurrent one (nothing written, retry).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.api.responses import JSON
+from app.db import is_concurrency_abort
 from app.errors import ApiError
 
 log = logging.getLogger("tessera.errors")
@@ -157,14 +159,16 @@ def outage_response(exc: BaseException, path: str) -> JSON | None:
     if not _is_db_outage(exc):
         return None
     log.warning("database unavailable: %s", type(exc).__name__)
+    return _unavailable(path, "the authorization server cannot reach its store"
+                        if _is_oauth_path(path) else "the service cannot reach its database")
+
+
+def _unavailable(path: str, message: str) -> JSON:
+    """503 with Retry-After: RFC 6749's `temporarily_unavailable` on the OAuth endpoints."""
     if _is_oauth_path(path):
-        return JSON(
-            {"error": "temporarily_unavailable",
-             "error_description": "the authorization server cannot reach its store"},
-            status_code=503, headers={"Retry-After": "1"},
-        )
-    return _wire(503, "unavailable", "the service cannot reach its database",
-                 headers={"Retry-After": "1"})
+        return JSON({"error": "temporarily_unavailable", "error_description": message},
+                    status_code=503, headers={"Retry-After": "1"})
+    return _wire(503, "unavailable", message, headers={"Retry-After": "1"})
 
 
 async def fast_response(attempt: Awaitable[Response | None], path: str) -> Response | None:
@@ -198,6 +202,12 @@ def _last_resort_for(exc: Exception, method: str, path: str) -> JSON:
         return _wire(409, "conflict", "the request conflicts with the current state; retry")
     if (outage := outage_response(exc, path)) is not None:
         return outage
+    if is_concurrency_abort(exc):
+        # A deadlock or serialization failure: the transaction was rolled back, so nothing of
+        # the request was written, and the same request may succeed at once.
+        log.warning("%s %s aborted by the database for a concurrent transaction", method, path)
+        return _unavailable(path, "a concurrent change interrupted the request; nothing was "
+                                  "done, retry")
     # The exception type only: messages can carry request data.
     log.error("unhandled %s on %s %s", type(exc).__name__, method, path)
     return _wire(500, "internal_error", "an unexpected error occurred")

@@ -16,7 +16,11 @@ wakes each waiter with its own outcome.
   `rotate` used (only if it still is unused: a concurrent exchange of the same token loses).
   A batch commits all its writes or none, and a request is answered only after its rows are
   committed, so no token reaches a client unstored; a failed batch fails each of its requests
-  with the error (nothing is retried, nothing is half written).
+  with the error (nothing is half written).
+
+A batch the database aborted for the sake of a concurrent transaction (a deadlock, a
+serialization failure: it wrote nothing) runs again, up to `Batcher.attempts` times in all; any
+other failure is its requests' answer at once.
 
 Batches form by themselves: while a flush is in flight, requests arriving meanwhile wait for the
 next one. Under no load a batch is one request's work, done one event-loop iteration later.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ import orjson
 from sqlalchemy import case, insert, literal, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app import db
 from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.tokens import cache, repository
@@ -44,6 +50,8 @@ from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 from app.tokens.rules import TokenKind
 from app.tokens.service import insert_rows
+
+log = logging.getLogger("tessera.batches")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -58,6 +66,8 @@ class Batcher(Generic[Item, Result]):
     # fewer, larger batches cost less CPU per request (bench/NOTES.md: 2 flushes at once gave
     # batches of 14-18 under wrk at 64 connections, and lower throughput).
     flushes = 1
+    # Runs of one batch when the database aborts it for a concurrent transaction.
+    attempts = 3
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -82,7 +92,7 @@ class Batcher(Generic[Item, Result]):
                 batch = self._queue[:self.batch_size]
                 del self._queue[:self.batch_size]
                 try:
-                    results = await self._run([item for item, _done in batch])
+                    results = await self._attempt([item for item, _done in batch])
                 except BaseException as exc:  # every waiter learns its batch failed
                     for _item, done in batch:
                         if not done.done():
@@ -95,6 +105,19 @@ class Batcher(Generic[Item, Result]):
                         done.set_result(result)
         finally:
             self._flushing -= 1
+
+    async def _attempt(self, items: list[Item]) -> Sequence[Result]:
+        """`_run`, again when the database aborted it for a concurrent transaction: such a run
+        committed nothing (each run is one statement or one transaction)."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self._run(items)
+            except Exception as exc:
+                if attempt == self.attempts or not db.is_concurrency_abort(exc):
+                    raise
+                log.warning("%s batch of %d aborted by the database (%s); running it again",
+                            type(self).__name__, len(items), getattr(exc.orig, "sqlstate", ""))
+        raise AssertionError("unreachable")
 
     async def _run(self, items: list[Item]) -> Sequence[Result]:
         raise NotImplementedError
