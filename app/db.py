@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import DateTime, MetaData, Select, String, any_, bindparam, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -100,6 +100,16 @@ def is_concurrency_abort(exc: BaseException) -> bool:
     or a serialization failure): it wrote nothing and may be run again."""
     return (isinstance(exc, DBAPIError)
             and getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when the statement failed on the data it was given (a constraint it breaks, class
+    23, such as a row whose plan is gone; a value its column refuses, class 22): the
+    transaction wrote nothing, and the same statement without that data may succeed."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return (isinstance(exc, DBAPIError)
+            and (getattr(exc.orig, "sqlstate", None) or "").startswith(("22", "23")))
 
 
 def for_many(query: Select[Any], column: Any) -> dict[str | None, Select[Any]]:  # noqa: ANN401

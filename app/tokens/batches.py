@@ -19,8 +19,10 @@ wakes each waiter with its own outcome.
   with the error (nothing is half written).
 
 A batch the database aborted for the sake of a concurrent transaction (a deadlock, a
-serialization failure: it wrote nothing) runs again, up to `Batcher.attempts` times in all; any
-other failure is its requests' answer at once.
+serialization failure: it wrote nothing) runs again, up to `Batcher.attempts` times in all. A
+batch that failed on one item's data (a row whose plan is gone, a value a column refuses: it
+wrote nothing either) runs again item by item, so only that item's request fails. Any other
+failure, a lost database say, is the answer of every request of the batch at once.
 
 Batches form by themselves: while a flush is in flight, requests arriving meanwhile wait for the
 next one. Under no load a batch is one request's work, done one event-loop iteration later.
@@ -52,6 +54,14 @@ from app.tokens.rules import TokenKind
 from app.tokens.service import insert_rows
 
 log = logging.getLogger("tessera.batches")
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """The outcome of an item that failed on its own, in a batch whose other items did not."""
+
+    error: Exception
+
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -92,7 +102,7 @@ class Batcher(Generic[Item, Result]):
                 batch = self._queue[:self.batch_size]
                 del self._queue[:self.batch_size]
                 try:
-                    results = await self._attempt([item for item, _done in batch])
+                    outcomes = await self._attempt([item for item, _done in batch])
                 except BaseException as exc:  # every waiter learns its batch failed
                     for _item, done in batch:
                         if not done.done():
@@ -100,24 +110,41 @@ class Batcher(Generic[Item, Result]):
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_item, done), result in zip(batch, results, strict=True):
-                    if not done.done():
-                        done.set_result(result)
+                for (_item, done), outcome in zip(batch, outcomes, strict=True):
+                    if done.done():
+                        continue
+                    if isinstance(outcome, _Failed):
+                        done.set_exception(outcome.error)
+                    else:
+                        done.set_result(outcome)
         finally:
             self._flushing -= 1
 
-    async def _attempt(self, items: list[Item]) -> Sequence[Result]:
-        """`_run`, again when the database aborted it for a concurrent transaction: such a run
-        committed nothing (each run is one statement or one transaction)."""
+    async def _attempt(self, items: list[Item]) -> Sequence[Result | _Failed]:
+        """`_run`, again when the database aborted it for a concurrent transaction, and item by
+        item when one item's data failed it: a failed run committed nothing (each run is one
+        statement or one transaction)."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return await self._run(items)
             except Exception as exc:
-                if attempt == self.attempts or not db.is_concurrency_abort(exc):
-                    raise
-                log.warning("%s batch of %d aborted by the database (%s); running it again",
-                            type(self).__name__, len(items), getattr(exc.orig, "sqlstate", ""))
+                if db.is_concurrency_abort(exc) and attempt < self.attempts:
+                    log.warning("%s batch of %d aborted by the database (%s); running it again",
+                                type(self).__name__, len(items), exc.orig.sqlstate)
+                    continue
+                if len(items) > 1 and db.is_data_error(exc):
+                    log.warning("%s batch of %d failed on its data (%s); running its items one "
+                                "by one", type(self).__name__, len(items), type(exc).__name__)
+                    return [await self._alone(item) for item in items]
+                raise
         raise AssertionError("unreachable")
+
+    async def _alone(self, item: Item) -> Result | _Failed:
+        try:
+            [outcome] = await self._attempt([item])
+        except Exception as exc:  # noqa: BLE001 - this item's answer, not its neighbours'
+            return _Failed(exc)
+        return outcome
 
     async def _run(self, items: list[Item]) -> Sequence[Result]:
         raise NotImplementedError

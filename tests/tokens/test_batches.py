@@ -18,11 +18,11 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import event, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import credentials
-from app.db import make_sessionmaker, session_scope
+from app.db import make_engine, make_sessionmaker, session_scope
 from app.tokens import cache, repository
 from app.tokens import service as tokens
 from app.tokens.batches import Batches
@@ -166,29 +166,47 @@ async def test_a_mixed_batch_is_one_statement_on_postgresql(database, plan, cloc
 
 
 @pytest.mark.parametrize("rotating", [False, True], ids=["inserts", "with-rotation"])
-async def test_a_failed_batch_fails_every_waiter_and_writes_nothing(database, plan, clock,
-                                                                    rotating: bool) -> None:
-    """One write of a batch breaks a constraint (its plan does not exist): each waiter of the
-    batch gets the error and none of the batch's rows, nor its rotation, is written. Inserts
-    alone run on an autocommit connection on PostgreSQL, so both paths are pinned."""
+async def test_a_write_that_breaks_a_constraint_fails_alone(database, plan, clock,
+                                                            rotating: bool) -> None:
+    """One write of a batch breaks a constraint (its plan does not exist), which fails the
+    batch's statement: the batch runs again write by write, so that write's request gets the
+    error and writes nothing, and the others (and the rotation) are committed. Inserts alone
+    run on an autocommit connection on PostgreSQL, so both paths are pinned."""
     writer = Batches.for_engine(database.engine).writer
     old = await refresh_token(database.engine, plan) if rotating else None
     good, other = rows_of(plan, 2), rows_of(plan, 1)
     [bad] = rows_of(plan)
     bad["plan_id"] = uuid.uuid4()  # references no plan: a foreign-key violation
     at = clock.now() + timedelta(minutes=1)
-    results = await asyncio.gather(
-        writer.write(good, rotate=old["id"] if old else None, at=at),
-        writer.write([bad]),
-        writer.write(other),
-        return_exceptions=True)
-    assert all(isinstance(r, IntegrityError) for r in results), results
-    assert await stored_ids(database.engine, ids(good + [bad] + other)) == set()
+    with statements(database.engine) as seen:
+        results = await asyncio.gather(
+            writer.write(good, rotate=old["id"] if old else None, at=at),
+            writer.write([bad]),
+            writer.write(other),
+            return_exceptions=True)
+    assert results[0] is True and results[2] is True, results
+    assert isinstance(results[1], IntegrityError), results
+    assert await stored_ids(database.engine, ids(good + [bad] + other)) == set(ids(good + other))
     if old is not None:
-        assert await used_at(database.engine, old["id"]) is None  # the rotation rolled back
-    # The writer is not left broken: the next batch commits.
-    assert await writer.write(good, rotate=old["id"] if old else None, at=at) is True
-    assert await stored_ids(database.engine, ids(good)) == set(ids(good))
+        assert await used_at(database.engine, old["id"]) == at
+    # One try of the whole batch, then one per write.
+    writes = [s for s in seen if s.startswith(("INSERT INTO TOKENS", "WITH ROTATED AS"))]
+    assert len(writes) == 4, writes
+
+
+async def test_a_failed_batch_fails_every_waiter_and_writes_nothing(plan, clock) -> None:
+    """A failure that is not one write's own (here the database is gone: the engine points at
+    a port where nothing listens) fails every waiter of the batch at once, each with the error,
+    and nothing is tried write by write."""
+    unreachable = make_engine("postgresql+asyncpg://postgres@127.0.0.1:9/none")
+    try:
+        writer = Batches.for_engine(unreachable).writer
+        results = await asyncio.gather(*(writer.write(rows_of(plan)) for _ in range(3)),
+                                       return_exceptions=True)
+    finally:
+        await unreachable.dispose()
+    assert all(isinstance(r, OSError | DBAPIError) for r in results), results
+    assert len({id(r) for r in results}) == 1  # one failure, told to each waiter
 
 
 async def test_a_rotation_evicts_the_token_here_and_notifies_other_replicas(database, plan,
