@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # Sent, failed and skipped notices keep their recipient, text and last error this many days
     # after they were written; then only the key that stops a second notice is kept.
     outbox_retention_days: int = Field(default=90, ge=1, le=36500)
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_size: int = Field(default=20, ge=1, le=200)  # connections per process, no overflow
     # In-process cache of token facts (app/tokens/cache.py); 0 turns it off. PostgreSQL only.
     token_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
     # The longest a cached answer may outlive a change made on another replica: the cache serves

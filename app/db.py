@@ -66,7 +66,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 20, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -81,8 +81,12 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
         return engine
     return create_async_engine(
         url,
+        # A fixed pool, no overflow: under a sustained load above the pool's size, overflow
+        # connections were opened and closed request after request (a PostgreSQL backend
+        # started each time), which halved personal token creation (bench/NOTES.md). A request
+        # beyond the pool waits for a connection, and a wait past the pool's timeout is a 503.
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=False,
         # Statements are cached per connection; a reconnect after an outage starts clean.
         **kwargs,

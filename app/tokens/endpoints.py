@@ -49,12 +49,9 @@ async def create_personal_token(
     body: Annotated[PersonalTokenIn | None, Body()] = None,
 ):
     principal = await _user_for_creation(request, session, now)
-    token, secret = service.issue(
-        session, kind=TokenKind.personal, plan_id=principal.plan_id, user_id=principal.user_id,
-        name=body.name if body else None, now=now, created_by=principal.user_id,
-    )
-    await session.flush()
-    stored = await repository.find_by_id(session, token.id)
+    stored, secret = await service.create_personal(
+        session, request.app.state.token_batches, plan_id=principal.plan_id,
+        user_id=principal.user_id, name=body.name if body else None, now=now)
     return IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -17,6 +17,9 @@ from app.tokens import cache, repository
 from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 from app.tokens.rules import TokenKind
+
+if TYPE_CHECKING:
+    from app.tokens.batches import Batches
 
 
 def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
@@ -63,6 +66,27 @@ def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: da
     token = Token(**row)
     session.add(token)
     return token, secret
+
+
+async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: uuid.UUID,
+                          user_id: uuid.UUID, name: str | None,
+                          now: datetime) -> tuple[StoredToken, str]:
+    """A new personal token of `user_id`, stored and read back as checks see it, and its
+    secret (shown once).
+
+    The request's session has only read (who is asking): it gives its connection back, and the
+    row joins the group commit of concurrent writes (`batches.TokenWriter`), answered once
+    committed. A request waiting on a batch must hold no pool connection the batch may need."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("create_personal needs a session that has only read")
+    row, secret = new_row(kind=TokenKind.personal, plan_id=plan_id, user_id=user_id, name=name,
+                          now=now, created_by=user_id)
+    await session.close()
+    await batches.writer.write([row])
+    stored = await batches.reader.find(row["digest"])
+    if stored is None:  # deleted since, with its user
+        raise NotFound("the user no longer exists")
+    return stored, secret
 
 
 async def get_in_plan(session: AsyncSession, plan_id: uuid.UUID, token_id: uuid.UUID,
