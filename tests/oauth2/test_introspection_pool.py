@@ -18,8 +18,8 @@ pytestmark = pytest.mark.asyncio
 async def test_concurrent_introspection_does_not_starve_the_pool(clock) -> None:
     """Pins d7ff222: with the cache off, each request reads its caller and then its token.
     No request may hold a pool connection while it waits for another (both reads are batched
-    now, each batch on a connection of its own); otherwise 20 requests on a pool of 1 + 1
-    overflow all hold a connection while waiting for one, and hang."""
+    now, each batch on a connection of its own); otherwise 20 requests on a pool of one
+    connection hold it while waiting for another, and hang."""
     async with migrated_pg_database(pool_size=1) as db:
         settings = Settings(database_url=db.url, issuer="https://tessera.test",
                             secret_key="test-secret-key-for-signing-cookies",

@@ -151,7 +151,7 @@ async def test_concurrent_creations_share_one_insert_and_answer_as_stored(client
 
 async def test_concurrent_creations_do_not_starve_the_pool(clock) -> None:
     """A creation waiting on its batched write holds no pool connection: 20 of them on a pool
-    of 1 + 1 overflow all complete (PostgreSQL; SQLite's pool does not queue this way)."""
+    of one connection all complete (PostgreSQL; SQLite's pool does not queue this way)."""
     async with migrated_pg_database(pool_size=1) as db:
         settings = Settings(database_url=db.url, issuer="https://tessera.test",
                             secret_key="test-secret-key-for-signing-cookies", db_pool_size=1)
