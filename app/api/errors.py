@@ -17,11 +17,12 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.api.responses import JSON
-from app.db import is_concurrency_abort
+from app.db import is_concurrency_abort, is_data_error
 from app.errors import ApiError
 
 log = logging.getLogger("tessera.errors")
@@ -76,7 +77,8 @@ _OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300")
 
 
 def _is_db_outage(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
+    # No pool connection came free in time (the pool is fixed: `app.db.make_engine`).
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -208,6 +210,15 @@ def _last_resort_for(exc: Exception, method: str, path: str) -> JSON:
         log.warning("%s %s aborted by the database for a concurrent transaction", method, path)
         return _unavailable(path, "a concurrent change interrupted the request; nothing was "
                                   "done, retry")
+    if is_data_error(exc):
+        # A value the store refuses that validation let through (a NUL character, say): the
+        # request's fault, and nothing of it was written.
+        log.warning("%s %s: a value refused by the database (%s)", method, path,
+                    getattr(exc.orig, "sqlstate", None) or type(exc).__name__)
+        message = "a value in the request cannot be stored"
+        if _is_oauth_path(path):
+            return oauth_response(InvalidRequestError(description=message))
+        return _wire(400, "invalid_request", message)
     # The exception type only: messages can carry request data.
     log.error("unhandled %s on %s %s", type(exc).__name__, method, path)
     return _wire(500, "internal_error", "an unexpected error occurred")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -81,6 +82,19 @@ def _stored(row: tuple) -> StoredToken:
     return StoredToken(tid, kind, plan_id, user_id, integration_id, client_id, scopes,
                        issued_at, name, hint, revoked_at, revoked_reason, revoked_by, family_id,
                        facts)
+
+
+def of_new_row(row: dict[str, Any], period_value: int | None,
+               period_unit: str | None) -> StoredToken:
+    """A token just written from `row` (`tokens.service.new_row`), as a lookup would read it,
+    given its plan's period: for a token of no integration (a personal token), whose facts are
+    all in its row and its plan."""
+    if row["integration_id"] is not None:
+        raise ValueError("an integration's token is read back, not built")
+    return _stored((row["id"], row["kind"], row["plan_id"], row["user_id"], None, row["scopes"],
+                    row["issued_at"], row["expires_at"], None, None, period_value, period_unit,
+                    None, None, None, None, None, None, None, None, row["name"], row["hint"],
+                    None, None, row["family_id"]))
 
 
 # The check query by digest, built once with a bound parameter: a call then costs neither

@@ -13,7 +13,8 @@ from app.tokens.rules import Inactive, check
 class PersonalTokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=200)
+    # No control characters: a name is shown in listings and mails, and PostgreSQL stores no NUL.
+    name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 class TokenOut(BaseModel):

@@ -13,6 +13,7 @@ from app import credentials
 from app.audit import service as audit
 from app.credentials import SecretKind
 from app.errors import NotFound
+from app.plans.models import Plan
 from app.tokens import cache, repository
 from app.tokens.models import Token
 from app.tokens.repository import StoredToken
@@ -71,22 +72,25 @@ def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: da
 async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: uuid.UUID,
                           user_id: uuid.UUID, name: str | None,
                           now: datetime) -> tuple[StoredToken, str]:
-    """A new personal token of `user_id`, stored and read back as checks see it, and its
-    secret (shown once).
+    """A new personal token of `user_id`, as checks see it once stored, and its secret (shown
+    once).
 
-    The request's session has only read (who is asking): it gives its connection back, and the
-    row joins the group commit of concurrent writes (`batches.TokenWriter`), answered once
-    committed. A request waiting on a batch must hold no pool connection the batch may need."""
+    The request's session has only read (who is asking); it reads the plan's period, then gives
+    its connection back, and the row joins the group commit of concurrent writes
+    (`batches.TokenWriter`): a request waiting on a batch must hold no pool connection the batch
+    may need. The answer is built from the row, not read back: once the row is committed,
+    nothing can fail the request and leave a token nobody was shown."""
     if session.new or session.dirty or session.deleted:
         raise RuntimeError("create_personal needs a session that has only read")
+    period = (await session.execute(
+        select(Plan.expiration_value, Plan.expiration_unit).where(Plan.id == plan_id))).first()
+    if period is None:
+        raise NotFound("no such plan")
     row, secret = new_row(kind=TokenKind.personal, plan_id=plan_id, user_id=user_id, name=name,
                           now=now, created_by=user_id)
     await session.close()
     await batches.writer.write([row])
-    stored = await batches.reader.find(row["digest"])
-    if stored is None:  # deleted since, with its user
-        raise NotFound("the user no longer exists")
-    return stored, secret
+    return repository.of_new_row(row, *period), secret
 
 
 async def get_in_plan(session: AsyncSession, plan_id: uuid.UUID, token_id: uuid.UUID,

@@ -58,3 +58,61 @@ async def test_gateway_check_ignores_a_forwarded_body(client, plan) -> None:
     r = await client.put("/v1/gateway/check/orders/7", content=b"a=b",
                          headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 401
+
+
+async def test_a_value_the_database_refuses_is_a_400_not_a_500(client, plan, database) -> None:
+    """A NUL in a name that validation lets through: PostgreSQL refuses it (SQLite stores it);
+    either way the answer is not a 500, and the refused request wrote nothing."""
+    body = {"email": "nul@example.com", "name": "a\x00b", "password": "long enough password"}
+    r = await client.post(f"/v1/plans/{plan.plan_id}/users", json=body, headers=plan.admin.auth)
+    if database.backend == "postgresql":
+        assert r.status_code == 400, r.text
+        assert r.json() == {"error": "invalid_request",
+                            "message": "a value in the request cannot be stored"}
+        listed = await client.get(f"/v1/plans/{plan.plan_id}/users", headers=plan.admin.auth)
+        assert "nul@example.com" not in listed.text
+    else:
+        assert r.status_code == 201, r.text
+
+
+async def test_no_free_pool_connection_is_a_503(clock) -> None:
+    """The pool is fixed; a request that waits past its timeout for a connection is answered
+    503 with Retry-After (fail closed), on the OAuth endpoints as RFC 6749 JSON (PostgreSQL:
+    SQLite's engine has no such pool)."""
+    import httpx2
+
+    from app.config import Settings
+    from app.db import make_engine
+    from app.main import create_app
+    from tests.conftest import make_plan, migrated_pg_database
+    from tests.helpers import create_gateway_client
+
+    async with migrated_pg_database() as db:
+        settings = Settings(database_url=db.url, issuer="https://tessera.test",
+                            secret_key="test-secret-key-for-signing-cookies",
+                            token_cache_size=0)
+        plan = await make_plan(db, clock)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=create_app(
+                settings, clock=clock, engine=db.engine)), base_url="https://tessera.test") as c:
+            creds = await create_gateway_client(c, plan)
+        engine = make_engine(db.url, pool_size=1, pool_timeout=0.2)
+        app = create_app(settings, clock=clock, engine=engine)
+        try:
+            async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app),
+                                          base_url="https://tessera.test") as c:
+                held = await engine.connect()  # the pool's one connection
+                try:
+                    await held.exec_driver_sql("SELECT 1")
+                    r = await c.get("/v1/me/tokens", headers=plan.admin.auth)
+                    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+                    assert r.json()["error"] == "unavailable"
+                    r = await c.post("/oauth2/introspect", data={"token": plan.admin.token},
+                                     auth=creds)
+                    assert r.status_code == 503, r.text
+                    assert r.json()["error"] == "temporarily_unavailable"
+                finally:
+                    await held.close()
+                r = await c.get("/v1/me/tokens", headers=plan.admin.auth)
+                assert r.status_code == 200, r.text  # and back once a connection is free
+        finally:
+            await engine.dispose()

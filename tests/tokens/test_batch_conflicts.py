@@ -4,7 +4,7 @@ written.
 
 The deadlocks here are real: another transaction holds a row the batch needs, the batch locks
 one that transaction then asks for, and PostgreSQL's deadlock check (after `deadlock_timeout`,
-1 s by default, on the batch's connection; the other one's is set far higher) aborts the batch.
+3 s on the batch's connections here; the other one's is set far higher) aborts the batch.
 Row locks only exist on PostgreSQL, so these tests run there only.
 """
 
@@ -28,11 +28,18 @@ from app.tokens.batches import Batches
 from app.tokens.models import Token
 from app.tokens.rules import TokenKind
 from tests.conftest import Database, PlanFixture, make_plan, migrated_pg_database
+from tests.tokens.test_batches import statements
 
 
 @pytest.fixture(scope="module")
 async def pg() -> AsyncIterator[Database]:
     async with migrated_pg_database(pool_size=4) as database:
+        # The batch's side checks for a deadlock this long after it starts waiting: the other
+        # transaction has that long to close the cycle, on a loaded machine too.
+        async with database.engine.connect() as conn:
+            await conn.exec_driver_sql(
+                f'ALTER DATABASE "{database.url.rsplit("/", 1)[1]}" SET deadlock_timeout = \'3s\'')
+        await database.engine.dispose()  # connections from now on take the setting
         yield database
 
 
@@ -105,8 +112,11 @@ async def test_a_revocation_batch_aborted_by_a_deadlock_runs_again(pg, pg_plan, 
     assert stored is not None
 
     # The grant's rows are locked in id order: rows[0], then rows[1].
-    await deadlock(pg, rows[0]["id"], rows[1]["id"], lambda: batches.revoker.revoke(
-        stored, actor="test", reason="revoked", at=clock.now()))
+    with statements(pg.engine) as seen:
+        await deadlock(pg, rows[0]["id"], rows[1]["id"], lambda: batches.revoker.revoke(
+            stored, actor="test", reason="revoked", at=clock.now()))
+    locks = [q for q in seen if q.startswith("SELECT 1 FROM TOKENS WHERE FAMILY_ID IN")]
+    assert len(locks) == 2  # the run the deadlock aborted, and the one that committed
 
     assert await revoked(pg, [r["id"] for r in rows]) == {r["id"]: True for r in rows}
     assert await audit_events(pg, stored.id) == 1  # the aborted run left nothing behind
@@ -124,7 +134,9 @@ async def test_a_rotation_batch_aborted_by_a_deadlock_runs_again(pg, pg_plan, cl
             batches.writer.write([new], rotate=row["id"], at=clock.now())
             for row, new in zip(old, fresh, strict=True))))
 
-    assert await deadlock(pg, old[0]["id"], old[1]["id"], both) == [True, True]
+    with statements(pg.engine) as seen:
+        assert await deadlock(pg, old[0]["id"], old[1]["id"], both) == [True, True]
+    assert len([q for q in seen if q.startswith("WITH ROTATED AS")]) == 2  # aborted, then run
     async with pg.engine.connect() as conn:
         used = (await conn.execute(select(func.count()).select_from(Token).where(
             Token.id.in_([r["id"] for r in old]), Token.used_at.is_not(None)))).scalar_one()

@@ -169,8 +169,9 @@ async def test_a_mixed_batch_is_one_statement_on_postgresql(database, plan, cloc
 async def test_a_write_that_breaks_a_constraint_fails_alone(database, plan, clock,
                                                             rotating: bool) -> None:
     """One write of a batch breaks a constraint (its plan does not exist), which fails the
-    batch's statement: the batch runs again write by write, so that write's request gets the
-    error and writes nothing, and the others (and the rotation) are committed. Inserts alone
+    batch's statement: the batch runs again in halves, halved while they fail so, so that
+    write's request gets the error and writes nothing, and the others (and the rotation) are
+    committed. Inserts alone
     run on an autocommit connection on PostgreSQL, so both paths are pinned."""
     writer = Batches.for_engine(database.engine).writer
     old = await refresh_token(database.engine, plan) if rotating else None
@@ -189,9 +190,10 @@ async def test_a_write_that_breaks_a_constraint_fails_alone(database, plan, cloc
     assert await stored_ids(database.engine, ids(good + [bad] + other)) == set(ids(good + other))
     if old is not None:
         assert await used_at(database.engine, old["id"]) == at
-    # One try of the whole batch, then one per write.
+    # The whole batch [good, bad, other]; its halves [good] and [bad, other]; the latter's
+    # halves [bad] and [other].
     writes = [s for s in seen if s.startswith(("INSERT INTO TOKENS", "WITH ROTATED AS"))]
-    assert len(writes) == 4, writes
+    assert len(writes) == 5, writes
 
 
 async def test_a_failed_batch_fails_every_waiter_and_writes_nothing(plan, clock) -> None:

@@ -164,3 +164,15 @@ async def test_concurrent_creations_do_not_starve_the_pool(clock) -> None:
                 c.post("/v1/me/tokens", json={"name": "n"}, headers=member.auth)
                 for _ in range(20))), timeout=20)  # a deadlock guard, not a speed test
     assert [r.status_code for r in answers] == [201] * 20, [r.text for r in answers]
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "tab\there", "line\nbreak", "del\x7f"])
+async def test_a_name_with_control_characters_is_refused(client, plan, database,
+                                                         name: str) -> None:
+    member = await plan.add_user()
+    r = await client.post("/v1/me/tokens", json={"name": name}, headers=member.auth)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+    async with make_sessionmaker(database.engine)() as s:
+        count = len((await s.execute(select(Token.id).where(
+            Token.user_id == member.user_id))).all())
+    assert count == 1  # only the token the member had
