@@ -39,8 +39,16 @@ async def by_email(session: AsyncSession, email: str) -> User | None:
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
-    """Email + password login; the same work whether or not the email exists."""
+    """Email + password login; the same work whether or not the email exists.
+
+    The session must hold no writes: it is closed (its connection back in the pool, the user
+    kept as read) while the password is checked, tens of milliseconds in a thread, so that
+    requests with wrong passwords cannot hold the pool's connections. Used again, it begins
+    afresh."""
     user = await by_email(session, email)
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("authenticate needs a session that has only read")
+    await session.close()
     ok = await anyio.to_thread.run_sync(
         credentials.verify_password, user.password_hash if user else None, password)
     return user if ok else None

@@ -176,3 +176,25 @@ async def test_a_name_with_control_characters_is_refused(client, plan, database,
         count = len((await s.execute(select(Token.id).where(
             Token.user_id == member.user_id))).all())
     assert count == 1  # only the token the member had
+
+
+async def test_no_connection_is_held_while_a_password_is_checked(client, plan, database,
+                                                                 monkeypatch) -> None:
+    """The password check (argon2id, in a thread) runs with the request's connection back in
+    the pool: wrong passwords cannot hold the pool's connections."""
+    from app import credentials as real
+
+    held: list[int] = []
+    verify = real.verify_password
+
+    def watched(password_hash: str | None, password: str) -> bool:
+        held.append(database.engine.pool.checkedout())
+        return verify(password_hash, password)
+
+    monkeypatch.setattr(real, "verify_password", watched)
+    user = await plan.add_user(token=False)
+    r = await client.post("/v1/me/tokens", auth=(user.email, "wrong password"))
+    assert r.status_code == 401
+    r = await client.post("/v1/me/tokens", json={"name": "ok"}, auth=(user.email, user.password))
+    assert r.status_code == 201, r.text
+    assert held == [0, 0]
