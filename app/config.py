@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # after they were written; then only the key that stops a second notice is kept.
     outbox_retention_days: int = Field(default=90, ge=1, le=36500)
     db_pool_size: int = Field(default=20, ge=1, le=200)  # connections per process, no overflow
+    # How long a request waits for a pool connection before its 503: shorter than a gateway's
+    # own timeout (the documented Envoy config: 2 s), so the gateway passes on Tessera's answer.
+    db_pool_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
     # In-process cache of token facts (app/tokens/cache.py); 0 turns it off. PostgreSQL only.
     token_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
     # The longest a cached answer may outlive a change made on another replica: the cache serves

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -66,7 +66,8 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 20, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
+                **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -87,6 +88,7 @@ def make_engine(url: str, *, pool_size: int = 20, **kwargs: Any) -> AsyncEngine:
         # beyond the pool waits for a connection, and a wait past the pool's timeout is a 503.
         pool_size=pool_size,
         max_overflow=0,
+        pool_timeout=pool_timeout,
         pool_pre_ping=False,
         # Statements are cached per connection; a reconnect after an outage starts clean.
         **kwargs,
@@ -158,6 +160,29 @@ class LazySession:
 
     def in_transaction(self) -> bool:
         return self._session is not None and self._session.in_transaction()
+
+
+# A session that wrote says so in its `info`: any statement but a SELECT (ORM or Core, through
+# `Session.execute`), any flush. Such a session commits (`session_scope`), and one that must only
+# have read can tell (`has_only_read`).
+_WROTE = "tessera.wrote"
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_statement(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session: Session, _flush: UOWTransaction) -> None:
+    session.info[_WROTE] = True
+
+
+def has_only_read(session: AsyncSession) -> bool:
+    """No object awaits a flush, nothing but SELECTs ran, and no commit hook is registered:
+    closing the session (its transaction rolled back) loses nothing."""
+    return not (session.new or session.dirty or session.deleted or session.info)
 
 
 def _idle(session: AsyncSession | None) -> bool:

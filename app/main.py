@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     never collected and the thresholds are the process's, so a test process creating many
     applications keeps it off."""
     settings = settings or get_settings()
-    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                                   pool_timeout=settings.db_pool_timeout_seconds)
 
     token_cache = TokenCache(settings.token_cache_size, settings.token_cache_bound_seconds)
 

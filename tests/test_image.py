@@ -57,12 +57,14 @@ def test_the_images_files_install_migrate_and_serve(tmp_path: Path) -> None:
 
     # `RUN pip install .`, into a folder of its own; its dependencies are this environment's.
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+    subprocess.run([sys.executable, "-m", "pip", "install", "--isolated", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", "--target", str(site), str(here)],
                    check=True, cwd=here)
     assert (site / "app" / "oauth2" / "templates" / "consent.html").is_file()
     port = free_port()
-    run_env = {**os.environ, **env, "PYTHONPATH": str(site),
+    # The image's environment, not this one's settings (only what finds programs and locale).
+    outside = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "PYTHON"))}
+    run_env = {**outside, **env, "PYTHONPATH": str(site),
                "PATH": f"{site / 'bin'}{os.pathsep}{os.environ['PATH']}",
                "TESSERA_ISSUER": f"http://127.0.0.1:{port}"}
     where = subprocess.run([sys.executable, "-c", "import app; print(app.__file__)"],

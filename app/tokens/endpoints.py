@@ -26,7 +26,7 @@ from app.users import service as users
 router = APIRouter(tags=["tokens"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]  # bounded: a 64-bit integer on every backend
 
 
 async def _user_for_creation(request: Request, session: Session, now: Now) -> Principal:

@@ -88,13 +88,11 @@ def of_new_row(row: dict[str, Any], period_value: int | None,
                period_unit: str | None) -> StoredToken:
     """A token just written from `row` (`tokens.service.new_row`), as a lookup would read it,
     given its plan's period: for a token of no integration (a personal token), whose facts are
-    all in its row and its plan."""
+    all in its row and its plan. Built column by column of the lookup's own query."""
     if row["integration_id"] is not None:
         raise ValueError("an integration's token is read back, not built")
-    return _stored((row["id"], row["kind"], row["plan_id"], row["user_id"], None, row["scopes"],
-                    row["issued_at"], row["expires_at"], None, None, period_value, period_unit,
-                    None, None, None, None, None, None, None, None, row["name"], row["hint"],
-                    None, None, row["family_id"]))
+    known = {Token: row, Plan: {"expiration_value": period_value, "expiration_unit": period_unit}}
+    return _stored(tuple(known.get(c.class_, {}).get(c.key) for c in _CHECK_COLUMNS))
 
 
 # The check query by digest, built once with a bound parameter: a call then costs neither

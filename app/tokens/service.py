@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app import credentials
 from app.audit import service as audit
 from app.credentials import SecretKind
+from app.db import has_only_read
 from app.errors import NotFound
 from app.plans.models import Plan
 from app.tokens import cache, repository
@@ -80,7 +81,7 @@ async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: u
     (`batches.TokenWriter`): a request waiting on a batch must hold no pool connection the batch
     may need. The answer is built from the row, not read back: once the row is committed,
     nothing can fail the request and leave a token nobody was shown."""
-    if session.new or session.dirty or session.deleted:
+    if not has_only_read(session):
         raise RuntimeError("create_personal needs a session that has only read")
     period = (await session.execute(
         select(Plan.expiration_value, Plan.expiration_unit).where(Plan.id == plan_id))).first()

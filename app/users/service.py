@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
 from app.audit import service as audit
+from app.db import has_only_read
 from app.errors import Conflict
 from app.users.models import User
 
@@ -46,7 +47,7 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     requests with wrong passwords cannot hold the pool's connections. Used again, it begins
     afresh."""
     user = await by_email(session, email)
-    if session.new or session.dirty or session.deleted:
+    if not has_only_read(session):
         raise RuntimeError("authenticate needs a session that has only read")
     await session.close()
     ok = await anyio.to_thread.run_sync(

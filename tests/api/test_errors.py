@@ -116,3 +116,9 @@ async def test_no_free_pool_connection_is_a_503(clock) -> None:
                 assert r.status_code == 200, r.text  # and back once a connection is free
         finally:
             await engine.dispose()
+
+
+async def test_an_offset_beyond_any_row_is_a_422(client, plan) -> None:
+    """Larger than a 64-bit integer: refused by validation on both backends, never a 500."""
+    r = await client.get("/v1/me/tokens", params={"offset": 10**20}, headers=plan.admin.auth)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text

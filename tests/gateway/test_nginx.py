@@ -49,7 +49,8 @@ async def test_nginx_forwards_identity_and_refuses_dead_tokens(pg, tmp_path) -> 
             # claimed about itself.
             r = await http.get("/api/items?x=1", headers={**bearer(user.token),
                                                           "X-Tessera-Client": "spoofed",
-                                                          "X-Tessera-Subject": "spoofed"})
+                                                          "X-Tessera-Subject": "spoofed",
+                                                          "X-Tessera-Refusal-Rule": "spoofed"})
             assert r.status_code == 200, r.text
             seen = r.json()["headers"]
             assert seen["x-tessera-subject"] == str(user.user_id)
@@ -57,6 +58,7 @@ async def test_nginx_forwards_identity_and_refuses_dead_tokens(pg, tmp_path) -> 
             assert seen["x-tessera-scopes"] == "*"
             assert seen["x-tessera-token-kind"] == "personal"
             assert "x-tessera-client" not in seen and "x-tessera-expires-at" not in seen
+            assert "x-tessera-refusal-rule" not in seen
             assert r.json()["path"] == "/api/items?x=1"
 
             # No token, a made-up one: 401 with the RFC 6750 challenge, upstream never asked.

@@ -198,3 +198,22 @@ async def test_no_connection_is_held_while_a_password_is_checked(client, plan, d
     r = await client.post("/v1/me/tokens", json={"name": "ok"}, auth=(user.email, user.password))
     assert r.status_code == 201, r.text
     assert held == [0, 0]
+
+
+async def test_a_session_that_wrote_is_never_closed_for_a_password_check(plan, database) -> None:
+    """`users.authenticate` gives the session's connection back; a session that wrote (here a
+    Core UPDATE, which leaves no pending object) would lose its write, so it refuses instead."""
+    from sqlalchemy import update
+
+    from app.db import session_scope
+    from app.users import service as users
+    from app.users.models import User
+
+    user = await plan.add_user(token=False)
+    with pytest.raises(RuntimeError, match="only read"):
+        async with session_scope(make_sessionmaker(database.engine)) as session:
+            await session.execute(update(User).where(User.id == user.user_id)
+                                  .values(name="Renamed"))
+            await users.authenticate(session, user.email, user.password)
+    async with session_scope(make_sessionmaker(database.engine)) as session:
+        assert await users.authenticate(session, user.email, user.password) is not None
