@@ -186,11 +186,10 @@ def has_only_read(session: AsyncSession) -> bool:
 
 
 def _idle(session: AsyncSession | None) -> bool:
-    """Nothing to commit or give back: no session made, or no transaction began, no object
-    awaits a flush, and no commit hook was registered (`session.info`, e.g. the token cache's
-    evictions)."""
-    return session is None or not (session.in_transaction() or session.new or session.dirty
-                                   or session.deleted or session.info)
+    """Nothing to commit or give back: no session made, or no transaction began and nothing
+    to commit (`has_only_read`: no object awaits a flush, no write ran, no commit hook such as
+    the token cache's evictions was registered)."""
+    return session is None or (not session.in_transaction() and has_only_read(session))
 
 
 @asynccontextmanager

@@ -395,7 +395,7 @@ _LOCK_FAMILIES_SQL = (
 
 class TokenRevoker(Batcher[Revocation, None]):
     """Revocations (RFC 7009) group-committed: a request is answered once its revocation, its
-    audit event and its NOTIFY are committed; a failed batch fails each of its requests."""
+    audit event and its NOTIFY are committed (a failed batch: as `Batcher` says)."""
 
     batch_size = 100
 
