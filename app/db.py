@@ -192,6 +192,13 @@ def _idle(session: AsyncSession | None) -> bool:
     return session is None or (not session.in_transaction() and has_only_read(session))
 
 
+async def persist_before_refusing(session: AsyncSession) -> None:
+    """Commit a request's unit of work although the request is about to fail: for what must
+    outlive the error answer, which otherwise rolls it back (a security reaction such as
+    revoking a replayed grant, or the audit event of a failed sign-in)."""
+    await session.commit()
+
+
 @asynccontextmanager
 async def session_scope(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on any error. The only place that commits.

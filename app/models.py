@@ -6,7 +6,7 @@ from app.integrations.models import Installation, Integration
 from app.notifications.models import OutboxMessage
 from app.oauth2.models import AuthorizationCode
 from app.operators.models import Operator
-from app.plans.models import Plan
+from app.plans.models import PastPeriod, Plan
 from app.tokens.models import Token
 from app.users.models import User
 
@@ -18,6 +18,7 @@ __all__ = [
     "Integration",
     "Operator",
     "OutboxMessage",
+    "PastPeriod",
     "Plan",
     "Token",
     "User",

@@ -49,8 +49,20 @@ def _is_oauth_path(path: str) -> bool:
     return path.startswith("/oauth2/") and path != "/oauth2/authorize"
 
 
+REALM = "tessera"
+
+
+def _with_realm(challenge: str) -> str:
+    """RFC 7617 §2: a Basic challenge names its realm (Authlib's carries only the error)."""
+    scheme, _, params = challenge.partition(" ")
+    if scheme.lower() != "basic" or "realm=" in params:
+        return challenge
+    return f'{scheme} realm="{REALM}"' + (f", {params}" if params else "")
+
+
 def oauth_response(error: OAuth2Error) -> JSON:
-    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    headers = {k: _with_realm(v) if k.lower() == "www-authenticate" else v
+               for k, v in error.get_headers() if k.lower() != "content-type"}
     return JSON(dict(error.get_body()), status_code=error.status_code, headers=headers)
 
 
@@ -118,7 +130,11 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSON:
         code = _HTTP_CODES.get(exc.status_code, "error")
         if _is_oauth(request) and exc.status_code in (404, 405):
-            return _wire(exc.status_code, code, str(exc.detail))
+            # RFC 6749 §5.2's shape on the OAuth endpoints; RFC 9110 §15.5.6: a 405 names the
+            # methods the resource allows (`Allow`).
+            description = {404: "no such endpoint", 405: "method not allowed"}[exc.status_code]
+            return JSON({"error": "invalid_request", "error_description": description},
+                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
         message = {404: "no such resource", 405: "method not allowed"}.get(
             exc.status_code, str(exc.detail)
         )

@@ -47,7 +47,7 @@ async def principal_from_token(session: Session, secret: str, now: Now,
             select(Operator.id).where(Operator.token_digest == digest))).scalar_one_or_none()
         if op is None:
             raise Unauthorized("unknown token")
-        return Principal(kind="operator", operator_id=op)
+        return Principal(kind="operator", operator_id=op, credential="operator")
     if kind not in _BEARER_KINDS:
         raise Unauthorized("this kind of token is not a bearer credential")
     stored = await token_cache.read_through(
@@ -66,11 +66,13 @@ async def principal_from_token(session: Session, secret: str, now: Now,
     scopes = None if stored.kind == TokenKind.personal else frozenset(stored.scopes.split())
     if stored.user_id is None:
         return Principal(kind="client", plan_id=stored.plan_id, token_id=stored.id,
-                         integration_id=stored.integration_id, scopes=scopes)
+                         integration_id=stored.integration_id, scopes=scopes,
+                         credential=stored.kind)
     role = (await session.execute(
         select(User.role).where(User.id == stored.user_id))).scalar_one()
     return Principal(kind="user", plan_id=stored.plan_id, user_id=stored.user_id, role=role,
-                     token_id=stored.id, integration_id=stored.integration_id, scopes=scopes)
+                     token_id=stored.id, integration_id=stored.integration_id, scopes=scopes,
+                     credential=stored.kind)
 
 
 async def current_principal(request: Request, session: Session, now: Now) -> Principal:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from app.errors import Forbidden, NotFound
 
+DERIVED = frozenset({"access", "integration"})
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -19,6 +21,10 @@ class Principal:
     token_id: uuid.UUID | None = None
     # None: every permission the principal's role has (personal tokens, password login).
     scopes: frozenset[str] | None = None
+    # What the caller authenticated with: the user's own credentials (`personal` token,
+    # `password`), a token derived from another credential (`access`: OAuth, `integration`),
+    # or an `operator` token.
+    credential: str = "personal"
 
     @property
     def actor(self) -> str:
@@ -45,6 +51,21 @@ class Principal:
         if self.kind != "operator" or self.operator_id is None:
             raise Forbidden("platform operators only", code="operator_required")
         return self.operator_id
+
+    @property
+    def derived(self) -> bool:
+        """Authenticated with a token derived from another credential (rule 11)."""
+        return self.credential in DERIVED
+
+    def require_own_credentials(self, what: str) -> None:
+        """Rule 11: what creates a credential or lengthens a life (a personal or integration
+        token, a user, an integration, the plan's period, an installation's reactivation) is
+        done with the user's own credentials only, never with an OAuth or integration token,
+        whatever its scopes: what such a token made would outrank or outlive it."""
+        if self.derived:
+            raise Forbidden(f"{what} needs the user's own credentials (a personal token or the "
+                            "password), not an OAuth or integration token",
+                            code="personal_credentials_required")
 
     def require_plan_admin(self, plan_id: uuid.UUID, *, write: bool) -> None:
         """Rule 9: another plan looks exactly like a plan that does not exist."""

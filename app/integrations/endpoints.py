@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body
 from sqlalchemy import select
 
 from app.api.deps import AppSettings, Now, Session
+from app.audit import service as audit
 from app.auth.dependencies import CurrentPrincipal
 from app.errors import InvalidRequest, NotFound
 from app.integrations import lifecycle, service
@@ -23,6 +24,7 @@ from app.integrations.schemas import (
     IntegrationTokenIn,
     IssuedIntegrationOut,
     JudgementIn,
+    OperatorIntegrationIn,
     ReportIn,
     ReportOut,
     ReviewIn,
@@ -38,11 +40,13 @@ router = APIRouter(tags=["integrations"])
 
 
 @router.post("/v1/integrations", status_code=201, response_model=IssuedIntegrationOut)
-async def register_third_party(body: IntegrationIn, principal: CurrentPrincipal,
+async def register_third_party(body: OperatorIntegrationIn, principal: CurrentPrincipal,
                                session: Session, settings: AppSettings, now: Now):
-    """Platform operators register a third-party integration; its review starts now (rule 6)."""
+    """Platform operators register a third-party integration, whose review starts now (rule 6),
+    or (`kind: platform`) a resource server of the platform's own, which introspects tokens of
+    every plan."""
     principal.require_operator()
-    integ, secret = await service.create_third_party(
+    integ, secret = await service.create_by_operator(
         session, body, actor=principal.actor, now=now,
         review_deadline=now + timedelta(days=settings.review_period_days))
     return IssuedIntegrationOut(**service.out(integ).model_dump(), client_secret=secret)
@@ -60,6 +64,7 @@ async def list_all_integrations(principal: CurrentPrincipal, session: Session):
 async def create_custom_integration(plan_id: uuid.UUID, body: IntegrationIn,
                                     principal: CurrentPrincipal, session: Session, now: Now):
     principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("creating an integration")
     integ, secret = await service.create_custom(session, plan_id, body, actor=principal.actor,
                                                 user_id=principal.user_id, now=now)
     return IssuedIntegrationOut(**service.out(integ).model_dump(), client_secret=secret)
@@ -74,6 +79,7 @@ async def generate_integration_token(
     """The token an admin pastes into an in-house integration. It has no intrinsic lifetime:
     the plan's period bounds it like any token (rule 2)."""
     principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("generating an integration token")
     integ = await session.get(Integration, integration_id)
     if integ is None or integ.kind != "custom" or integ.plan_id != plan_id:
         raise NotFound("no such custom integration in this plan")
@@ -85,6 +91,9 @@ async def generate_integration_token(
         session, kind=TokenKind.integration, plan_id=plan_id, integration_id=integ.id,
         scopes=catalogue.join(wanted), name=(body.name if body else None) or integ.name,
         now=now, created_by=principal.user_id)
+    await audit.record(session, principal.actor, "token.created", plan_id, "token", token.id,
+                       now, kind="integration", integration_id=str(integ.id),
+                       scopes=token.scopes, via=principal.credential)
     await session.flush()
     stored = await repository.find_by_id(session, token.id)
     return IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret)
@@ -174,6 +183,7 @@ async def deactivate_installation(plan_id: uuid.UUID, integration_id: uuid.UUID,
 async def reactivate_installation(plan_id: uuid.UUID, integration_id: uuid.UUID,
                                   principal: CurrentPrincipal, session: Session, now: Now):
     principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("reactivating an installation")
     return await lifecycle.reactivate(session, plan_id, integration_id, actor=principal.actor,
                                       now=now)
 
@@ -183,6 +193,8 @@ async def reactivate_installation(plan_id: uuid.UUID, integration_id: uuid.UUID,
 async def confirm_keep_installation(plan_id: uuid.UUID, integration_id: uuid.UUID,
                                     principal: CurrentPrincipal, session: Session, now: Now):
     principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("keeping an integration the platform judged "
+                                      "third-party")
     return await lifecycle.confirm_keep(session, plan_id, integration_id,
                                         user_id=principal.user_id, actor=principal.actor,
                                         now=now)

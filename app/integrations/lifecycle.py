@@ -138,6 +138,7 @@ def installation_out(integ: Integration, inst: Installation, now: datetime) -> I
     facts = facts_of(integ)
     return InstallationOut(
         integration_id=integ.id, client_id=integ.client_id, name=integ.name, kind=integ.kind,
+        approved_scopes=list(inst.approved_scopes or ()),
         judged_third_party=facts.judged_third_party, data_access=integ.data_access,
         review_status=integ.review_status, review_deadline=integ.review_deadline,
         exception_until=integ.exception_until,
@@ -180,8 +181,9 @@ async def reactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: 
     integ, inst = await _installed(session, plan_id, integration_id)
     if inst.state == "deactivated":
         if not review.may_reactivate(facts_of(integ), now):
-            raise Conflict("the review deadline has passed; the installation can no longer be "
-                           "reactivated", code="reactivation_deadline_passed",
+            raise Conflict("the review deadline has passed and no exception runs; the "
+                           "installation can no longer be reactivated",
+                           code="reactivation_deadline_passed",
                            deadline=integ.review_deadline.isoformat()
                            if integ.review_deadline else None)
         inst.state, inst.deactivated_at = "active", None

@@ -19,7 +19,9 @@ class Integration(Base):
     client_id: Mapped[str] = mapped_column(String(64), unique=True)
     client_secret_digest: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(20))  # custom | third_party
+    # custom | third_party | platform (a resource server of the platform's own: it introspects
+    # tokens of every plan, obtains none, and is not subject to review)
+    kind: Mapped[str] = mapped_column(String(20))
     # The owning plan of a custom integration; NULL for third-party ones.
     plan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("plans.id"), index=True)
     redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -39,7 +41,8 @@ class Integration(Base):
 
 
 class Installation(Base):
-    """An integration enabled in a plan."""
+    """An integration enabled in a plan, with the scopes a plan admin approved for it there: no
+    token the integration gets for the plan carries more (rule 11)."""
 
     __tablename__ = "installations"
     __table_args__ = (UniqueConstraint("integration_id", "plan_id"),)
@@ -48,6 +51,7 @@ class Installation(Base):
     integration_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("integrations.id"))
     plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"), index=True)
     state: Mapped[str] = mapped_column(String(12), default="active")  # active | deactivated
+    approved_scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     installed_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     installed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -34,13 +34,23 @@ def exception_allowed(data_access: str) -> bool:
     return data_access == "limited"
 
 
+def exception_runs(integ: IntegrationFacts, now: datetime) -> bool:
+    """A limited-data exception whose date has not passed (rule 6)."""
+    return (integ.exception_until is not None and exception_allowed(integ.data_access)
+            and now < integ.exception_until)
+
+
 def may_reactivate(integ: IntegrationFacts, now: datetime) -> bool:
-    """Rule 7: while the review deadline has not passed (never for a revoked review)."""
-    if integ.review_status == ReviewStatus.revoked:
-        return False
-    if not integ.subject_to_review or integ.review_status == ReviewStatus.approved:
-        return True
-    return integ.review_deadline is not None and now < integ.review_deadline
+    """Rule 7: while the review deadline has not passed, or an exception runs (never for a
+    revoked review): exactly when reactivating would let it work again."""
+    return decide(integ, "active", now).allowed
+
+
+def spared_from_scheduled_deactivation(integ: IntegrationFacts, now: datetime) -> bool:
+    """A scheduled deactivation (of a custom integration judged third-party) waits while the
+    integration would still be allowed: approved by its review, or holding a running exception.
+    It runs once neither holds."""
+    return integ.review_status == ReviewStatus.approved or exception_runs(integ, now)
 
 
 def needs_attention(integ: IntegrationFacts, installation_state: str | None,
@@ -65,5 +75,6 @@ def admin_actions(integ: IntegrationFacts, installation_state: str | None,
     return actions
 
 
-__all__ = ["Rule", "Step", "admin_actions", "exception_allowed", "may_reactivate",
-           "missing_steps", "needs_attention", "required_steps"]
+__all__ = ["Rule", "Step", "admin_actions", "exception_allowed", "exception_runs",
+           "may_reactivate", "missing_steps", "needs_attention", "required_steps",
+           "spared_from_scheduled_deactivation"]

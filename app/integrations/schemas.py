@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.oauth2 import scopes as catalogue
 
@@ -48,6 +48,22 @@ class IntegrationIn(BaseModel):
         if bad:
             raise ValueError(f"unknown scopes: {', '.join(bad)}; see scopes_supported")
         return list(dict.fromkeys(value))
+
+
+class OperatorIntegrationIn(IntegrationIn):
+    """What an operator registers: a third-party integration (reviewed, installed by plan
+    admins through consent), or a platform resource server (`platform`: first-party, not
+    subject to review; it introspects tokens of every plan and obtains no tokens itself)."""
+
+    kind: Literal["third_party", "platform"] = "third_party"
+
+    @model_validator(mode="after")
+    def _platform_only_introspects(self) -> OperatorIntegrationIn:
+        if self.kind == "platform" and (self.scopes or self.redirect_uris
+                                        or not self.confidential or not self.can_introspect):
+            raise ValueError("a platform resource server is confidential and introspects "
+                             "(can_introspect true), with no scopes and no redirect URIs")
+        return self
 
 
 class IntegrationOut(BaseModel):
@@ -134,6 +150,9 @@ class InstallationOut(BaseModel):
     client_id: str
     name: str
     kind: str
+    approved_scopes: list[str] = Field(description="what a plan admin approved for the plan: "
+                                                   "no token the integration gets here carries "
+                                                   "more")
     judged_third_party: bool
     data_access: str
     review_status: str

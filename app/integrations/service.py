@@ -15,7 +15,7 @@ from app.credentials import SecretKind
 from app.errors import NotFound
 from app.integrations.access import IntegrationFacts
 from app.integrations.models import Installation, Integration
-from app.integrations.schemas import IntegrationIn, IntegrationOut
+from app.integrations.schemas import IntegrationIn, IntegrationOut, OperatorIntegrationIn
 
 
 def facts_of(integ: Integration) -> IntegrationFacts:
@@ -66,22 +66,27 @@ async def create_custom(session: AsyncSession, plan_id: uuid.UUID, body: Integra
     integ, secret = _register(session, body, kind="custom", plan_id=plan_id, actor=actor,
                               now=now, review_deadline=None)
     await session.flush()
+    # The plan admin who creates it approves what it registers (rule 11).
     session.add(Installation(id=uuid.uuid4(), integration_id=integ.id, plan_id=plan_id,
-                             state="active", installed_by=user_id, installed_at=now))
+                             state="active", approved_scopes=list(integ.scopes),
+                             installed_by=user_id, installed_at=now))
     await session.flush()
     await audit.record(session, actor, "integration.created", plan_id, "integration", integ.id,
                        now, kind="custom", name=body.name)
     return integ, secret
 
 
-async def create_third_party(session: AsyncSession, body: IntegrationIn, *, actor: str,
-                             now: datetime, review_deadline: datetime,
+async def create_by_operator(session: AsyncSession, body: OperatorIntegrationIn, *,
+                             actor: str, now: datetime, review_deadline: datetime,
                              ) -> tuple[Integration, str | None]:
-    integ, secret = _register(session, body, kind="third_party", plan_id=None, actor=actor,
-                              now=now, review_deadline=review_deadline)
+    """A third-party integration (its review deadline `review_deadline`), or a platform
+    resource server, which is not reviewed."""
+    integ, secret = _register(session, body, kind=body.kind, plan_id=None, actor=actor,
+                              now=now, review_deadline=review_deadline
+                              if body.kind == "third_party" else None)
     await session.flush()
     await audit.record(session, actor, "integration.registered", None, "integration", integ.id,
-                       now, kind="third_party", name=body.name)
+                       now, kind=body.kind, name=body.name)
     return integ, secret
 
 
@@ -98,7 +103,9 @@ async def get(session: AsyncSession, integration_id: uuid.UUID) -> Integration:
 
 
 async def installation(session: AsyncSession, integration_id: uuid.UUID,
-                       plan_id: uuid.UUID) -> Installation | None:
-    return (await session.execute(select(Installation).where(
-        Installation.integration_id == integration_id, Installation.plan_id == plan_id,
-    ))).scalar_one_or_none()
+                       plan_id: uuid.UUID, *, lock: bool = False) -> Installation | None:
+    query = select(Installation).where(Installation.integration_id == integration_id,
+                                       Installation.plan_id == plan_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()

@@ -34,6 +34,8 @@ class NoticeFacts:
     recipient_name: str | None = None
     integration_id: uuid.UUID | None = None
     integration_name: str | None = None
+    period_set_at: datetime | None = None  # when `period` was set
+    cut_short: bool = False  # `period` had already run out for the token when it was set
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,12 @@ def _what(facts: NoticeFacts) -> str:
 
 
 def reason(facts: NoticeFacts) -> str:
-    """Why the token expires then: which term of rule 1 decided it."""
+    """Why the token expires then: which term of rule 1 decided it, and, when a period change
+    cut it short, which change (rule 4)."""
+    if facts.cut_short and facts.period is not None and facts.period_set_at is not None:
+        return (f"the plan's expiration period was set to {facts.period.describe()} on "
+                f"{iso(facts.period_set_at)}; counted from the token's generation on "
+                f"{iso(facts.issued_at)}, that period had already run out")
     if facts.period is not None and add_period(facts.issued_at, facts.period) == facts.expires_at:
         return (f"the plan's expiration period of {facts.period.describe()} counted from the "
                 f"token's generation on {iso(facts.issued_at)}")
@@ -107,7 +114,11 @@ def compose(facts: NoticeFacts, *, to: str, base_url: str) -> Email:
     else:
         subject = f"Your Tessera token ending in {facts.token_hint} has expired"
         opening = f"Your {what}, expired at {when} (UTC)."
-        after = "Every request made with it is now refused."
+        if facts.cut_short and facts.period is not None and facts.period_set_at is not None:
+            opening = (f"Your {what}, expired at {when} (UTC) because the plan's period was "
+                       f"set to {facts.period.describe()} on {iso(facts.period_set_at)}.")
+        after = ("Every request made with it is now refused. It stays expired: a later change "
+                 "of the plan's period does not bring it back.")
     greeting = f"Hello {facts.recipient_name}," if facts.recipient_name else "Hello,"
     why_you = "generated this integration token" if facts.token_kind == "integration" \
         else "own this token"

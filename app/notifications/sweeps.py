@@ -12,10 +12,10 @@ per distinct period, not per plan. The partial indexes of `app.notifications.mod
 live personal and integration tokens (not revoked, not yet marked expired), so a cycle costs
 what changed since the last one.
 
-- `unmark_unexpired`: a longer or removed period brings tokens back to life (rule 4); their
-  `expired_at` mark is cleared so that they are swept again, and noticed again, later.
-- `mark_expired`: sets `expired_at` (the effective expiry) on expired tokens in batches, and
-  writes their "expired" notice in the same transaction. Checks never read `expired_at`.
+- `mark_expired`: sets `expired_at` (when it died) on expired tokens in batches, and writes
+  their "expired" notice in the same transaction: those the period in force expired, and those
+  an earlier period did (at or before the plan's `expired_through`: rule 4, expiry is final),
+  which a later period change did not bring back. Checks never read `expired_at`.
 - `enqueue_expiring`: writes the "expiring" notice of tokens whose effective expiry falls within
   `notice_lead_days`, unless one exists for the same token and period (an anti-join).
 """
@@ -36,15 +36,18 @@ from app.db import session_scope
 from app.integrations.models import Integration
 from app.notifications import outbox
 from app.notifications.messages import NoticeFacts, NoticeKind, compose, period_key
-from app.notifications.models import LIVE, LIVE_INTRINSIC, MARKED, OutboxMessage
+from app.notifications.models import LIVE, LIVE_INTRINSIC, OutboxMessage
 from app.plans.expiry import (
+    Death,
     Period,
+    Spell,
+    Unit,
+    death,
     effective_expiry,
-    is_expired,
     latest_issue_expired_by,
     plan_period,
 )
-from app.plans.models import Plan
+from app.plans.models import PastPeriod, Plan
 from app.tokens.models import Token
 from app.users.models import User
 
@@ -93,6 +96,8 @@ class Sweep:
 _COLUMNS = (Token.id, Token.kind, Token.plan_id, Token.user_id, Token.created_by,
             Token.integration_id, Token.name, Token.hint, Token.issued_at, Token.expires_at,
             Plan.policy_updated_at)
+# Not expired under an earlier period (rule 4): what the "expiring" sweep may still notice.
+_NOT_CUT_OFF = or_(Plan.expired_through.is_(None), Token.issued_at > Plan.expired_through)
 
 
 _BY_ISSUE = (Token.plan_id, Token.issued_at)
@@ -117,8 +122,10 @@ def _recipient_id(row: Row) -> uuid.UUID | None:
 
 
 async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group: PlanGroup,
-                   due: list[tuple[Row, datetime]]) -> list[dict[str, Any]]:
-    """Outbox rows for `due` (token, effective expiry) pairs, their text composed now."""
+                   due: list[tuple[Row, datetime]],
+                   deaths: dict[uuid.UUID, Death] | None = None) -> list[dict[str, Any]]:
+    """Outbox rows for `due` (token, effective expiry) pairs, their text composed now; for
+    expired tokens, `deaths` says under which period (set when) each died."""
     if not due:
         return []
     user_ids = {uid for row, _ in due if (uid := _recipient_id(row)) is not None}
@@ -132,17 +139,22 @@ async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group:
     rows = []
     for row, expiry in due:
         email, name = users.get(_recipient_id(row), (None, None))
+        died = (deaths or {}).get(row.id)
+        spell = died.spell if died else None
+        period = spell.period if spell else group.period
         facts = NoticeFacts(
             kind=kind, token_id=row.id, token_kind=row.kind, token_name=row.name,
             token_hint=row.hint, plan_id=row.plan_id, issued_at=row.issued_at,
-            expires_at=expiry, period=group.period, recipient_name=name,
+            expires_at=expiry, period=period, recipient_name=name,
             integration_id=row.integration_id,
             integration_name=integrations.get(row.integration_id),
+            period_set_at=spell.since if spell else None,
+            cut_short=bool(died and died.cut_short),
         )
         message = compose(facts, to=email or "", base_url=sweep.base_url)
         rows.append({
             "id": uuid.uuid4(), "token_id": row.id, "kind": kind.value, "expires_at": expiry,
-            "period": group.key, "plan_id": row.plan_id, "recipient": email,
+            "period": period_key(period), "plan_id": row.plan_id, "recipient": email,
             "subject": message.subject, "body": message.body,
             # Written even with nobody to tell, so the sweeps stop looking at the token.
             "status": "pending" if email else "skipped",
@@ -151,35 +163,6 @@ async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group:
             "claimed_by": None, "created_at": sweep.now, "sent_at": None,
         })
     return rows
-
-
-# --- unmark ---------------------------------------------------------------------------------
-
-async def unmark_unexpired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) -> Counter[str]:
-    stats: Counter[str] = Counter()
-    for group in await plan_groups(maker):
-        for chunk in group.chunks():
-            conditions = [MARKED, Token.plan_id.in_(chunk),
-                          or_(Token.expires_at.is_(None), Token.expires_at > sweep.now)]
-            if group.period is not None:
-                conditions.append(
-                    Token.issued_at > latest_issue_expired_by(group.period, sweep.now))
-            while True:
-                async with session_scope(maker) as session:
-                    ids = (await session.execute(
-                        select(Token.id).where(*conditions).order_by(*_BY_ISSUE)
-                        .limit(sweep.batch_size)
-                        .with_for_update(skip_locked=True, key_share=True))).scalars().all()
-                    if ids:
-                        await session.execute(
-                            update(Token).where(Token.id.in_(ids), MARKED)
-                            .values(expired_at=None)
-                            .execution_options(synchronize_session=False))
-                if ids:
-                    stats["unmarked"] += len(ids)
-                if len(ids) < sweep.batch_size:
-                    break
-    return stats
 
 
 # --- mark expired, with the "expired" notice --------------------------------------------------
@@ -191,11 +174,26 @@ _SET_EXPIRED = (
 )
 
 
-def _worth_telling(expiry: datetime, policy_updated_at: datetime | None, now: datetime) -> bool:
-    """Did it stop working recently? The later of its expiry and the last period change (which
-    may be what expired it) is when it stopped, at the latest."""
-    stopped = max(expiry, policy_updated_at) if policy_updated_at else expiry
-    return stopped > now - EXPIRED_NOTICE_HORIZON
+def _worth_telling(died: Death, now: datetime) -> bool:
+    """Did it stop working recently?"""
+    return died.at > now - EXPIRED_NOTICE_HORIZON
+
+
+async def _histories(session: AsyncSession, group: PlanGroup,
+                     rows: list[Row]) -> dict[uuid.UUID, list[Spell]]:
+    """Every period each plan of `rows` has had, the one in force (the group's) last."""
+    plan_ids = {row.plan_id for row in rows}
+    spells: dict[uuid.UUID, list[Spell]] = {plan_id: [] for plan_id in plan_ids}
+    for past in (await session.execute(
+            select(PastPeriod).where(PastPeriod.plan_id.in_(plan_ids))
+            .order_by(PastPeriod.until))).scalars():
+        spells[past.plan_id].append(Spell(Period(past.value, Unit(past.unit)), past.since,
+                                          past.until))
+    if group.period is not None:
+        since = {row.plan_id: row.policy_updated_at for row in rows}
+        for plan_id in plan_ids:
+            spells[plan_id].append(Spell(group.period, since[plan_id]))
+    return spells
 
 
 async def _mark_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep, group: PlanGroup,
@@ -204,18 +202,20 @@ async def _mark_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep, gro
     async with session_scope(maker) as session:
         rows = (await session.execute(
             _candidates(*conditions, order=order, limit=sweep.batch_size))).all()
-        expired = []
+        histories = await _histories(session, group, rows) if rows else {}
+        expired: list[tuple[Row, datetime]] = []
+        deaths: dict[uuid.UUID, Death] = {}
         for row in rows:
-            expiry = effective_expiry(row.issued_at, row.expires_at, group.period)
-            if expiry is not None and is_expired(expiry, sweep.now):
-                expired.append((row, expiry))
+            died = death(row.issued_at, row.expires_at, histories[row.plan_id], sweep.now)
+            if died is not None:
+                expired.append((row, died.at))
+                deaths[row.id] = died
         if expired:
             await session.execute(_SET_EXPIRED, [{"b_id": row.id, "b_expired_at": expiry}
                                                  for row, expiry in expired])
-            tell = [(row, e) for row, e in expired
-                    if _worth_telling(e, row.policy_updated_at, sweep.now)]
+            tell = [(row, e) for row, e in expired if _worth_telling(deaths[row.id], sweep.now)]
             await outbox.enqueue(
-                session, await _notices(session, sweep, NoticeKind.expired, group, tell))
+                session, await _notices(session, sweep, NoticeKind.expired, group, tell, deaths))
             if tell:
                 stats["notices_expired"] += len(tell)
             stats["marked_expired"] += len(expired)
@@ -229,7 +229,10 @@ async def mark_expired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) ->
     for group in await plan_groups(maker):
         for chunk in group.chunks():
             ranges = [([LIVE_INTRINSIC, Token.plan_id.in_(chunk),
-                        Token.expires_at <= sweep.now], _BY_EXPIRY)]
+                        Token.expires_at <= sweep.now], _BY_EXPIRY),
+                      # Expired under an earlier period, whatever the period is now (rule 4).
+                      ([LIVE, Token.plan_id.in_(chunk),
+                        Token.issued_at <= Plan.expired_through], _BY_ISSUE)]
             if group.period is not None:
                 threshold = latest_issue_expired_by(group.period, sweep.now)
                 ranges.append(([LIVE, Token.plan_id.in_(chunk), Token.issued_at <= threshold],
@@ -258,7 +261,8 @@ async def _expiring_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep,
     soon = sweep.now + sweep.lead
     async with session_scope(maker) as session:
         rows = (await session.execute(_candidates(
-            *conditions, _not_noticed(group), order=order, limit=sweep.batch_size))).all()
+            *conditions, _not_noticed(group), _NOT_CUT_OFF, order=order,
+            limit=sweep.batch_size))).all()
         due = []
         for row in rows:
             expiry = effective_expiry(row.issued_at, row.expires_at, group.period)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,9 +24,12 @@ from app.api.deps import AppSettings, Now, Session
 from app.audit import service as audit
 from app.config import Settings
 from app.credentials import SecretKind
+from app.integrations import review
 from app.integrations import service as integrations
+from app.integrations.access import Access, ReviewStatus, Rule, decide
 from app.integrations.models import Installation, Integration
-from app.oauth2 import browser, grants
+from app.integrations.service import facts_of
+from app.oauth2 import browser
 from app.oauth2 import scopes as catalogue
 from app.oauth2.models import AuthorizationCode
 from app.plans.models import Plan
@@ -60,21 +63,42 @@ class AuthRequest:
     state: str | None
     challenge: str
     params: dict[str, str]  # carried through the login and consent forms
+    redirect_uri_sent: bool = True  # the request named it (RFC 6749 §4.1.3)
+    scope_sent: bool = True  # the request named a scope (absent: a default, RFC 6749 §3.3)
 
 
-async def _validate(session: AsyncSession, params: dict[str, str]) -> AuthRequest:
+def single_valued(items: list[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """The parameters, and the names of those sent more than once (RFC 6749 §3.1: "Request and
+    response parameters MUST NOT be included more than once")."""
+    params: dict[str, str] = {}
+    repeated: list[str] = []
+    for key, value in items:
+        if key in params and key not in repeated:
+            repeated.append(key)
+        params[key] = value
+    return params, repeated
+
+
+async def _validate(session: AsyncSession, params: dict[str, str],
+                    repeated: list[str]) -> AuthRequest:
+    if {"client_id", "redirect_uri"} & set(repeated):
+        raise PageError("The request names its application or redirect URI more than once.")
     client_id = params.get("client_id")
     integ = await integrations.by_client_id(session, client_id) if client_id else None
     if integ is None:
         raise PageError("The application is unknown (missing or wrong client_id).")
     redirect_uri = params.get("redirect_uri")
+    sent = redirect_uri is not None
     if redirect_uri is None and len(integ.redirect_uris) == 1:
         redirect_uri = integ.redirect_uris[0]
     if redirect_uri is None or redirect_uri not in integ.redirect_uris:
         # RFC 9700 §4.1.3: exact string matching, nothing else.
         raise PageError("The redirect URI is missing or not registered for this application.")
     req = AuthRequest(integ, redirect_uri, [], params.get("state"), "", {
-        k: params[k] for k in _PARAMS if params.get(k) is not None})
+        k: params[k] for k in _PARAMS if params.get(k) is not None}, redirect_uri_sent=sent)
+    if repeated:
+        raise _redirect_error(req, "invalid_request",
+                              f"parameter '{repeated[0]}' is repeated (RFC 6749 §3.1)")
     if params.get("response_type") != "code":
         raise _redirect_error(req, "unsupported_response_type",
                               "only response_type=code is supported")
@@ -86,7 +110,9 @@ async def _validate(session: AsyncSession, params: dict[str, str]) -> AuthReques
                               "code_challenge_method must be S256 (plain is not accepted)")
     if not _CHALLENGE.match(challenge):
         raise _redirect_error(req, "invalid_request", "code_challenge is malformed")
-    requested = catalogue.parse(params.get("scope")) or list(integ.scopes)
+    requested = catalogue.parse(params.get("scope"))
+    req.scope_sent = bool(requested)
+    requested = requested or list(integ.scopes)
     if not requested or any(s not in integ.scopes for s in requested):
         raise _redirect_error(req, "invalid_scope",
                               "the requested scope exceeds the application's permissions")
@@ -111,10 +137,12 @@ def _to_client(req: AuthRequest, settings: Settings, **params: str) -> RedirectR
 
 
 def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-    csrf = browser.csrf_token(request)
+    settings = request.app.state.settings
+    csrf = browser.csrf_token(request, settings)
     response = templates.TemplateResponse(request, name, {**context, "csrf": csrf},
                                           status_code=status, headers=browser.PAGE_HEADERS)
-    browser.set_csrf(response, request.app.state.settings, csrf)
+    if browser.login_session(request, settings) is None:  # before login: double submit
+        browser.set_csrf(response, settings, csrf)
     return response
 
 
@@ -124,32 +152,100 @@ def _error_page(request: Request, message: str) -> Response:
 
 @dataclass
 class Standing:
-    """What this user may do with this integration in their plan."""
+    """What this user may do with this integration in their plan (rules 6 and 11)."""
 
     blocked: str | None = None  # shown on the consent page; only Deny is offered
-    denied: str | None = None  # sent back to the client as access_denied at once
+    denied: tuple[str, str] | None = None  # (error, description) sent back to the client
     install: bool = False  # allowing installs a third-party integration for the plan
+    widen: list[str] = field(default_factory=list)  # allowing approves these for the plan too
+    approved: list[str] = field(default_factory=list)  # approved for the plan so far
+    review: str | None = None  # a warning about the integration's platform review
+    review_urgent: bool = False  # its deadline is near or past
 
 
-async def _standing(session: AsyncSession, req: AuthRequest, user: User, now) -> Standing:  # noqa: ANN001
+def _refused(access: Access) -> tuple[str, str]:
+    text = f"{access.rule}: {access.describe()}"
+    if access.deadline is not None:
+        text += f" (deadline {access.deadline.isoformat()})"
+    return "unauthorized_client", text
+
+
+# How soon a review deadline must be for the consent screen to call it near.
+NEAR = timedelta(days=7)
+
+
+def _review_warning(integ: Integration, now: datetime) -> tuple[str | None, bool]:
+    """Rule 6 in plain words, for an integration subject to review and not approved."""
+    facts = facts_of(integ)
+    if not facts.subject_to_review or integ.review_status == ReviewStatus.approved:
+        return None, False
+    status = integ.review_status.replace("_", " ")
+    deadline = integ.review_deadline
+    if deadline is not None and now < deadline:
+        days = (deadline - now).days
+        when = f"{deadline:%d %B %Y, %H:%M} UTC"
+        soon = " That is less than a week away." if deadline - now <= NEAR else \
+            f" That is in {days} days."
+        return (f"{integ.name} has not passed the platform's review yet (status: {status}). "
+                f"It works until {when}; if its review is not approved by then, it stops "
+                f"working in your plan.{soon}", deadline - now <= NEAR)
+    if review.exception_runs(facts, now):
+        return (f"{integ.name} has not passed the platform's review and its deadline has "
+                f"passed. It works under an exception until "
+                f"{integ.exception_until:%d %B %Y, %H:%M} UTC, and stops working then unless "
+                "its review is approved.", True)
+    return None, True  # refused: never shown, the request goes back to the client
+
+
+async def _standing(session: AsyncSession, req: AuthRequest, user: User,
+                    now: datetime) -> Standing:
     integ = req.integration
+    if integ.kind == "platform":
+        return Standing(denied=("unauthorized_client", "a platform resource server obtains no "
+                                                       "tokens"))
     if integ.kind == "custom" and integ.plan_id != user.plan_id:
-        return Standing(denied="this application is not available in your plan")
-    if user.role != "admin" and catalogue.ADMIN_SCOPES & set(req.scopes):
-        return Standing(denied="only a plan admin can grant admin permissions")
+        return Standing(denied=("access_denied",
+                                "this application is not available in your plan"))
+    # Rule 6 as a whole (a revoked review, a passed deadline without exception): nobody can
+    # authorize it, and no admin can install it.
+    facts = facts_of(integ)
+    if not (whole := decide(facts, "active", now)).allowed:
+        return Standing(denied=_refused(whole))
     inst = await integrations.installation(session, integ.id, user.plan_id)
-    if inst is None and integ.kind == "third_party":
-        if integ.review_status == "revoked":
-            return Standing(denied="review_revoked: the integration's platform review was "
-                                   "revoked")
+    if inst is not None:
+        access = decide(facts, inst.state, now)
+        if not access.allowed:
+            return Standing(denied=_refused(access))
+    approved = list(inst.approved_scopes or ()) if inst is not None else []
+    if inst is not None and not req.scope_sent:
+        # RFC 6749 §3.3: no scope asked: what the plan approved (and the user may grant).
+        req.scopes = [s for s in integ.scopes if s in approved
+                      and (user.role == "admin" or s not in catalogue.ADMIN_SCOPES)]
+        if not req.scopes:
+            return Standing(denied=("invalid_scope", "nothing this application may ask for "
+                                                     "is approved in your plan"))
+    if user.role != "admin" and catalogue.ADMIN_SCOPES & set(req.scopes):
+        return Standing(denied=("access_denied",
+                                "only a plan admin can grant admin permissions"))
+    warning, urgent = _review_warning(integ, now)
+    standing = Standing(approved=approved, review=warning, review_urgent=urgent)
+    if inst is None:
+        if integ.kind != "third_party":  # a custom integration is installed when created
+            return Standing(denied=_refused(Access(False, Rule.not_installed)))
         if user.role != "admin":
-            return Standing(blocked=f"{integ.name} is not installed in your plan. Ask a plan "
-                                    "admin to install it first.")
-        return Standing(install=True)
-    access, _period = await grants.access_in_plan(session, integ, user.plan_id, now)
-    if not access.allowed:
-        return Standing(denied=f"{access.rule}: {access.describe()}")
-    return Standing()
+            standing.blocked = (f"{integ.name} is not installed in your plan. Ask a plan admin "
+                                "to install it first.")
+        else:
+            standing.install = True
+        return standing
+    beyond = [s for s in req.scopes if s not in approved]
+    if beyond and user.role != "admin":
+        standing.blocked = (f"{integ.name} asks for permissions your plan has not approved "
+                            f"for it ({', '.join(beyond)}). Only a plan admin can approve "
+                            "them.")
+    elif beyond:
+        standing.widen = beyond
+    return standing
 
 
 async def _user(session: AsyncSession, request: Request, settings: Settings) -> User | None:
@@ -160,35 +256,48 @@ async def _user(session: AsyncSession, request: Request, settings: Settings) -> 
 async def _consent_page(request: Request, session: AsyncSession, req: AuthRequest, user: User,
                         standing: Standing) -> Response:
     plan = await session.get(Plan, user.plan_id)
+    plan_name = plan.name if plan else ""
+    name = req.integration.name
     note = None
     if standing.install:
-        note = (f"{req.integration.name} is not installed in your plan yet. Allowing installs "
-                "it for the whole plan; members can then authorize it for themselves.")
+        note = (f"Allowing installs {name} for the whole plan {plan_name}. From then on "
+                f"{name} can also get tokens for the plan on its own, without anyone signed "
+                "in (machine access), with the permissions listed above and no others. "
+                "Members of the plan can then allow it for themselves, within these "
+                "permissions. A plan admin can deactivate it at any time.")
+    elif standing.widen:
+        note = (f"{name} is installed in your plan with these permissions: "
+                f"{', '.join(standing.approved) or 'none'}. Allowing also approves "
+                f"{', '.join(standing.widen)} for the whole plan, including for {name} on its "
+                "own, without anyone signed in (machine access).")
     return _page(request, "consent.html", {
-        "client_name": req.integration.name, "params": req.params,
+        "client_name": name, "params": req.params,
         "permissions": [(s, catalogue.CATALOGUE[s]) for s in req.scopes],
         "install_note": note, "blocked": standing.blocked, "user_email": user.email,
-        "plan_name": plan.name if plan else "",
+        "plan_name": plan_name, "review": standing.review, "review_urgent":
+        standing.review_urgent,
     })
 
 
-async def _handle(request: Request, session: AsyncSession, settings: Settings, now,  # noqa: ANN001
-                  params: dict[str, str], form: dict[str, str] | None) -> Response:
+async def _handle(request: Request, session: AsyncSession, settings: Settings, now: datetime,
+                  params: dict[str, str], repeated: list[str],
+                  form: dict[str, str] | None) -> Response:
     try:
-        req = await _validate(session, params)
+        req = await _validate(session, params, repeated)
     except PageError as exc:
         return _error_page(request, str(exc))
     except RedirectError as exc:
         return _to_client(exc.request, settings, error=exc.error,  # type: ignore[attr-defined]
                           error_description=exc.description)
 
-    if form is not None and not browser.csrf_ok(request, form.get("csrf_token")):
+    if form is not None and not browser.csrf_ok(request, settings, form.get("csrf_token")):
         return _error_page(request, "The form has expired or was not sent from this page. "
                                     "Go back to the application and start again.")
     action = (form or {}).get("action")
 
     if action == "login":
-        user = await users.authenticate(session, form.get("email", ""), form.get("password", ""))
+        user = await users.sign_in(session, form.get("email", ""), form.get("password", ""),
+                                   via="password", now=now, client_id=req.integration.client_id)
         if user is None:
             return _page(request, "login.html", {
                 "client_name": req.integration.name, "params": req.params,
@@ -198,6 +307,8 @@ async def _handle(request: Request, session: AsyncSession, settings: Settings, n
         response = RedirectResponse(f"/oauth2/authorize?{urlencode(req.params)}",
                                     status_code=303, headers=browser.PAGE_HEADERS)
         browser.start_session(response, settings, user.id)
+        await audit.record(session, f"user:{user.id}", "user.signed_in", user.plan_id, "user",
+                           user.id, now, via="password", client_id=req.integration.client_id)
         return response
 
     user = await _user(session, request, settings)
@@ -206,24 +317,20 @@ async def _handle(request: Request, session: AsyncSession, settings: Settings, n
                                              "params": req.params, "error": None, "email": ""})
     standing = await _standing(session, req, user, now)
     if standing.denied:
-        return _to_client(req, settings, error="access_denied",
-                          error_description=standing.denied)
+        error, description = standing.denied
+        return _to_client(req, settings, error=error, error_description=description)
     if action != "consent":
         return await _consent_page(request, session, req, user, standing)
     if form.get("decision") != "allow" or standing.blocked:
         return _to_client(req, settings, error="access_denied",
                           error_description="the user denied the request")
-    if standing.install:
-        session.add(Installation(id=uuid.uuid4(), integration_id=req.integration.id,
-                                 plan_id=user.plan_id, state="active", installed_by=user.id,
-                                 installed_at=now))
-        await audit.record(session, f"user:{user.id}", "integration.installed", user.plan_id,
-                           "integration", req.integration.id, now, name=req.integration.name)
-        await cache.changed(session, plan_id=user.plan_id, integration_id=req.integration.id)
+    if standing.install or standing.widen:
+        await _approve(session, req, user, standing, now)
     code = credentials.generate(SecretKind.code)
     session.add(AuthorizationCode(
         id=uuid.uuid4(), digest=credentials.digest(code), integration_id=req.integration.id,
         plan_id=user.plan_id, user_id=user.id, redirect_uri=req.redirect_uri,
+        redirect_uri_sent=req.redirect_uri_sent,
         scopes=catalogue.join(req.scopes), code_challenge=req.challenge,
         code_challenge_method="S256", issued_at=now,
         expires_at=now + timedelta(seconds=settings.authorization_code_ttl_seconds)))
@@ -232,16 +339,40 @@ async def _handle(request: Request, session: AsyncSession, settings: Settings, n
     return _to_client(req, settings, code=code)
 
 
+async def _approve(session: AsyncSession, req: AuthRequest, user: User, standing: Standing,
+                   now: datetime) -> None:
+    """An admin's consent installs a third-party integration for the plan with the scopes it
+    asked for, or widens an installation's approved scopes by those it newly asked for: what
+    the screen said (rule 11). Both are audit events and reach every replica's cache."""
+    integ, actor = req.integration, f"user:{user.id}"
+    if standing.install:
+        approved = catalogue.join(req.scopes).split()
+        session.add(Installation(id=uuid.uuid4(), integration_id=integ.id, plan_id=user.plan_id,
+                                 state="active", approved_scopes=approved, installed_by=user.id,
+                                 installed_at=now))
+        await audit.record(session, actor, "integration.installed", user.plan_id, "integration",
+                           integ.id, now, name=integ.name, approved_scopes=approved)
+    else:
+        inst = await integrations.installation(session, integ.id, user.plan_id, lock=True)
+        before = list(inst.approved_scopes or ())
+        inst.approved_scopes = catalogue.join({*before, *standing.widen}).split()
+        await audit.record(session, actor, "installation.scopes_approved", user.plan_id,
+                           "integration", integ.id, now, previous=before,
+                           approved_scopes=inst.approved_scopes)
+    await cache.changed(session, plan_id=user.plan_id, integration_id=integ.id)
+
+
 @router.get("/oauth2/authorize")
 async def authorize_page(request: Request, session: Session, settings: AppSettings,
                          now: Now) -> Response:
-    return await _handle(request, session, settings, now, dict(request.query_params), None)
+    params, repeated = single_valued(request.query_params.multi_items())
+    return await _handle(request, session, settings, now, params, repeated, None)
 
 
 @router.post("/oauth2/authorize")
 async def authorize_form(request: Request, session: Session, settings: AppSettings,
                          now: Now) -> Response:
     raw = await request.form(max_files=0, max_fields=40)
-    form = {k: v for k, v in raw.items() if isinstance(v, str)}
-    return await _handle(request, session, settings, now, form, form)
+    form, repeated = single_valued([(k, v) for k, v in raw.multi_items() if isinstance(v, str)])
+    return await _handle(request, session, settings, now, form, repeated, form)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 import uuid
+from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
@@ -32,25 +35,50 @@ def _serializer(settings: Settings) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(settings.secret_key.get_secret_value(), salt="tessera-login")
 
 
-def session_user(request: Request, settings: Settings) -> uuid.UUID | None:
+@dataclass(frozen=True, slots=True)
+class LoginSession:
+    user_id: uuid.UUID
+    sid: str  # random per login: the CSRF token of its forms is derived from it
+
+
+def login_session(request: Request, settings: Settings) -> LoginSession | None:
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
         return None
     try:
         data = _serializer(settings).loads(raw, max_age=SESSION_MAX_AGE)
-        return uuid.UUID(data["uid"])
+        return LoginSession(uuid.UUID(data["uid"]), str(data["sid"]))
     except (BadSignature, KeyError, ValueError, TypeError):
         return None
 
 
+def session_user(request: Request, settings: Settings) -> uuid.UUID | None:
+    session = login_session(request, settings)
+    return session.user_id if session else None
+
+
 def start_session(response: Response, settings: Settings, user_id: uuid.UUID) -> None:
-    response.set_cookie(SESSION_COOKIE, _serializer(settings).dumps({"uid": str(user_id)}),
-                        max_age=SESSION_MAX_AGE, httponly=True, samesite="lax",
-                        secure=settings.secure_cookies, path="/oauth2/")
+    """A new session (and so a new CSRF token) at every login: none is carried over."""
+    value = _serializer(settings).dumps({"uid": str(user_id), "sid": secrets.token_urlsafe(16)})
+    response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_MAX_AGE, httponly=True,
+                        samesite="lax", secure=settings.secure_cookies, path="/oauth2/")
 
 
-def csrf_token(request: Request) -> str:
-    """The double-submit token: the cookie's value, or a new one to set."""
+def _bound(settings: Settings, session: LoginSession) -> str:
+    """The CSRF token of a signed-in session's forms: an HMAC of its id, so it cannot be
+    planted (a cookie set by a sibling host) or carried to another session."""
+    key = settings.secret_key.get_secret_value().encode()
+    mac = hmac.new(key, f"tessera-csrf\0{session.sid}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def csrf_token(request: Request, settings: Settings) -> str:
+    """The token a page's form carries: bound to the login session when there is one;
+    before login (the login form itself), a double-submit token: the cookie's value, or a new
+    one to set."""
+    session = login_session(request, settings)
+    if session is not None:
+        return _bound(settings, session)
     return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
 
 
@@ -59,6 +87,14 @@ def set_csrf(response: Response, settings: Settings, token: str) -> None:
                         secure=settings.secure_cookies, path="/oauth2/")
 
 
-def csrf_ok(request: Request, submitted: str | None) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE)
-    return bool(cookie and submitted) and hmac.compare_digest(cookie, submitted or "")
+def csrf_ok(request: Request, settings: Settings, submitted: str | None) -> bool:
+    """The submitted token matches the session's (or, before login, the double-submit
+    cookie's). Anything that is not ASCII cannot match, and is compared as nothing."""
+    if not submitted or not submitted.isascii():
+        return False
+    session = login_session(request, settings)
+    expected = _bound(settings, session) if session is not None \
+        else request.cookies.get(CSRF_COOKIE)
+    if not expected or not expected.isascii():
+        return False
+    return hmac.compare_digest(expected.encode(), submitted.encode())

@@ -10,13 +10,13 @@ from datetime import datetime
 from urllib.parse import unquote_plus
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import credentials
 from app.auth.dependencies import basic_credentials
 from app.db import for_many, of_dialect
-from app.integrations.models import Integration
+from app.integrations.models import Installation, Integration
 from app.tokens.batches import Lookup
 from app.tokens.cache import TokenCache
 
@@ -42,7 +42,8 @@ class ClientFacts:
     exception_until: datetime | None
     data_access: str
     judged_third_party_at: datetime | None
-
+    # A custom integration's installation in its own plan (None: none, or not custom).
+    installation_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +59,24 @@ _CLIENT_COLUMNS = (
     Integration.id, Integration.client_id, Integration.kind, Integration.plan_id,
     Integration.scopes, Integration.confidential, Integration.can_introspect,
     Integration.review_status, Integration.review_deadline, Integration.exception_until,
-    Integration.data_access, Integration.judged_third_party_at, Integration.client_secret_digest,
+    Integration.data_access, Integration.judged_third_party_at, Installation.state,
+    Integration.client_secret_digest,
 )
-# Built once with bound parameters, as the token lookups are (app/tokens/repository.py).
-_BY_CLIENT_IDS = for_many(select(*_CLIENT_COLUMNS), Integration.client_id)
+# Built once with bound parameters, as the token lookups are (app/tokens/repository.py). A
+# custom integration's own installation comes with it: rule 6 judges it as a caller too.
+_BY_CLIENT_IDS = for_many(
+    select(*_CLIENT_COLUMNS).outerjoin(
+        Installation, and_(Installation.integration_id == Integration.id,
+                           Installation.plan_id == Integration.plan_id)),
+    Integration.client_id)
 
 
 def _stored_client(row: tuple) -> StoredClient:
     (iid, client_id, kind, plan_id, scopes, confidential, can_introspect, review_status,
-     review_deadline, exception_until, data_access, judged_at, secret_digest) = row
+     review_deadline, exception_until, data_access, judged_at, state, secret_digest) = row
     facts = ClientFacts(iid, client_id, kind, plan_id, tuple(scopes or ()), bool(confidential),
                         bool(can_introspect), review_status, review_deadline, exception_until,
-                        data_access, judged_at)
+                        data_access, judged_at, state)
     return StoredClient(facts, secret_digest)
 
 

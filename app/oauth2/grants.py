@@ -21,25 +21,30 @@ from authlib.oauth2.rfc6749.errors import (
     UnauthorizedClientError,
 )
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
+from app.audit import service as audit
 from app.config import Settings
 from app.credentials import SecretKind
+from app.db import persist_before_refusing
+from app.integrations import placement as placements
 from app.integrations.access import Access, decide
-from app.integrations.models import Installation, Integration
+from app.integrations.models import Integration
+from app.integrations.placement import Placement
 from app.integrations.service import facts_of
+from app.oauth2 import callers
 from app.oauth2 import scopes as catalogue
 from app.oauth2.clients import ClientFacts
 from app.oauth2.models import AuthorizationCode
-from app.plans.expiry import Period, effective_expiry, is_expired, plan_period
-from app.plans.models import Plan
+from app.plans.expiry import Period, effective_expiry, is_expired
 from app.tokens import cache, repository
 from app.tokens import service as tokens
 from app.tokens.batches import Batches
 from app.tokens.cache import TokenCache
 from app.tokens.models import Token
+from app.tokens.repository import StoredToken
 from app.tokens.rules import Inactive, TokenKind, check
 
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
@@ -60,63 +65,20 @@ class Issued:
         return out
 
 
-async def persist_before_refusing(session: AsyncSession) -> None:
-    """A security reaction (revoking a replayed grant) must outlive the error response, which
-    otherwise rolls the request's transaction back."""
-    await session.commit()
-
-
-# The installation's state and the plan's period in one round trip (statements built once).
-_IN_PLAN = (
-    select(Installation.state, Plan.expiration_value, Plan.expiration_unit)
-    .select_from(Plan)
-    .outerjoin(Installation, and_(Installation.plan_id == Plan.id,
-                                  Installation.integration_id == bindparam("integration_id")))
-    .where(Plan.id == bindparam("plan_id"))
-)
-_INSTALLED = (
-    select(Installation.plan_id, Installation.state, Plan.expiration_value,
-           Plan.expiration_unit)
-    .join(Plan, Plan.id == Installation.plan_id)
-    .where(Installation.integration_id == bindparam("integration_id"))
-)
-
-
-async def _placement(session: AsyncSession, tcache: TokenCache | None, integ: Integration,
-                     plan_id: uuid.UUID | None) -> tuple:
-    """The integration's installation state and the plan's period in `plan_id` (a row of
-    `_IN_PLAN`), or, for `plan_id` None, every plan it is installed in (rows of `_INSTALLED`):
-    from the token cache when it has them (an installation or period change evicts them)."""
-    facts = tcache.get_placement(integ.id, plan_id) if tcache is not None else None
-    if facts is not None:
-        return facts
-    generation = tcache.generation if tcache is not None else 0
-    if plan_id is None:
-        facts = tuple(tuple(r) for r in (await session.execute(
-            _INSTALLED, {"integration_id": integ.id})).all())
-    else:
-        row = (await session.execute(
-            _IN_PLAN, {"integration_id": integ.id, "plan_id": plan_id})).first()
-        facts = tuple(row) if row is not None else (None, None, None)
-    if tcache is not None:
-        tcache.put_placement(integ.id, plan_id, facts, generation)
-    return facts
-
-
 async def access_in_plan(session: AsyncSession, integ: Integration | ClientFacts,
                          plan_id: uuid.UUID, now: datetime,
-                         tcache: TokenCache | None = None) -> tuple[Access, Period | None]:
-    """Rule 6 for the integration in the plan, and the plan's token period (rule 1)."""
-    state, value, unit = await _placement(session, tcache, integ, plan_id)
-    return decide(facts_of(integ), state, now), plan_period(value, unit)
+                         tcache: TokenCache | None = None) -> tuple[Access, Placement]:
+    """Rule 6 for the integration in the plan, and where it stands there: the installation's
+    approved scopes and the plan's token period (rule 1)."""
+    found = await placements.in_plan(session, tcache, integ.id, plan_id) \
+        or Placement(plan_id, None, (), None)
+    return decide(facts_of(integ), found.state, now), found
 
 
-def refuse(access: Access) -> UnauthorizedClientError:
-    """Rule 6 at the token endpoint: the description names the rule and any deadline."""
-    text = f"{access.rule}: {access.describe()}"
-    if access.deadline is not None:
-        text += f" (deadline {access.deadline.isoformat()})"
-    return UnauthorizedClientError(description=text)
+def grantable(integ: Integration | ClientFacts, found: Placement) -> list[str]:
+    """Rule 11: what the integration may get for the plan, its registered scopes within those a
+    plan admin approved for its installation there."""
+    return [s for s in integ.scopes if s in found.approved_scopes]
 
 
 def narrow_scope(requested: str | None, allowed: list[str]) -> list[str]:
@@ -129,22 +91,35 @@ def narrow_scope(requested: str | None, allowed: list[str]) -> list[str]:
     return wanted
 
 
-def _mint(settings: Settings, *, integ: Integration | ClientFacts, plan_id: uuid.UUID,
-          period: Period | None, user_id: uuid.UUID | None, scopes: list[str], now: datetime,
-          family_id: uuid.UUID | None, with_refresh: bool, parent_id: uuid.UUID | None = None,
-          code_id: uuid.UUID | None = None) -> tuple[list[dict[str, Any]], Issued]:
+@dataclass(frozen=True, slots=True)
+class Minted:
+    """What a grant writes (token rows and their audit event) and answers once written."""
+
+    rows: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    issued: Issued
+
+
+def _mint(settings: Settings, *, grant: str, integ: Integration | ClientFacts,
+          plan_id: uuid.UUID, period: Period | None, user_id: uuid.UUID | None,
+          scopes: list[str], now: datetime, family_id: uuid.UUID | None, with_refresh: bool,
+          parent_id: uuid.UUID | None = None, code_id: uuid.UUID | None = None,
+          origin: datetime | None = None) -> Minted:
     """The rows to write and the answer to give, once they are written. The caller has decided
-    rule 6 at `now`; `period` is the plan's (read with it)."""
+    rule 6 at `now`; `period` is the plan's (read with it). `origin`: the original generation
+    time of the grant a refresh continues, which the new pair keeps, so that the plan's period
+    bounds the grant as a whole and no refresh outlives its parent (rule 11)."""
     scope = catalogue.join(scopes)
+    issued_at = origin or now
     expires_at = now + timedelta(seconds=settings.access_token_ttl_seconds)
     # The plan's period may end the access token sooner than its own lifetime (rule 1).
-    expiry = effective_expiry(now, expires_at, period)
+    expiry = effective_expiry(issued_at, expires_at, period)
     if expiry is None or is_expired(expiry, now):
         raise InvalidGrantError(description="the plan's token expiration period leaves no "
                                             "lifetime for a new token")
     common = {"plan_id": plan_id, "user_id": user_id, "integration_id": integ.id,
               "scopes": scope, "now": now, "family_id": family_id, "parent_id": parent_id,
-              "authorization_code_id": code_id}
+              "authorization_code_id": code_id, "issued_at": issued_at}
     access_row, access_secret = tokens.new_row(kind=TokenKind.access, expires_at=expires_at,
                                                **common)
     rows = [access_row]
@@ -152,8 +127,14 @@ def _mint(settings: Settings, *, integ: Integration | ClientFacts, plan_id: uuid
     if with_refresh:
         refresh_row, refresh_secret = tokens.new_row(kind=TokenKind.refresh, **common)
         rows.append(refresh_row)
+    event = audit.row(
+        f"integration:{integ.id}", "token.issued", plan_id, "token", access_row["id"], now,
+        grant=grant, client_id=integ.client_id, scopes=scope,
+        user_id=str(user_id) if user_id else None,
+        refresh_token_id=str(rows[1]["id"]) if with_refresh else None,
+        rotated=str(parent_id) if parent_id else None)
     expires_in = int((expiry - now).total_seconds())
-    return rows, Issued(access_secret, expires_in, scope, refresh_secret)
+    return Minted(rows, [event], Issued(access_secret, expires_in, scope, refresh_secret))
 
 
 async def authorization_code(session: AsyncSession, settings: Settings,
@@ -176,37 +157,49 @@ async def authorization_code(session: AsyncSession, settings: Settings,
     if row is None or row.integration_id != integ.id:
         raise InvalidGrantError(description="the authorization code is invalid")
     if row.used_at is not None:
-        await _revoke_code_grant(session, row, now)
-        await persist_before_refusing(session)
-        raise InvalidGrantError(description="the authorization code was already used; the "
-                                            "tokens issued from it are revoked")
+        raise await _code_replayed(session, row, integ, now)
     if now >= row.expires_at:
         raise InvalidGrantError(description="the authorization code has expired")
-    if form.get("redirect_uri", row.redirect_uri) != row.redirect_uri:
+    redirect_uri = form.get("redirect_uri")
+    if redirect_uri is None and row.redirect_uri_sent:
+        raise InvalidRequestError(description="the 'redirect_uri' parameter is required: the "
+                                              "authorization request carried one (RFC 6749 "
+                                              "§4.1.3)")
+    if redirect_uri is not None and redirect_uri != row.redirect_uri:
         raise InvalidGrantError(description="redirect_uri does not match the authorization "
                                             "request")
     if create_s256_code_challenge(verifier) != row.code_challenge:
         raise InvalidGrantError(description="the code_verifier does not match the challenge")
-    # Single use, also against a concurrent redemption of the same code.
+    # Single use, also against a concurrent redemption of the same code: the loser's UPDATE
+    # waits for the winner's transaction, then finds the code used, and treats it as the
+    # replay it is.
     claimed = await session.execute(
         update(AuthorizationCode).where(AuthorizationCode.id == row.id,
                                         AuthorizationCode.used_at.is_(None))
         .values(used_at=now))
     if claimed.rowcount != 1:
-        raise InvalidGrantError(description="the authorization code was already used")
-    access, period = await access_in_plan(session, integ, row.plan_id, now, tcache)
+        raise await _code_replayed(session, row, integ, now)
+    access, found = await access_in_plan(session, integ, row.plan_id, now, tcache)
     if not access.allowed:
-        raise refuse(access)
-    rows, issued = _mint(settings, integ=integ, plan_id=row.plan_id, period=period,
-                         user_id=row.user_id, scopes=row.scopes.split(), now=now,
-                         family_id=uuid.uuid4(), with_refresh=True, code_id=row.id)
-    await tokens.insert_rows(session, rows)
-    return issued
+        raise callers.refused(access)
+    scopes = row.scopes.split()
+    if any(s not in grantable(integ, found) for s in scopes):
+        # The installation's approved scopes can only have narrowed since the consent (a new
+        # installation): the code asks for more than the plan now allows.
+        raise InvalidScopeError(description="the authorized scope exceeds what a plan admin "
+                                            "approved for this integration")
+    minted = _mint(settings, grant="authorization_code", integ=integ, plan_id=row.plan_id,
+                   period=found.period, user_id=row.user_id, scopes=scopes, now=now,
+                   family_id=uuid.uuid4(), with_refresh=True, code_id=row.id)
+    await tokens.insert_rows(session, minted.rows, minted.events)
+    return minted.issued
 
 
-async def _revoke_code_grant(session: AsyncSession, row: AuthorizationCode,
-                             now: datetime) -> None:
-    """RFC 6749 §4.1.2 / RFC 9700 §4.2.4: a replayed code revokes every token it produced."""
+async def _code_replayed(session: AsyncSession, row: AuthorizationCode,
+                         integ: Integration | ClientFacts, now: datetime) -> InvalidGrantError:
+    """RFC 6749 §4.1.2 / RFC 9700 §4.2.4: a code presented again, one after the other or at
+    the same time, revokes every token it produced; the revocation and its audit event are
+    committed before the refusal is answered."""
     families = select(Token.family_id).where(Token.authorization_code_id == row.id)
     ids = (await session.execute(
         select(Token.id).where(Token.family_id.in_(families), Token.revoked_at.is_(None))
@@ -217,6 +210,29 @@ async def _revoke_code_grant(session: AsyncSession, row: AuthorizationCode,
             .values(revoked_at=now, revoked_reason="authorization code replayed",
                     revoked_by="system"))
         await cache.changed(session, token_ids=list(ids))
+    await audit.record(session, f"integration:{integ.id}", "authorization_code.replayed",
+                       row.plan_id, "authorization_code", row.id, now,
+                       client_id=integ.client_id, revoked_tokens=len(ids))
+    await persist_before_refusing(session)
+    return InvalidGrantError(description="the authorization code was already used; the "
+                                         "tokens issued from it are revoked")
+
+
+async def _refresh_replayed(session: AsyncSession, batches: Batches | None, fast: bool,
+                            stored: StoredToken, now: datetime) -> InvalidGrantError:
+    """RFC 9700 §4.14.2: a rotated refresh token presented again, one after the other or at
+    the same time as its rotation, means someone holds a copy: its whole grant is revoked,
+    committed (and announced to every replica) before the refusal is answered."""
+    reason = "refresh token reuse detected"
+    if fast and batches is not None:
+        await batches.revoker.revoke(stored, actor="system", reason=reason, at=now,
+                                     action="token.replayed")
+    else:
+        await tokens.revoke(session, stored, actor="system", reason=reason, now=now,
+                            action="token.replayed")
+        await persist_before_refusing(session)
+    return InvalidGrantError(description="the refresh token was already used; its grant is "
+                                         "revoked")
 
 
 async def refresh_token(session: AsyncSession, settings: Settings,
@@ -238,23 +254,19 @@ async def refresh_token(session: AsyncSession, settings: Settings,
         raise InvalidGrantError(description="the refresh token is invalid")
     verdict = check(stored.facts, now)
     if verdict.reason is Inactive.rotated:
-        # Reuse of a rotated refresh token: someone holds a copy. Revoke the whole family.
-        await tokens.revoke(session, stored, actor="system",
-                            reason="refresh token reuse detected", now=now)
-        await persist_before_refusing(session)
-        raise InvalidGrantError(description="the refresh token was already used; its grant is "
-                                            "revoked")
+        raise await _refresh_replayed(session, batches, fast, stored, now)
     if verdict.reason is Inactive.integration_refused and verdict.access is not None:
-        raise refuse(verdict.access)
+        raise callers.refused(verdict.access)
     if not verdict.active:
         raise InvalidGrantError(description=f"the refresh token is {verdict.reason}")
     scopes = narrow_scope(form.get("scope"), stored.scopes.split())
-    rows, issued = _mint(settings, integ=integ, plan_id=stored.plan_id,
-                         period=stored.facts.period, user_id=stored.user_id, scopes=scopes,
-                         now=now, family_id=stored.family_id, with_refresh=True,
-                         parent_id=stored.id)
+    minted = _mint(settings, grant="refresh_token", integ=integ, plan_id=stored.plan_id,
+                   period=stored.facts.period, user_id=stored.user_id, scopes=scopes, now=now,
+                   family_id=stored.family_id, with_refresh=True, parent_id=stored.id,
+                   origin=stored.issued_at)
     if fast:
-        rotated = await batches.writer.write(rows, rotate=stored.id, at=now)
+        rotated = await batches.writer.write(minted.rows, rotate=stored.id, at=now,
+                                             events=minted.events)
     else:
         rotated = (await session.execute(
             update(Token).where(Token.id == stored.id, Token.used_at.is_(None),
@@ -262,27 +274,28 @@ async def refresh_token(session: AsyncSession, settings: Settings,
             .values(used_at=now))).rowcount == 1
         if rotated:
             await cache.changed(session, token_ids=[stored.id])
-            await tokens.insert_rows(session, rows)
-    if not rotated:  # a concurrent exchange of the same token won
-        raise InvalidGrantError(description="the refresh token was already used")
-    return issued
+            await tokens.insert_rows(session, minted.rows, minted.events)
+    if not rotated:
+        # A concurrent exchange of the same token won: this one is a reuse all the same.
+        raise await _refresh_replayed(session, batches, fast, stored, now)
+    return minted.issued
 
 
 async def client_credentials(session: AsyncSession, settings: Settings,
                              integ: Integration | ClientFacts, form: dict[str, str],
                              now: datetime, *, tcache: TokenCache | None = None,
                              batches: Batches | None = None) -> Issued:
-    """§4.4: the integration acts for a plan: its own (custom) or one it is installed in."""
+    """§4.4: the integration acts for a plan: its own (custom) or one it is installed in, with
+    at most the scopes a plan admin approved there (rule 11)."""
     if not integ.confidential:
         raise UnauthorizedClientError(description="public clients may not use "
                                                   "client_credentials")
-    plan_id = integ.plan_id
-    if plan_id is None:
-        installed = await _placement(session, tcache, integ, None)
+    if integ.plan_id is None:
+        installed = await placements.installed(session, tcache, integ.id)
         wanted = form.get("plan_id")
         found = None
         if wanted:
-            found = next((r for r in installed if str(r[0]) == wanted), None)
+            found = next((p for p in installed if str(p.plan_id) == wanted), None)
         elif len(installed) == 1:
             found = installed[0]
         if found is None:
@@ -290,21 +303,19 @@ async def client_credentials(session: AsyncSession, settings: Settings,
                 description="the integration is not installed in the plan; name one installed "
                             "plan with 'plan_id'" if installed or wanted else
                 "the integration is not installed in any plan")
-        plan_id, state, value, unit = found
-        access = decide(facts_of(integ), state, now)
-        period = plan_period(value, unit)
+        access = decide(facts_of(integ), found.state, now)
     else:
-        access, period = await access_in_plan(session, integ, plan_id, now, tcache)
+        access, found = await access_in_plan(session, integ, integ.plan_id, now, tcache)
     if not access.allowed:
-        raise refuse(access)
-    scopes = narrow_scope(form.get("scope"), list(integ.scopes))
-    rows, issued = _mint(settings, integ=integ, plan_id=plan_id, period=period, user_id=None,
-                         scopes=scopes, now=now, family_id=None,
-                         with_refresh=False)  # §4.4.3: no refresh token for client credentials
+        raise callers.refused(access)
+    scopes = narrow_scope(form.get("scope"), grantable(integ, found))
+    minted = _mint(settings, grant="client_credentials", integ=integ, plan_id=found.plan_id,
+                   period=found.period, user_id=None, scopes=scopes, now=now, family_id=None,
+                   with_refresh=False)  # §4.4.3: no refresh token for client credentials
     if batches is None or session.in_transaction():
-        await tokens.insert_rows(session, rows)
+        await tokens.insert_rows(session, minted.rows, minted.events)
     else:
         # Everything came from the cache and the grant only writes its row: it joins the rows
         # of concurrent requests in one committed INSERT (group commit, app/tokens/batches.py).
-        await batches.writer.write(rows)
-    return issued
+        await batches.writer.write(minted.rows, events=minted.events)
+    return minted.issued

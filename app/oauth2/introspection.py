@@ -7,11 +7,12 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnauthorizedClientError
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import credentials
 from app.api.responses import JSON, NO_STORE
 from app.credentials import SecretKind
-from app.oauth2 import clients
+from app.oauth2 import callers, clients
 from app.oauth2.clients import ClientFacts
 from app.oauth2.requests import read_form
 from app.tokens import cache as token_cache
@@ -28,9 +29,11 @@ _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,
 
 
 async def introspect(caller: ClientFacts, token: str, now: datetime,
-                     cache: TokenCache | None, reader: TokenReader) -> dict[str, Any]:
+                     cache: TokenCache | None, reader: TokenReader,
+                     engine: AsyncEngine) -> dict[str, Any]:
     """§2.2: `active` plus metadata for a live token; `{"active": false}` and nothing else for
-    any token that is unknown, malformed, revoked, expired, refused, or of another plan."""
+    any token that is unknown, malformed, revoked, expired, refused, or of a plan the caller may
+    not see (rules 6 and 9: `callers.allowed_in`)."""
     digest = credentials.digest(token)
     # A cached entry is a stored token, so well formed: the format check is for the way to the
     # database.
@@ -39,14 +42,14 @@ async def introspect(caller: ClientFacts, token: str, now: datetime,
         if credentials.kind_of(token) not in _TOKEN_KINDS:
             return INACTIVE
         stored = await token_cache.read_through(cache, digest, reader.find)
-    return answer_for(caller, stored, now)
-
-
-def answer_for(caller: ClientFacts, stored: StoredToken | None, now: datetime) -> dict[str, Any]:
-    """The answer about a looked-up token (None: unknown): pure, from its facts and the clock."""
-    # Rule 9: a plan's own client sees only its plan's tokens; a platform client sees all.
-    if stored is None or (caller.plan_id is not None and caller.plan_id != stored.plan_id):
+    if stored is None or not (await callers.access_in(caller, stored.plan_id, now, cache,
+                                                       engine)).allowed:
         return INACTIVE
+    return answer_for(stored, now)
+
+
+def answer_for(stored: StoredToken, now: datetime) -> dict[str, Any]:
+    """The answer about a token the caller may see: pure, from its facts and the clock."""
     verdict = check(stored.facts, now)
     if not verdict.active:
         return INACTIVE
@@ -81,10 +84,12 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
     if not caller.can_introspect:
         raise UnauthorizedClientError(description="this client may not introspect tokens",
                                       status_code=403)
+    if (refusal := callers.refusal(caller, now)) is not None:
+        raise callers.refused(refusal, status_code=403)  # rule 6, as for its tokens
     token = form.get("token")
     if not token:
         raise InvalidRequestError(description="the 'token' parameter is required")
-    return await introspect(caller, token, now, cache, state.token_batches.reader)
+    return await introspect(caller, token, now, cache, state.token_batches.reader, state.engine)
 
 
 async def introspection_endpoint(request: Request) -> JSON:

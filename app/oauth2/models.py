@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, new_id
@@ -20,6 +20,9 @@ class AuthorizationCode(Base):
     plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id"))
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     redirect_uri: Mapped[str] = mapped_column(String(2000))
+    # RFC 6749 §4.1.3: the token request must repeat redirect_uri if the authorization request
+    # carried it.
+    redirect_uri_sent: Mapped[bool] = mapped_column(Boolean, default=True)
     scopes: Mapped[str] = mapped_column(String(1000))
     code_challenge: Mapped[str] = mapped_column(String(128))
     code_challenge_method: Mapped[str] = mapped_column(String(10))

@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedGrantTypeError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+)
 from fastapi import APIRouter, Request
 
 from app import credentials
 from app.api.responses import JSON, NO_STORE
 from app.db import session_scope
-from app.integrations.access import Access, ReviewStatus, Rule
-from app.oauth2 import clients, grants
+from app.oauth2 import callers, clients, grants
 from app.oauth2.requests import read_form
 from app.tokens import cache as token_cache
 
@@ -42,9 +46,11 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
         client = await clients.authenticate_cached(
             authorization, state.client_reader, form, state.token_cache,
             allow_public=grant_type != "client_credentials", purpose="token")
-        if client.integration.review_status == ReviewStatus.revoked:
-            # Rule 6: a revoked review refuses every call, whatever the plan or grant.
-            raise grants.refuse(Access(False, Rule.review_revoked))
+        if (refusal := callers.refusal(client.integration, now)) is not None:
+            raise callers.refused(refusal)  # rule 6, whatever the plan or grant
+        if client.integration.kind == callers.PLATFORM:
+            raise UnauthorizedClientError(description="a platform resource server introspects "
+                                                      "tokens; it obtains none")
         issued = await grant(session, state.settings, client.integration, form, now,
                              tcache=state.token_cache, batches=state.token_batches)
     return issued.body()
@@ -66,25 +72,37 @@ router.add_api_route("/oauth2/token", token_endpoint, methods=["POST"])
 
 async def revocation_endpoint(request: Request) -> JSON:
     """§2.1: the client revokes one of its own tokens; revoking a refresh token revokes its
-    grant. §2.2: the answer is 200 whether or not the token was valid, and it is given once the
-    revocation is committed (with those of concurrent requests: `batches.TokenRevoker`)."""
+    grant. A token issued to another client (or to none) is refused, and the client is told
+    (`invalid_grant`, as Authlib's RFC 7009 endpoint answers). §2.2: the answer is 200 for a
+    revoked or an unknown token, and it is given once the revocation is committed (with those
+    of concurrent requests: `batches.TokenRevoker`). A caller refused by rule 6, as a whole or
+    in the token's plan, revokes nothing."""
     state = request.app.state
     form = await read_form(request)
     now = state.clock.now()
-    client = await clients.authenticate_cached(
+    caller = (await clients.authenticate_cached(
         request.headers.get("authorization"), state.client_reader, form, state.token_cache,
-        allow_public=True, purpose="revoke")
+        allow_public=True, purpose="revoke")).integration
+    if (refusal := callers.refusal(caller, now)) is not None:
+        raise callers.refused(refusal)
     token = form.get("token")
     if not token:
         raise InvalidRequestError(description="the 'token' parameter is required")
-    if credentials.kind_of(token) is not None:
-        # A token's id, grant and client never change: cached facts name it as well as a read.
-        stored = await token_cache.read_through(state.token_cache, credentials.digest(token),
-                                                state.token_batches.reader.find)
-        if stored is not None and stored.integration_id == client.integration.id:
-            await state.token_batches.revoker.revoke(
-                stored, actor=f"integration:{client.integration.id}",
-                reason="revoked by the client", at=now)
+    if credentials.kind_of(token) is None:
+        return JSON({}, headers=NO_STORE)  # malformed: no token of anyone's
+    # A token's id, grant and client never change: cached facts name it as well as a read.
+    stored = await token_cache.read_through(state.token_cache, credentials.digest(token),
+                                            state.token_batches.reader.find)
+    if stored is None:
+        return JSON({}, headers=NO_STORE)
+    if stored.integration_id != caller.id:
+        raise InvalidGrantError(description="the token was not issued to this client")
+    access = await callers.access_in(caller, stored.plan_id, now, state.token_cache,
+                                     state.engine)
+    if not access.allowed:
+        raise callers.refused(access)
+    await state.token_batches.revoker.revoke(
+        stored, actor=f"integration:{caller.id}", reason="revoked by the client", at=now)
     return JSON({}, headers=NO_STORE)
 
 

@@ -10,9 +10,12 @@ from app.api.deps import Now, Session
 from app.auth.dependencies import CurrentPrincipal
 from app.plans import service
 from app.plans.models import Plan
-from app.plans.schemas import PeriodIn, PeriodOut, PolicyOut, PreviewOut
+from app.plans.schemas import DyingTokenOut, PeriodIn, PeriodOut, PolicyOut, PreviewOut
 
 router = APIRouter(prefix="/v1/plans/{plan_id}/token-expiration", tags=["token expiration"])
+
+FINAL = ("Expiry is final: a token the period expires is dead for good. Lengthening or removing "
+         "the period later spares only tokens that have not expired yet.")
 
 
 def _policy(plan: Plan) -> PolicyOut:
@@ -23,6 +26,7 @@ def _policy(plan: Plan) -> PolicyOut:
         description=(f"tokens expire {period.describe()} after they were generated"
                      if period else "tokens do not expire by policy; they live until revoked"),
         updated_at=plan.policy_updated_at,
+        expired_through=plan.expired_through,
     )
 
 
@@ -36,6 +40,7 @@ async def read_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session: 
 async def set_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentPrincipal,
                      session: Session, now: Now):
     principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("changing the plan's token expiration period")
     return _policy(await service.set_period(session, plan_id, body.period(), principal, now))
 
 
@@ -43,6 +48,7 @@ async def set_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentPrinc
 async def remove_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session,
                         now: Now) -> Response:
     principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("changing the plan's token expiration period")
     await service.remove_period(session, plan_id, principal, now)
     return Response(status_code=204)
 
@@ -51,8 +57,14 @@ async def remove_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session
 async def preview_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentPrincipal,
                          session: Session, now: Now):
     principal.require_plan_admin(plan_id, write=False)
-    counts = await service.preview(session, plan_id, body.period(), now)
-    return PreviewOut(plan_id=plan_id, period=PeriodOut(value=body.value, unit=body.unit),
-                      evaluated_at=now, expire_immediately=counts.expire_immediately,
-                      expire_within_7_days=counts.expire_within_7_days,
-                      expire_later=counts.expire_later, never_expire=counts.never_expire)
+    counts, dying = await service.preview(session, plan_id, body.period(), now)
+    return PreviewOut(
+        plan_id=plan_id, period=PeriodOut(value=body.value, unit=body.unit), evaluated_at=now,
+        expire_immediately=counts.expire_immediately,
+        expire_within_7_days=counts.expire_within_7_days, expire_later=counts.expire_later,
+        never_expire=counts.never_expire,
+        dying=[DyingTokenOut(id=d.token_id, kind=d.kind, name=d.name, hint=d.hint,
+                             user_id=d.user_id, user_email=d.user_email,
+                             created_at=d.issued_at, dies_at=d.dies_at) for d in dying],
+        dying_truncated=counts.expire_immediately + counts.expire_within_7_days > len(dying),
+        final=FINAL)

@@ -1,8 +1,15 @@
-"""The expiry rules of DESIGN.md (rules 1, 2 and 4), as pure functions with no I/O.
+"""The expiry rules (docs/design.md, rules 1, 2 and 4), as pure functions with no I/O.
 
 Minutes, hours and days are exact durations. Months and years are calendar arithmetic in UTC,
 clamped to the last day of the target month: Jan 31 + 1 month = Feb 28 (or 29), Feb 29 + 1 year
 = Feb 28.
+
+Expiry is final (rule 4): a token is dead for good from the first instant it is expired under the
+period then in force. A check stays constant-time: each period change records the cut-off of
+generation times the outgoing period had expired by then (`latest_issue_expired_by`), and the
+plan keeps the latest cut-off (`expired_through`); a token generated at or before it is expired
+whatever the period is now. The spells of past periods (`Spell`) are kept only to say *when*
+and *why* a token died (`death`).
 """
 
 from __future__ import annotations
@@ -147,3 +154,55 @@ def preview_bucket(expiry: datetime | None, now: datetime) -> str:
     if expiry <= now + NOTICE_WINDOW:
         return "expire_within_7_days"
     return "expire_later"
+
+
+@dataclass(frozen=True, slots=True)
+class Spell:
+    """A period in force over [since, until) (`until` None: in force now; `since` None: from
+    before anything was recorded)."""
+
+    period: Period
+    since: datetime | None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """When and why a token stopped working for good."""
+
+    at: datetime
+    spell: Spell | None  # the period that expired it; None: its own lifetime ended
+    cut_short: bool = False  # the period, when set, had already run out for this token
+
+
+def cut_off(period: Period, until: datetime) -> datetime:
+    """The generation times a period in force until `until` has expired for good: every token
+    generated at or before the answer (rule 4). Recorded when the period is changed."""
+    return latest_issue_expired_by(period, until)
+
+
+def killed_by_earlier_periods(issued_at: datetime, expired_through: datetime | None) -> bool:
+    """Rule 4, in constant time: expired under a period no longer in force."""
+    return expired_through is not None and issued_at <= expired_through
+
+
+def death(issued_at: datetime, intrinsic_expiry: datetime | None, spells: list[Spell],
+          now: datetime) -> Death | None:
+    """The first instant at or before `now` when the token was expired (None: it is not):
+    its own lifetime's end, or the first spell under which its period ran out. A period set
+    when it had already run out for the token killed it at that instant (`cut_short`). Agrees
+    with the check (`killed_by_earlier_periods`, and the period in force) by construction: a
+    closed spell kills exactly the tokens at or before its `cut_off`."""
+    found = None
+    for spell in sorted(spells, key=lambda s: s.since or datetime.min.replace(tzinfo=UTC)):
+        if spell.until is not None and spell.until <= issued_at:
+            continue  # over before the token existed
+        by_period = add_period(issued_at, spell.period)
+        if by_period <= (spell.until or now):
+            since = spell.since or by_period
+            found = Death(max(by_period, since), spell, cut_short=by_period < since)
+            break
+    if intrinsic_expiry is not None and intrinsic_expiry <= now \
+            and (found is None or intrinsic_expiry < found.at):
+        return Death(intrinsic_expiry, None)
+    return found

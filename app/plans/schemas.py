@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.plans.expiry import Period, Unit
@@ -48,11 +48,26 @@ class PolicyOut(BaseModel):
     period: PeriodOut | None
     description: str
     updated_at: datetime | None
+    expired_through: datetime | None = Field(
+        description="tokens generated at or before this instant expired under an earlier "
+                    "period and stay expired whatever the period is now (expiry is final)")
 
 
 class PeriodOut(BaseModel):
     value: int
     unit: Unit
+
+
+class DyingTokenOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    name: str | None
+    hint: str
+    user_id: uuid.UUID | None
+    user_email: str | None
+    created_at: datetime = Field(description="original generation time")
+    dies_at: datetime = Field(description="when the proposed period would expire it for good "
+                                          "(now, if it has already run out)")
 
 
 class PreviewOut(BaseModel):
@@ -63,6 +78,11 @@ class PreviewOut(BaseModel):
     expire_within_7_days: int
     expire_later: int
     never_expire: int
+    dying: list[DyingTokenOut] = Field(
+        description="the tokens the proposed period would expire now or within 7 days, the "
+                    "soonest first (at most 100)")
+    dying_truncated: bool = Field(description="more tokens would die than are listed")
+    final: str = Field(description="what expiring means: for good")
 
 
 PolicyOut.model_rebuild()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, case, func, or_, select
@@ -16,12 +17,17 @@ from app.plans.expiry import (
     NOTICE_WINDOW,
     Period,
     PreviewCounts,
+    Spell,
+    Unit,
+    add_period,
+    cut_off,
     latest_issue_expired_by,
     plan_period,
 )
-from app.plans.models import Plan
+from app.plans.models import PastPeriod, Plan
 from app.tokens import cache
 from app.tokens.models import Token
+from app.users.models import User
 
 
 async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, lock: bool = False) -> Plan:
@@ -38,14 +44,31 @@ def period_of(plan: Plan) -> Period | None:
     return plan_period(plan.expiration_value, plan.expiration_unit)
 
 
+def _close_period(session: AsyncSession, plan: Plan, actor: Principal,
+                  now: datetime) -> Period | None:
+    """Rule 4: the outgoing period's dead stay dead. Its cut-off (every generation time it has
+    expired by now) joins the plan's `expired_through`, and the spell is kept to explain the
+    deaths: one row, whatever the number of tokens."""
+    before = period_of(plan)
+    if before is not None:
+        killed = cut_off(before, now)
+        if plan.expired_through is None or killed > plan.expired_through:
+            plan.expired_through = killed
+        session.add(PastPeriod(id=uuid.uuid4(), plan_id=plan.id, value=before.value,
+                               unit=before.unit.value, since=plan.policy_updated_at, until=now,
+                               cut_off=killed, replaced_by=actor.actor))
+    plan.policy_updated_at = now
+    return before
+
+
 async def set_period(session: AsyncSession, plan_id: uuid.UUID, period: Period,
                      actor: Principal, now: datetime) -> Plan:
     plan = await get_plan(session, plan_id, lock=True)
-    before = period_of(plan)
+    before = _close_period(session, plan, actor, now)
     plan.expiration_value, plan.expiration_unit = period.value, period.unit.value
-    plan.policy_updated_at = now
     await audit.record(session, actor.actor, "plan.period_set", plan_id, "plan", plan_id, now,
-                       previous=before.describe() if before else None, period=period.describe())
+                       previous=before.describe() if before else None, period=period.describe(),
+                       expired_through=_iso(plan.expired_through))
     await cache.changed(session, plan_id=plan_id)
     return plan
 
@@ -53,47 +76,107 @@ async def set_period(session: AsyncSession, plan_id: uuid.UUID, period: Period,
 async def remove_period(session: AsyncSession, plan_id: uuid.UUID, actor: Principal,
                         now: datetime) -> Plan:
     plan = await get_plan(session, plan_id, lock=True)
-    before = period_of(plan)
+    before = _close_period(session, plan, actor, now)
     plan.expiration_value = plan.expiration_unit = None
-    plan.policy_updated_at = now
     await audit.record(session, actor.actor, "plan.period_removed", plan_id, "plan", plan_id, now,
-                       previous=before.describe() if before else None)
+                       previous=before.describe() if before else None,
+                       expired_through=_iso(plan.expired_through))
     await cache.changed(session, plan_id=plan_id)
     return plan
 
 
-def live_tokens(plan_id: uuid.UUID, now: datetime):  # noqa: ANN201 - a SQL condition
-    """Tokens that only the plan's period could still expire: not revoked, not rotated, not past
-    their own intrinsic expiry."""
-    return and_(
-        Token.plan_id == plan_id,
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+async def history(session: AsyncSession, plan_id: uuid.UUID,
+                  plan: Plan | None = None) -> list[Spell]:
+    """Every period the plan has had, oldest first, the one in force last: to say when and why
+    its tokens died (`expiry.death`)."""
+    rows = (await session.execute(
+        select(PastPeriod).where(PastPeriod.plan_id == plan_id).order_by(PastPeriod.until)
+    )).scalars()
+    spells = [Spell(Period(r.value, Unit(r.unit)), r.since, r.until) for r in rows]
+    plan = plan or await get_plan(session, plan_id)
+    if (current := period_of(plan)) is not None:
+        spells.append(Spell(current, plan.policy_updated_at))
+    return spells
+
+
+def live_tokens(plan: Plan, now: datetime):  # noqa: ANN201 - a SQL condition
+    """Tokens still alive that a period could expire: not revoked, not rotated, not past their
+    own intrinsic expiry, and not already expired for good (rule 4: under the period in force,
+    or an earlier one)."""
+    conditions = [
+        Token.plan_id == plan.id,
         Token.revoked_at.is_(None),
         Token.used_at.is_(None),
         or_(Token.expires_at.is_(None), Token.expires_at > now),
-    )
+    ]
+    if plan.expired_through is not None:
+        conditions.append(Token.issued_at > plan.expired_through)
+    if (current := period_of(plan)) is not None:
+        conditions.append(Token.issued_at > latest_issue_expired_by(current, now))
+    return and_(*conditions)
+
+
+# How many of the tokens a preview names one by one, soonest to die first.
+DYING_LISTED = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Dying:
+    """A token a proposed period would expire for good within the notice window."""
+
+    token_id: uuid.UUID
+    kind: str
+    name: str | None
+    hint: str
+    user_id: uuid.UUID | None
+    user_email: str | None
+    issued_at: datetime
+    dies_at: datetime
 
 
 async def preview(session: AsyncSession, plan_id: uuid.UUID, period: Period,
-                  now: datetime) -> PreviewCounts:
-    """How many live tokens a proposed period would expire at once, within 7 days, or later.
+                  now: datetime) -> tuple[PreviewCounts, list[Dying]]:
+    """How many live tokens a proposed period would expire at once, within 7 days, or later;
+    and the first `DYING_LISTED` of those it would expire within 7 days, by the time they die.
+    Every one of them dies for good (rule 4): a later change does not bring it back.
 
     Two thresholds on `issued_at` (the inverse of the period arithmetic) make it one aggregate
-    query over the `(plan_id, issued_at)` index, whatever the number of tokens.
+    query over the `(plan_id, issued_at)` index, whatever the number of tokens, and one range
+    read for the list.
     """
-    await get_plan(session, plan_id)
+    plan = await get_plan(session, plan_id)
     soon = now + NOTICE_WINDOW
     t_now = latest_issue_expired_by(period, now)
     t_soon = latest_issue_expired_by(period, soon)
     immediately = Token.issued_at <= t_now
     within = or_(Token.issued_at <= t_soon, Token.expires_at <= soon)
     bucket = case((immediately, 0), (within, 1), else_=2)
+    live = live_tokens(plan, now)
     rows = (await session.execute(
-        select(bucket, func.count()).where(live_tokens(plan_id, now)).group_by(bucket)
+        select(bucket, func.count()).where(live).group_by(bucket)
     )).all()
     counts = dict(rows)
+    listed = (await session.execute(
+        select(Token.id, Token.kind, Token.name, Token.hint, Token.user_id, User.email,
+               Token.issued_at, Token.expires_at)
+        .outerjoin(User, User.id == Token.user_id)
+        .where(live, Token.issued_at <= t_soon)
+        .order_by(Token.issued_at, Token.id).limit(DYING_LISTED))).all()
+    dying = []
+    for tid, kind, name, hint, user_id, email, issued_at, expires_at in listed:
+        # Dead at once if the proposed period has already run out; its own lifetime may end
+        # it sooner still (rule 1).
+        at = max(add_period(issued_at, period), now)
+        if expires_at is not None:
+            at = min(at, expires_at)
+        dying.append(Dying(tid, kind, name, hint, user_id, email, issued_at, at))
     return PreviewCounts(
         expire_immediately=counts.get(0, 0),
         expire_within_7_days=counts.get(1, 0),
         expire_later=counts.get(2, 0),
         never_expire=0,  # under any period every token has an expiry
-    )
+    ), dying

@@ -187,6 +187,7 @@ class Write:
     rows: list[dict[str, Any]]  # from tokens.service.new_row
     rotate: uuid.UUID | None = None  # a refresh token to mark used at `at`
     at: datetime | None = None
+    events: list[dict[str, Any]] | tuple = ()  # audit events (`audit.row`), written with rows
 
 
 def _names(columns: tuple[str, ...]) -> str:
@@ -212,13 +213,22 @@ def _uuid_text(value: object) -> str:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+_EVENT_COLUMNS = "id, occurred_at, actor, action, plan_id, target_type, target_id, detail"
+
+
 @functools.cache
 def _insert_sql(columns: tuple[str, ...]) -> str:
-    """One INSERT of any number of token rows ($1: JSON array of row objects): one statement
-    for the batch, not one per row as an executemany would run."""
+    """One statement for any number of token rows ($1: JSON array of row objects) and their
+    audit events ($2: JSON array of audit_events rows), not one per row as an executemany would
+    run."""
     names = _names(columns)
-    return (f"INSERT INTO tokens ({names}) "  # noqa: S608
-            f"SELECT {names} FROM json_populate_recordset(NULL::tokens, $1::text::json)")
+    return ("WITH inserted AS ("  # noqa: S608
+            f" INSERT INTO tokens ({names})"
+            f" SELECT {names} FROM json_populate_recordset(NULL::tokens, $1::text::json)"
+            " RETURNING 1)"
+            f" INSERT INTO audit_events ({_EVENT_COLUMNS})"
+            f" SELECT {_EVENT_COLUMNS}"
+            " FROM json_populate_recordset(NULL::audit_events, $2::text::json)")
 
 
 @functools.cache
@@ -231,7 +241,7 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
       marked one first wins; a revocation that committed meanwhile leaves nothing to rotate);
     - `inserted`: the new rows of $2 (JSON array of row objects, each with the token its
       request rotates, or null, as `rotates`) whose own rotation took place; the others are
-      dropped;
+      dropped; `audited`: their audit events ($4, the same way);
     - the NOTIFY of the rotated ids ($3: the channel) to the other replicas (`cache.Keys`
       payload), sent only if any was rotated and delivered only if the statement commits.
 
@@ -252,6 +262,14 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
         f" INSERT INTO tokens ({names})"
         f" SELECT {names} FROM fresh"
         " WHERE fresh.rotates IS NULL OR fresh.rotates IN (SELECT id FROM rotated)"
+        " RETURNING 1),"
+        " audited AS ("
+        f" INSERT INTO audit_events ({_EVENT_COLUMNS})"
+        f" SELECT {_EVENT_COLUMNS} FROM ("
+        " SELECT (e.j ->> 'rotates')::uuid AS rotates, a.*"
+        " FROM json_array_elements($4::text::json) AS e(j),"
+        " LATERAL json_populate_record(NULL::audit_events, e.j) AS a) AS f"
+        " WHERE f.rotates IS NULL OR f.rotates IN (SELECT id FROM rotated)"
         " RETURNING 1)"
         " SELECT array(SELECT id FROM rotated),"
         " (SELECT pg_notify($3, json_build_object('t', json_agg(id::text))::text)"
@@ -264,10 +282,11 @@ class TokenWriter(Batcher[Write, bool]):
     batch_size = cache.MAX_IDS_IN_PAYLOAD
 
     async def write(self, rows: list[dict[str, Any]], *, rotate: uuid.UUID | None = None,
-                    at: datetime | None = None) -> bool:
-        """Insert `rows` once committed; False (and nothing written) if `rotate` was given and
-        that refresh token was already used."""
-        return await self._submit(Write(rows, rotate, at))
+                    at: datetime | None = None,
+                    events: list[dict[str, Any]] | tuple = ()) -> bool:
+        """Insert `rows` and their audit `events` once committed; False (and nothing written)
+        if `rotate` was given and that refresh token was already used."""
+        return await self._submit(Write(rows, rotate, at, events))
 
     async def _run(self, items: list[Write]) -> list[bool]:
         # The same token twice in one batch: the first exchange may win, the others lose.
@@ -294,10 +313,12 @@ class TokenWriter(Batcher[Write, bool]):
         engine = cache.autocommit(self.engine)
         if not rotations:
             rows = _json([row for w in writes for row in w.rows])
+            events = _json([event for w in writes for event in w.events])
             async with engine.connect() as conn:
-                await conn.exec_driver_sql(_insert_sql(columns), (rows,))
+                await conn.exec_driver_sql(_insert_sql(columns), (rows, events))
             return set()
         rows = _json([{**row, "rotates": w.rotate} for w in writes for row in w.rows])
+        events = _json([{**event, "rotates": w.rotate} for w in writes for event in w.events])
         # In id order, as a grant's revocation locks its rows: two batches never wait on each
         # other's locks in opposite orders.
         rotate = _json([{"id": i, "at": at} for i, at in sorted(rotations.items())])
@@ -306,7 +327,7 @@ class TokenWriter(Batcher[Write, bool]):
         try:
             async with engine.connect() as conn:
                 result = await conn.exec_driver_sql(
-                    _rotate_sql(columns), (rotate, rows, cache.CHANNEL))
+                    _rotate_sql(columns), (rotate, rows, cache.CHANNEL, events))
                 ids = result.scalar_one()
         finally:
             cache.evict_here(keys)
@@ -322,10 +343,11 @@ class TokenWriter(Batcher[Write, bool]):
             rotated = await self._rotate(conn, rotations) if rotations else set()
             if rotated:
                 await cache.announce(conn, Keys(frozenset(rotated)))
-            rows = [row for w, fine in zip(items, ok, strict=True)
-                    if fine and (w.rotate is None or w.rotate in rotated) for row in w.rows]
+            done = [w for w, fine in zip(items, ok, strict=True)
+                    if fine and (w.rotate is None or w.rotate in rotated)]
+            rows = [row for w in done for row in w.rows]
             if rows:
-                await insert_rows(conn, rows)
+                await insert_rows(conn, rows, [event for w in done for event in w.events])
         if rotations:
             cache.evict_here(keys)
         return rotated
@@ -350,6 +372,7 @@ class Revocation:
     actor: str
     reason: str
     at: datetime
+    action: str = "token.revoked"  # the audit event's (`token.replayed` for a reuse)
 
     @property
     def keys(self) -> Keys:
@@ -400,8 +423,8 @@ class TokenRevoker(Batcher[Revocation, None]):
     batch_size = 100
 
     async def revoke(self, stored: StoredToken, *, actor: str, reason: str,
-                     at: datetime) -> None:
-        await self._submit(Revocation(stored, actor, reason, at))
+                     at: datetime, action: str = "token.revoked") -> None:
+        await self._submit(Revocation(stored, actor, reason, at, action))
 
     async def _run(self, items: list[Revocation]) -> list[None]:
         keys = [r.keys for r in items]
@@ -455,8 +478,9 @@ class TokenRevoker(Batcher[Revocation, None]):
 
 def _audit_row(r: Revocation) -> dict[str, Any]:
     """The audit event `tokens.service.revoke` records, as a row."""
-    return audit.row(r.actor, "token.revoked", r.stored.plan_id, "token", r.stored.id, r.at,
-                     reason=r.reason, kind=r.stored.kind)
+    family = r.keys.family_id
+    return audit.row(r.actor, r.action, r.stored.plan_id, "token", r.stored.id, r.at,
+                     reason=r.reason, kind=r.stored.kind, family_id=family and str(family))
 
 
 @dataclass(frozen=True, slots=True)

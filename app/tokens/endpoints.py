@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -11,9 +12,11 @@ from app.api.deps import Now, Session
 from app.auth.dependencies import basic_credentials, current_principal
 from app.auth.principal import Principal
 from app.errors import NotFound, Unauthorized
+from app.plans import service as plans
 from app.tokens import repository, service
 from app.tokens.models import Token
-from app.tokens.rules import TokenKind
+from app.tokens.repository import StoredToken
+from app.tokens.rules import Inactive, TokenKind, check
 from app.tokens.schemas import (
     IssuedTokenOut,
     PersonalTokenIn,
@@ -30,17 +33,20 @@ Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]  # bounded: a 64-bit inte
 
 
 async def _user_for_creation(request: Request, session: Session, now: Now) -> Principal:
-    """A bearer token, or, so a user can get a first token, HTTP Basic email:password."""
+    """The user's own credentials (rule 11): one of their personal tokens, or, so a user can
+    get a first token, HTTP Basic email:password. Never an OAuth or integration token, whatever
+    its scopes."""
     basic = basic_credentials(request.headers.get("authorization"))
     if basic is None:
         principal = await current_principal(request, session, now)
         principal.require_user()
-        principal.require_scope("tokens:write")
+        principal.require_own_credentials("creating a personal token")
         return principal
-    user = await users.authenticate(session, *basic)
+    user = await users.sign_in(session, *basic, via="basic", now=now)
     if user is None:
         raise Unauthorized("wrong email or password", error=None)
-    return Principal(kind="user", plan_id=user.plan_id, user_id=user.id, role=user.role)
+    return Principal(kind="user", plan_id=user.plan_id, user_id=user.id, role=user.role,
+                     credential="password")
 
 
 @router.post("/v1/me/tokens", status_code=201, response_model=IssuedTokenOut)
@@ -51,7 +57,8 @@ async def create_personal_token(
     principal = await _user_for_creation(request, session, now)
     stored, secret = await service.create_personal(
         session, request.app.state.token_batches, plan_id=principal.plan_id,
-        user_id=principal.user_id, name=body.name if body else None, now=now)
+        user_id=principal.user_id, name=body.name if body else None, now=now,
+        via=principal.credential)
     return IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret)
 
 
@@ -64,7 +71,7 @@ async def list_personal_tokens(request: Request, session: Session, now: Now,
     items = await repository.list_where(
         session, Token.user_id == user_id, Token.kind == TokenKind.personal.value,
         limit=limit, offset=offset)
-    return TokenList(items=[TokenOut.of(t, now) for t in items], limit=limit, offset=offset)
+    return await _listing(session, principal.plan_id, items, now, limit, offset)
 
 
 @router.delete("/v1/me/tokens/{token_id}", status_code=204)
@@ -94,7 +101,7 @@ async def list_plan_tokens(plan_id: uuid.UUID, request: Request, session: Sessio
     if user_id is not None:
         conditions.append(Token.user_id == user_id)
     items = await repository.list_where(session, *conditions, limit=limit, offset=offset)
-    return TokenList(items=[TokenOut.of(t, now) for t in items], limit=limit, offset=offset)
+    return await _listing(session, plan_id, items, now, limit, offset)
 
 
 @router.delete("/v1/plans/{plan_id}/tokens/{token_id}", status_code=204)
@@ -117,7 +124,7 @@ async def personal_token_status(token_id: uuid.UUID, request: Request, session: 
     user_id = principal.require_user()
     principal.require_scope("tokens:read")
     stored = await service.get_in_plan(session, principal.plan_id, token_id, user_id=user_id)
-    return TokenStatusOut.of(stored, now)
+    return TokenStatusOut.of(stored, now, await plans.history(session, principal.plan_id))
 
 
 @router.get("/v1/plans/{plan_id}/tokens/{token_id}/status", response_model=TokenStatusOut)
@@ -125,4 +132,15 @@ async def plan_token_status(plan_id: uuid.UUID, token_id: uuid.UUID, request: Re
                             session: Session, now: Now):
     principal = await current_principal(request, session, now)
     principal.require_plan_admin(plan_id, write=False)
-    return TokenStatusOut.of(await service.get_in_plan(session, plan_id, token_id), now)
+    stored = await service.get_in_plan(session, plan_id, token_id)
+    return TokenStatusOut.of(stored, now, await plans.history(session, plan_id))
+
+
+async def _listing(session: Session, plan_id: uuid.UUID, items: list[StoredToken],
+                   now: datetime, limit: int, offset: int) -> TokenList:
+    """A page of tokens; the plan's past periods are read only when one of them has expired
+    (to say when it died)."""
+    expired = any(check(t.facts, now).reason is Inactive.expired for t in items)
+    history = await plans.history(session, plan_id) if expired else None
+    return TokenList(items=[TokenOut.of(t, now, history) for t in items], limit=limit,
+                     offset=offset)

@@ -38,12 +38,19 @@ class StoredToken:
     revoked_by: str | None
     family_id: uuid.UUID | None
     facts: TokenFacts
+    expires_at: datetime | None = None  # its own lifetime's end (OAuth access tokens)
+    period_since: datetime | None = None  # when the plan's period in force was set
 
+
+# What a check reads of the token's plan: its period, since when, and its cut-off of generation
+# times expired under earlier periods (rule 4).
+PLAN_POLICY = (Plan.expiration_value, Plan.expiration_unit, Plan.policy_updated_at,
+               Plan.expired_through)
 
 _CHECK_COLUMNS = (
     Token.id, Token.kind, Token.plan_id, Token.user_id, Token.integration_id, Token.scopes,
     Token.issued_at, Token.expires_at, Token.revoked_at, Token.used_at,
-    Plan.expiration_value, Plan.expiration_unit,
+    *PLAN_POLICY,
     Integration.client_id, Integration.kind, Integration.review_status,
     Integration.review_deadline, Integration.exception_until, Integration.data_access,
     Integration.judged_third_party_at, Installation.state,
@@ -64,9 +71,9 @@ _CHECK_QUERY = (
 
 def _stored(row: tuple) -> StoredToken:
     (tid, kind, plan_id, user_id, integration_id, scopes, issued_at, expires_at, revoked_at,
-     used_at, p_value, p_unit, client_id, i_kind, review_status, review_deadline,
-     exception_until, data_access, judged_at, inst_state, name, hint, revoked_reason, revoked_by,
-     family_id) = row
+     used_at, p_value, p_unit, p_since, expired_through, client_id, i_kind, review_status,
+     review_deadline, exception_until, data_access, judged_at, inst_state, name, hint,
+     revoked_reason, revoked_by, family_id) = row
     integration = None
     if integration_id is not None:
         integration = IntegrationFacts(
@@ -77,21 +84,21 @@ def _stored(row: tuple) -> StoredToken:
     facts = TokenFacts(
         kind=kind, issued_at=issued_at, expires_at=expires_at, revoked_at=revoked_at,
         used_at=used_at, period=plan_period(p_value, p_unit), integration=integration,
-        installation_state=inst_state,
+        installation_state=inst_state, expired_through=expired_through,
     )
     return StoredToken(tid, kind, plan_id, user_id, integration_id, client_id, scopes,
                        issued_at, name, hint, revoked_at, revoked_reason, revoked_by, family_id,
-                       facts)
+                       facts, expires_at, p_since)
 
 
-def of_new_row(row: dict[str, Any], period_value: int | None,
-               period_unit: str | None) -> StoredToken:
+def of_new_row(row: dict[str, Any], *policy: Any) -> StoredToken:  # noqa: ANN401
     """A token just written from `row` (`tokens.service.new_row`), as a lookup would read it,
-    given its plan's period: for a token of no integration (a personal token), whose facts are
-    all in its row and its plan. Built column by column of the lookup's own query."""
+    given its plan's policy (the values of `PLAN_POLICY`): for a token of no integration (a
+    personal token), whose facts are all in its row and its plan. Built column by column of
+    the lookup's own query."""
     if row["integration_id"] is not None:
         raise ValueError("an integration's token is read back, not built")
-    known = {Token: row, Plan: {"expiration_value": period_value, "expiration_unit": period_unit}}
+    known = {Token: row, Plan: {c.key: v for c, v in zip(PLAN_POLICY, policy, strict=True)}}
     return _stored(tuple(known.get(c.class_, {}).get(c.key) for c in _CHECK_COLUMNS))
 
 

@@ -1,4 +1,4 @@
-"""Is a token active right now? Rules 1-4 and 6 of DESIGN.md as one pure function."""
+"""Is a token active right now? Rules 1-4 and 6 (docs/design.md) as one pure function."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from app.integrations.access import Access, IntegrationFacts, decide
-from app.plans.expiry import Period, effective_expiry, is_expired
+from app.plans.expiry import Period, effective_expiry, is_expired, killed_by_earlier_periods
 
 
 class TokenKind(StrEnum):
@@ -34,6 +34,8 @@ class TokenFacts:
     period: Period | None
     integration: IntegrationFacts | None = None
     installation_state: str | None = None
+    # Rule 4: the plan's cut-off of generation times expired under earlier periods.
+    expired_through: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,8 @@ def check(facts: TokenFacts, now: datetime) -> Verdict:
         return Verdict(False, expiry, Inactive.revoked)
     if facts.kind == TokenKind.refresh and facts.used_at is not None:
         return Verdict(False, expiry, Inactive.rotated)
-    if is_expired(expiry, now):
+    if is_expired(expiry, now) or killed_by_earlier_periods(facts.issued_at,
+                                                            facts.expired_through):
         return Verdict(False, expiry, Inactive.expired)
     if facts.integration is not None:
         access = decide(facts.integration, facts.installation_state, now)

@@ -5,9 +5,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.plans.expiry import add_period
+from app.plans.expiry import Death, Spell, death
 from app.tokens.repository import StoredToken
-from app.tokens.rules import Inactive, check
+from app.tokens.rules import Inactive, Verdict, check
 
 
 class PersonalTokenIn(BaseModel):
@@ -33,11 +33,16 @@ class TokenOut(BaseModel):
     client_id: str | None = None
 
     @classmethod
-    def of(cls, stored: StoredToken, now: datetime) -> TokenOut:
+    def of(cls, stored: StoredToken, now: datetime,
+           history: list[Spell] | None = None) -> TokenOut:
+        """`history`: the plan's periods (`plans.service.history`), for when an expired token
+        died; needed for any token that may have."""
         verdict = check(stored.facts, now)
+        died = _death(stored, verdict, now, history)
         return cls(
             id=stored.id, kind=stored.kind, name=stored.name, hint=stored.hint,
-            scopes=stored.scopes.split(), created_at=stored.issued_at, expires_at=verdict.expiry,
+            scopes=stored.scopes.split(), created_at=stored.issued_at,
+            expires_at=died.at if died else verdict.expiry,
             status="active" if verdict.active else str(verdict.reason),
             revoked_at=stored.revoked_at, revoked_reason=stored.revoked_reason,
             user_id=stored.user_id, integration_id=stored.integration_id,
@@ -55,6 +60,13 @@ class TokenList(BaseModel):
     offset: int
 
 
+def _death(stored: StoredToken, verdict: Verdict, now: datetime,
+           history: list[Spell] | None) -> Death | None:
+    if verdict.reason is not Inactive.expired or history is None:
+        return None
+    return death(stored.issued_at, stored.expires_at, history, now)
+
+
 class TokenStatusOut(BaseModel):
     """Why a token is, or is not, active: the answer a user or admin asks for."""
 
@@ -65,6 +77,10 @@ class TokenStatusOut(BaseModel):
     explanation: str
     expired_since: datetime | None = None
     period: str | None = Field(default=None, description="the plan period that applied")
+    period_set_at: datetime | None = Field(
+        default=None, description="when that period was set")
+    final: bool = Field(default=False, description="expired for good: no later change of the "
+                                                   "plan's period brings it back")
     revoked_at: datetime | None = None
     revoked_by: str | None = None
     revoked_reason: str | None = None
@@ -72,33 +88,53 @@ class TokenStatusOut(BaseModel):
     deadline: datetime | None = None
 
     @classmethod
-    def of(cls, stored: StoredToken, now: datetime) -> TokenStatusOut:
+    def of(cls, stored: StoredToken, now: datetime, history: list[Spell]) -> TokenStatusOut:
         v = check(stored.facts, now)
         base = {"id": stored.id, "active": v.active, "expires_at": v.expiry,
                 "status": "active" if v.active else str(v.reason)}
         period = stored.facts.period
         if v.active:
-            text = (f"active until {v.expiry.isoformat()}" if v.expiry else
-                    "active; it does not expire unless revoked")
-            return cls(**base, explanation=text, period=period.describe() if period else None)
+            text = (f"active until {v.expiry.isoformat()}, when it expires for good"
+                    if v.expiry else "active; it does not expire unless revoked")
+            return cls(**base, explanation=text, period=period.describe() if period else None,
+                       period_set_at=stored.period_since if period else None)
         match v.reason:
             case Inactive.revoked:
                 return cls(**base, revoked_at=stored.revoked_at, revoked_by=stored.revoked_by,
-                           revoked_reason=stored.revoked_reason,
+                           revoked_reason=stored.revoked_reason, final=True,
                            explanation=f"revoked at {stored.revoked_at.isoformat()} by "
                                        f"{stored.revoked_by}: {stored.revoked_reason}")
             case Inactive.rotated:
-                return cls(**base, explanation="this refresh token was exchanged for a new one")
+                return cls(**base, final=True,
+                           explanation="this refresh token was exchanged for a new one")
             case Inactive.expired:
-                by_policy = period is not None and v.expiry == add_period(stored.issued_at,
-                                                                          period)
-                text = (f"expired at {v.expiry.isoformat()} under the plan's expiration period "
-                        f"of {period.describe()}, counted from its generation at "
-                        f"{stored.issued_at.isoformat()}" if by_policy and period else
-                        f"its own lifetime ended at {v.expiry.isoformat()}")
-                return cls(**base, expired_since=v.expiry, explanation=text,
-                           period=period.describe() if by_policy and period else None)
+                died = death(stored.issued_at, stored.expires_at, history, now)
+                return cls(**{**base, "expires_at": died.at if died else v.expiry},
+                           **_expired(stored, died))
         access = v.access
         return cls(**base, rule=access.rule if access else None,
                    deadline=access.deadline if access else None,
                    explanation=f"refused: {access.describe()}" if access else "refused")
+
+
+def _expired(stored: StoredToken, died: Death | None) -> dict:
+    """Rule 4, in words: when it died, under which period set when, and that it is final."""
+    if died is None:  # a cut-off with no period on record (not reached through the service)
+        return {"final": True, "explanation": "expired for good under an earlier period of "
+                                              "the plan"}
+    at = died.at.isoformat()
+    generated = stored.issued_at.isoformat()
+    if died.spell is None:
+        text = f"expired for good on {at}: its own lifetime ended then"
+        return {"final": True, "expired_since": died.at, "explanation": text}
+    period = died.spell.period.describe()
+    set_at = died.spell.since
+    if died.cut_short and set_at is not None:
+        text = (f"expired for good on {at} because the plan's period was set to {period} on "
+                f"{set_at.isoformat()}: counted from its generation on {generated}, that "
+                "period had already run out")
+    else:
+        text = (f"expired for good on {at} under the plan's expiration period of {period}, "
+                f"counted from its generation on {generated}")
+    return {"final": True, "expired_since": died.at, "explanation": text, "period": period,
+            "period_set_at": set_at}

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import credentials
 from app.audit import service as audit
+from app.audit.models import AuditEvent
 from app.credentials import SecretKind
 from app.db import has_only_read
 from app.errors import NotFound
@@ -29,13 +30,16 @@ def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
             scopes: str = "", name: str | None = None, expires_at: datetime | None = None,
             family_id: uuid.UUID | None = None, parent_id: uuid.UUID | None = None,
             created_by: uuid.UUID | None = None,
-            authorization_code_id: uuid.UUID | None = None) -> tuple[dict[str, Any], str]:
-    """The column values of a new token row and its secret; only the digest is stored."""
+            authorization_code_id: uuid.UUID | None = None,
+            issued_at: datetime | None = None) -> tuple[dict[str, Any], str]:
+    """The column values of a new token row and its secret; only the digest is stored.
+    `issued_at`, the original generation time, is `now` unless the token continues a grant
+    (a refresh: rule 11)."""
     secret = credentials.generate(SecretKind[kind.value])
     row = {
         "id": uuid.uuid4(), "kind": kind.value, "digest": credentials.digest(secret),
         "hint": credentials.hint(secret), "name": name, "plan_id": plan_id, "user_id": user_id,
-        "integration_id": integration_id, "scopes": scopes, "issued_at": now,
+        "integration_id": integration_id, "scopes": scopes, "issued_at": issued_at or now,
         "expires_at": expires_at, "family_id": family_id, "parent_id": parent_id,
         "created_by": created_by, "authorization_code_id": authorization_code_id,
     }
@@ -46,11 +50,16 @@ def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
 # multi-row `.values([...])` has no compiled-cache key in SQLAlchemy, so it was compiled anew on
 # every request: bench/RESULTS.md.)
 _INSERT = insert(Token.__table__)
+_INSERT_EVENTS = insert(AuditEvent.__table__)
 
 
-async def insert_rows(db: AsyncSession | AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert new token rows (from `new_row`): Core, no ORM unit of work."""
+async def insert_rows(db: AsyncSession | AsyncConnection, rows: list[dict[str, Any]],
+                      events: list[dict[str, Any]] | tuple = ()) -> None:
+    """Insert new token rows (from `new_row`) and their audit events (`audit.row`): Core, no
+    ORM unit of work."""
     await db.execute(_INSERT, rows if len(rows) > 1 else rows[0])
+    if events:
+        await db.execute(_INSERT_EVENTS, list(events) if len(events) > 1 else events[0])
 
 
 def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
@@ -71,8 +80,8 @@ def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: da
 
 
 async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: uuid.UUID,
-                          user_id: uuid.UUID, name: str | None,
-                          now: datetime) -> tuple[StoredToken, str]:
+                          user_id: uuid.UUID, name: str | None, now: datetime,
+                          via: str) -> tuple[StoredToken, str]:
     """A new personal token of `user_id`, as checks see it once stored, and its secret (shown
     once).
 
@@ -80,18 +89,25 @@ async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: u
     its connection back, and the row joins the group commit of concurrent writes
     (`batches.TokenWriter`): a request waiting on a batch must hold no pool connection the batch
     may need. The answer is built from the row, not read back: once the row is committed,
-    nothing can fail the request and leave a token nobody was shown."""
+    nothing can fail the request and leave a token nobody was shown. Its audit events (the
+    creation, and the sign-in when `via` is the password) are written with the row."""
     if not has_only_read(session):
         raise RuntimeError("create_personal needs a session that has only read")
-    period = (await session.execute(
-        select(Plan.expiration_value, Plan.expiration_unit).where(Plan.id == plan_id))).first()
-    if period is None:
+    policy = (await session.execute(
+        select(*repository.PLAN_POLICY).where(Plan.id == plan_id))).first()
+    if policy is None:
         raise NotFound("no such plan")
     row, secret = new_row(kind=TokenKind.personal, plan_id=plan_id, user_id=user_id, name=name,
                           now=now, created_by=user_id)
+    actor = f"user:{user_id}"
+    events = [audit.row(actor, "token.created", plan_id, "token", row["id"], now,
+                        kind="personal", name=name, via=via)]
+    if via == "password":
+        events.insert(0, audit.row(actor, "user.signed_in", plan_id, "user", user_id, now,
+                                   via="basic"))
     await session.close()
-    await batches.writer.write([row])
-    return repository.of_new_row(row, *period), secret
+    await batches.writer.write([row], events=events)
+    return repository.of_new_row(row, *policy), secret
 
 
 async def get_in_plan(session: AsyncSession, plan_id: uuid.UUID, token_id: uuid.UUID,
@@ -103,8 +119,9 @@ async def get_in_plan(session: AsyncSession, plan_id: uuid.UUID, token_id: uuid.
 
 
 async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reason: str,
-                 now: datetime) -> None:
-    """Revoke a token. A refresh token takes its whole grant (family) with it (RFC 7009 §2.1)."""
+                 now: datetime, action: str = "token.revoked") -> None:
+    """Revoke a token. A refresh token takes its whole grant (family) with it (RFC 7009 §2.1).
+    `action` names the audit event (`token.replayed` for a refresh token's reuse)."""
     condition = Token.id == stored.id
     family_id = None
     if stored.kind == TokenKind.refresh and stored.family_id is not None:
@@ -120,5 +137,5 @@ async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reas
         .values(revoked_at=now, revoked_reason=reason, revoked_by=actor)
     )
     await cache.changed(session, token_ids=[stored.id], family_id=family_id)
-    await audit.record(session, actor, "token.revoked", stored.plan_id, "token", stored.id, now,
-                       reason=reason, kind=stored.kind)
+    await audit.record(session, actor, action, stored.plan_id, "token", stored.id, now,
+                       reason=reason, kind=stored.kind, family_id=family_id and str(family_id))

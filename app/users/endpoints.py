@@ -25,6 +25,7 @@ def _out(user: User) -> UserOut:
 async def create_user(plan_id: uuid.UUID, body: UserIn, principal: CurrentPrincipal,
                       session: Session, now: Now):
     principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("creating a user")
     user = await service.create(session, plan_id=plan_id, email=body.email, name=body.name,
                                 role=body.role, password=body.password, actor=principal.actor,
                                 now=now)

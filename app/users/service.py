@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
 from app.audit import service as audit
-from app.db import has_only_read
+from app.db import has_only_read, persist_before_refusing
 from app.errors import Conflict
 from app.users.models import User
 
@@ -46,13 +46,34 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     kept as read) while the password is checked, tens of milliseconds in a thread, so that
     requests with wrong passwords cannot hold the pool's connections. Used again, it begins
     afresh."""
+    user, ok = await _check(session, email, password)
+    return user if ok else None
+
+
+async def _check(session: AsyncSession, email: str, password: str) -> tuple[User | None, bool]:
     user = await by_email(session, email)
     if not has_only_read(session):
         raise RuntimeError("authenticate needs a session that has only read")
     await session.close()
     ok = await anyio.to_thread.run_sync(
         credentials.verify_password, user.password_hash if user else None, password)
-    return user if ok else None
+    return user, ok
+
+
+async def sign_in(session: AsyncSession, email: str, password: str, *, via: str,
+                  now: datetime, client_id: str | None = None) -> User | None:
+    """`authenticate`, with a failed attempt on an existing account recorded in its plan's
+    audit trail (`user.sign_in_failed`: the account and how, never what was typed) and
+    committed before the caller refuses. A success is the caller's to record, with what it
+    leads to. An unknown email is recorded nowhere: there is no plan to tell."""
+    user, ok = await _check(session, email, password)
+    if ok:
+        return user
+    if user is not None:
+        await audit.record(session, f"user:{user.id}", "user.sign_in_failed", user.plan_id,
+                           "user", user.id, now, via=via, client_id=client_id)
+        await persist_before_refusing(session)
+    return None
 
 
 async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[User]:

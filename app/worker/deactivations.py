@@ -1,9 +1,11 @@
 """Scheduled deactivations (rule 6 of DESIGN.md), run by the worker.
 
 When the platform judges a custom integration to be operated by a third party, it sets a date;
-from then on its installations are deactivated, except where a plan admin confirmed keeping it.
-Each installation is deactivated once per judgement: one a plan admin reactivated afterwards
-(rule 7) is left alone.
+from then on its installations are deactivated, except where a plan admin confirmed keeping it,
+and not while the integration would still be allowed (approved by its review, or holding a
+running limited-data exception: an exception holds through a scheduled deactivation, which
+runs when it ends). Each installation is deactivated once per judgement: one a plan admin
+reactivated afterwards (rule 7) is left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.db import session_scope
 from app.integrations.models import Installation, Integration
+from app.integrations.review import spared_from_scheduled_deactivation
+from app.integrations.service import facts_of
 from app.tokens import cache
 
 ACTOR = "system"
@@ -62,6 +66,9 @@ async def deactivate_due(maker: async_sessionmaker[AsyncSession], now: datetime,
             rows = (await session.execute(query)).all()
             for inst, integ in rows:
                 after = inst.id
+                if spared_from_scheduled_deactivation(facts_of(integ), now):
+                    stats["spared"] += 1
+                    continue
                 if await _already_done(session, inst, integ):
                     stats["left_reactivated"] += 1
                     continue

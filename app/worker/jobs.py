@@ -46,10 +46,6 @@ class Context:
 Job = Callable[[Context], Awaitable[Counter[str]]]
 
 
-async def unmark_unexpired(ctx: Context) -> Counter[str]:
-    return await sweeps.unmark_unexpired(ctx.maker, ctx.sweep())
-
-
 async def mark_expired(ctx: Context) -> Counter[str]:
     return await sweeps.mark_expired(ctx.maker, ctx.sweep())
 
@@ -75,10 +71,10 @@ async def deactivate_due(ctx: Context) -> Counter[str]:
                                               batch_size=ctx.settings.worker_batch_size)
 
 
-# Unmark before mark, mark (with its "expired" notice) before the "expiring" notices, all of
-# them before delivery, so a period change is mailed about in the cycle that sees it.
+# Mark (with its "expired" notice) before the "expiring" notices, both before delivery, so a
+# period change is mailed about in the cycle that sees it. (Nothing is ever unmarked: expiry is
+# final, rule 4.)
 JOBS: list[tuple[str, Job]] = [
-    ("expiry.unmark", unmark_unexpired),
     ("expiry.mark", mark_expired),
     ("notices.expiring", enqueue_expiring),
     ("notices.deliver", deliver_notices),

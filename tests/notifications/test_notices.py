@@ -70,10 +70,9 @@ async def test_seven_day_and_expired_notices(client, plan, clock, database, smtp
     assert first.message["Message-ID"] == f"<{rows[0].id}@tessera.test>"
 
 
-async def test_marking_expired_changes_nothing_at_check_time(client, plan, clock, database,
-                                                             smtp) -> None:
-    """Checks never read `expired_at`: removing the period brings the token back (rule 4), and
-    the worker clears its mark so that a later expiry is noticed again."""
+async def test_expired_stays_expired_and_marked(client, plan, clock, database, smtp) -> None:
+    """Rule 4: removing the period after a token expired does not bring it back; its mark
+    stays, and it is never noticed again. A token generated since lives by the new rules."""
     user = await plan.add_user()
     await set_period(client, plan, 1, "days")
     clock.advance(days=2)
@@ -85,23 +84,28 @@ async def test_marking_expired_changes_nothing_at_check_time(client, plan, clock
     await plan.admin.renew(client)
     assert (await client.delete(f"/v1/plans/{plan.plan_id}/token-expiration",
                                 headers=plan.admin.auth)).status_code == 204
-    assert (await client.get("/v1/me", headers=user.auth)).status_code == 200
+    assert (await client.get("/v1/me", headers=user.auth)).status_code == 401
     await cycle(worker)
-    [mine] = [t for t in (await client.get("/v1/me/tokens", headers=user.auth)).json()["items"]]
-    assert mine["status"] == "active"
-    assert (await token_row(database, uuid.UUID(mine["id"]))).expired_at is None
+    r = await client.get(f"/v1/plans/{plan.plan_id}/tokens",
+                         params={"user_id": str(user.user_id)}, headers=plan.admin.auth)
+    [mine] = r.json()["items"]
+    assert mine["status"] == "expired"
+    assert (await token_row(database, uuid.UUID(mine["id"]))).expired_at is not None
 
-    # A new, longer period: a new expiry value, so new notices.
+    # A new, longer period: the dead token gets no new notice; a fresh one does.
+    await user.renew(client)
     await set_period(client, plan, 5, "days")
+    clock.advance(days=3)
     await cycle(worker)
     subjects = [r.subject for r in smtp.to(user.email)]
     assert len(subjects) == 2 and "expires at" in subjects[1]
+    assert (await client.get("/v1/me", headers=user.auth)).status_code == 200
 
 
 async def test_policy_change_is_noticed_within_one_cycle(client, plan, clock, database,
                                                          smtp) -> None:
     old, recent, fresh = [await plan.add_user(token=False) for _ in range(3)]
-    t_old = await issue(database, plan, user_id=old.user_id)
+    await issue(database, plan, user_id=old.user_id)
     clock.advance(days=10)
     t_recent = await issue(database, plan, user_id=recent.user_id)
     clock.advance(days=85)
@@ -111,11 +115,15 @@ async def test_policy_change_is_noticed_within_one_cycle(client, plan, clock, da
     await cycle(worker)
     assert not any(smtp.to(u.email) for u in (old, recent, fresh))  # no period, no expiry
 
+    set_at = clock.now()
     assert (await set_period(client, plan, 95, "days")).status_code == 200
     await cycle(worker)  # one cycle
     [gone] = smtp.to(old.email)
     assert "has expired" in gone.subject
-    assert f"expired at {iso(t_old.issued_at + timedelta(days=95))}" in gone.body
+    # The period had run out for it when set: it died then, and the mail says so (rule 4).
+    assert (f"expired at {iso(set_at)} (UTC) because the plan's period was set to 95 days on "
+            f"{iso(set_at)}") in " ".join(gone.body.split())
+    assert "does not bring it back" in gone.body
     [soon] = smtp.to(recent.email)
     assert f"expires at {iso(t_recent.issued_at + timedelta(days=95))}" in soon.subject
     assert smtp.to(fresh.email) == []

@@ -27,24 +27,29 @@ async def test_period_shorter_than_access_lifetime_bounds_expires_in(client, pla
     assert r.status_code == 200 and r.json()["expires_in"] == 1800
 
 
-async def test_refreshed_pair_gets_a_new_generation_time(client, browser, plan, custom,
-                                                         clock) -> None:
+async def test_a_refresh_never_outlives_its_grant(client, browser, plan, custom,
+                                                  clock) -> None:
+    """Rule 11: a refreshed pair keeps the grant's original generation time, so the plan's
+    period bounds the grant as a whole: refreshing cannot keep it alive past the period."""
     gateway = await create_gateway_client(client, plan)
     await set_period(client, plan, 2, "hours")
     first = await code_pair(client, browser, plan, custom)
+    granted = (await introspect(client, gateway, first["refresh_token"]))["iat"]
     clock.advance(minutes=90)
     r = await token(client, custom, grant_type="refresh_token",
                     refresh_token=first["refresh_token"])
     assert r.status_code == 200, r.text
     second = r.json()
-    clock.advance(minutes=60)  # 150 min after the first pair, 60 after the second
-    assert await introspect(client, gateway, first["access_token"]) == {"active": False}
+    assert second["expires_in"] == 30 * 60  # what is left of the grant, not a new hour
     answer = await introspect(client, gateway, second["refresh_token"])
-    assert answer["active"] is True
-    assert answer["exp"] - answer["iat"] == 7200
+    assert answer["iat"] == granted and answer["exp"] - granted == 7200
+    clock.advance(minutes=30)  # two hours after the grant
+    assert await introspect(client, gateway, second["access_token"]) == {"active": False}
+    assert await introspect(client, gateway, second["refresh_token"]) == {"active": False}
     r = await token(client, custom, grant_type="refresh_token",
                     refresh_token=second["refresh_token"])
-    assert r.status_code == 200, r.text
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert "expired" in r.json()["error_description"]
 
 
 async def test_expired_refresh_token_cannot_be_used(client, browser, plan, custom,

@@ -32,10 +32,12 @@ async def issued(client, creds) -> str:  # noqa: ANN001
     return r.json()["access_token"]
 
 
-async def audit_of(database, token_id: uuid.UUID) -> list[AuditEvent]:  # noqa: ANN001
+async def audit_of(database, token_id: uuid.UUID,  # noqa: ANN001
+                   action: str = "token.revoked") -> list[AuditEvent]:
     async with make_sessionmaker(database.engine)() as session:
         return list((await session.execute(
-            select(AuditEvent).where(AuditEvent.target_id == str(token_id)))).scalars())
+            select(AuditEvent).where(AuditEvent.target_id == str(token_id),
+                                     AuditEvent.action == action))).scalars())
 
 
 async def test_a_client_revokes_its_own_tokens_only(client, plan, database) -> None:
@@ -47,10 +49,14 @@ async def test_a_client_revokes_its_own_tokens_only(client, plan, database) -> N
     assert r.status_code == 200 and r.json() == {}
     assert r.headers["cache-control"] == "no-store"
     assert await introspect(client, own, mine) == {"active": False}
-    # §2.1: another client's token is left alone, and the answer says nothing about it.
-    r = await client.post(REVOKE, data={"token": theirs}, auth=own)
-    assert r.status_code == 200 and r.json() == {}
+    # §2.1: another client's token is refused, the client is told, and the token is left
+    # alone; so is a personal token, issued to no client.
+    for foreign in (theirs, plan.admin.token):
+        r = await client.post(REVOKE, data={"token": foreign}, auth=own)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+        assert "not issued to this client" in r.json()["error_description"]
     assert (await introspect(client, other, theirs))["active"] is True
+    assert (await introspect(client, other, plan.admin.token))["active"] is True
 
     listed = (await client.get(f"/v1/plans/{plan.plan_id}/tokens",
                                params={"kind": "access"}, headers=plan.admin.auth)).json()
@@ -58,6 +64,8 @@ async def test_a_client_revokes_its_own_tokens_only(client, plan, database) -> N
     [event] = await audit_of(database, uuid.UUID(row["id"]))
     assert (event.action, event.plan_id, event.detail) == \
         ("token.revoked", plan.plan_id, {"reason": "revoked by the client", "kind": "access"})
+    [issuance] = await audit_of(database, uuid.UUID(row["id"]), "token.issued")
+    assert issuance.detail["grant"] == "client_credentials"
     assert event.actor.startswith("integration:")
 
 

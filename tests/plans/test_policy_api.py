@@ -44,34 +44,36 @@ async def test_period_counts_from_original_generation_time(client, plan, clock) 
     assert (await client.get("/v1/me", headers=plan.admin.auth)).status_code == 401
     await plan.admin.renew(client)
 
-    # Lengthening the period brings it back: it was only expired by policy (rule 4).
+    # Lengthening the period does not bring it back: expiry is final (rule 4). The new
+    # admin token, generated since, lives by the new period.
     assert (await set_period(client, plan, 30, "days")).status_code == 200
-    answer = await introspect(client, creds, old.token)
-    assert answer["active"] is True
-    assert answer["exp"] - answer["iat"] == 30 * 86400
+    assert (await introspect(client, creds, old.token)) == {"active": False}
+    answer = await introspect(client, creds, plan.admin.token)
+    assert answer["active"] is True and answer["exp"] - answer["iat"] == 30 * 86400
 
 
-async def test_removing_period_restores_policy_expired_but_not_revoked(client, plan,
-                                                                       clock) -> None:
+async def test_removing_the_period_spares_only_what_has_not_expired(client, plan,
+                                                                    clock) -> None:
+    """Rule 4: removing the period leaves tokens without an intrinsic expiry valid until
+    revoked, but only those it had not expired yet; expired ones stay expired for good."""
     creds = await create_gateway_client(client, plan)
-    keep, revoke = await plan.add_user(), await plan.add_user()
+    dead = await plan.add_user()
     await set_period(client, plan, 1, "hours")
     clock.advance(hours=2)
     await plan.admin.renew(client)
-    r = await client.get(f"/v1/plans/{plan.plan_id}/tokens?user_id={revoke.user_id}",
-                         headers=plan.admin.auth)
-    token_id = r.json()["items"][0]["id"]
-    assert r.json()["items"][0]["status"] == "expired"
-    r = await client.delete(f"/v1/plans/{plan.plan_id}/tokens/{token_id}",
-                            headers=plan.admin.auth)
-    assert r.status_code == 204
-
+    alive = await plan.add_user()  # generated under the period, not expired by it
     r = await client.delete(f"/v1/plans/{plan.plan_id}/token-expiration",
                             headers=plan.admin.auth)
     assert r.status_code == 204
-    restored = await introspect(client, creds, keep.token)
-    assert restored["active"] is True and "exp" not in restored
-    assert await introspect(client, creds, revoke.token) == {"active": False}
+    spared = await introspect(client, creds, alive.token)
+    assert spared["active"] is True and "exp" not in spared
+    assert await introspect(client, creds, dead.token) == {"active": False}
+    clock.advance(days=400)
+    assert (await introspect(client, creds, alive.token))["active"] is True
+    assert await introspect(client, creds, dead.token) == {"active": False}
+    policy = (await client.get(f"/v1/plans/{plan.plan_id}/token-expiration",
+                               headers=plan.admin.auth)).json()
+    assert policy["period"] is None and policy["expired_through"] is not None
 
 
 async def test_months_are_calendar_months(client, plan, clock) -> None:

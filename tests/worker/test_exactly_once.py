@@ -24,7 +24,7 @@ from tests.notifications.support import (
 
 pytestmark = pytest.mark.asyncio
 
-SWEEPS = [("expiry.unmark", jobs.unmark_unexpired), ("expiry.mark", jobs.mark_expired),
+SWEEPS = [("expiry.mark", jobs.mark_expired),
           ("notices.expiring", jobs.enqueue_expiring)]
 
 
