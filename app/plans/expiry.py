@@ -181,6 +181,19 @@ def cut_off(period: Period, until: datetime) -> datetime:
     return latest_issue_expired_by(period, until)
 
 
+def closing(period: Period | None, since: datetime | None, expired_through: datetime | None,
+            now: datetime) -> tuple[datetime | None, Spell | None]:
+    """Rule 4 when a plan's period (`period`, in force since `since`) is changed or removed at
+    `now`: the plan's new `expired_through` (the outgoing period's `cut_off` joins it) and the
+    spell that ends (None when there was no period). Constant time, whatever the tokens."""
+    if period is None:
+        return expired_through, None
+    killed = cut_off(period, now)
+    if expired_through is not None and expired_through > killed:
+        killed = expired_through
+    return killed, Spell(period, since, now)
+
+
 def killed_by_earlier_periods(issued_at: datetime, expired_through: datetime | None) -> bool:
     """Rule 4, in constant time: expired under a period no longer in force."""
     return expired_through is not None and issued_at <= expired_through

@@ -20,6 +20,7 @@ from app.plans.expiry import (
     Spell,
     Unit,
     add_period,
+    closing,
     cut_off,
     latest_issue_expired_by,
     plan_period,
@@ -50,13 +51,13 @@ def _close_period(session: AsyncSession, plan: Plan, actor: Principal,
     expired by now) joins the plan's `expired_through`, and the spell is kept to explain the
     deaths: one row, whatever the number of tokens."""
     before = period_of(plan)
-    if before is not None:
-        killed = cut_off(before, now)
-        if plan.expired_through is None or killed > plan.expired_through:
-            plan.expired_through = killed
-        session.add(PastPeriod(id=uuid.uuid4(), plan_id=plan.id, value=before.value,
-                               unit=before.unit.value, since=plan.policy_updated_at, until=now,
-                               cut_off=killed, replaced_by=actor.actor))
+    plan.expired_through, ended = closing(before, plan.policy_updated_at, plan.expired_through,
+                                          now)
+    if ended is not None:
+        session.add(PastPeriod(id=uuid.uuid4(), plan_id=plan.id, value=ended.period.value,
+                               unit=ended.period.unit.value, since=ended.since,
+                               until=ended.until, cut_off=cut_off(ended.period, now),
+                               replaced_by=actor.actor))
     plan.policy_updated_at = now
     return before
 
