@@ -1,4 +1,4 @@
-"""Secrets: generation, format check, digests, and password hashing (DESIGN rule 10).
+"""Secrets: generation, format check, digests, and password hashing (rule 10, docs/design.md).
 
 A token string is `<prefix>_<body><checksum>`: the prefix names its kind (so a leaked one can be
 spotted by secret scanners), the body carries 256 random bits in base62, and the last six

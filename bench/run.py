@@ -49,7 +49,7 @@ class Scenario:
     method: str
     path: str
     mode: str
-    target: float | None  # minimum ratio to the yardstick (DESIGN "Performance targets")
+    target: float | None  # minimum ratio to the yardstick (the performance targets of the design)
     consumes: str | None = None  # "refresh" | "access": one fresh token per request
 
 

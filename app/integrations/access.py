@@ -1,4 +1,4 @@
-"""Rule 6 of DESIGN.md: may a call made by, or with a token of, this integration go through?
+"""Rule 6 of docs/design.md: may a call made by, or with a token of, this integration go through?
 
 One pure function of the integration, its installation in the plan, and the time.
 """

@@ -1,4 +1,4 @@
-"""The platform review of an integration (rule 6-7 of DESIGN.md), as pure functions."""
+"""The platform review of an integration (rules 6-7, docs/design.md), as pure functions."""
 
 from __future__ import annotations
 

@@ -1,2 +1,2 @@
-"""Expiry notices (rule 5 of DESIGN.md): found by sweeps, kept in a transactional outbox, mailed
+"""Expiry notices (rule 5, docs/design.md): found by sweeps, kept in a transactional outbox, mailed
 once."""

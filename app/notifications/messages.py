@@ -1,4 +1,4 @@
-"""The text of an expiry notice (rule 5 of DESIGN.md), composed from facts with no I/O.
+"""The text of an expiry notice (rule 5, docs/design.md), composed from facts with no I/O.
 
 A notice says which token (its name and last four characters, never the secret), the exact
 effective expiry in UTC, why it expires then (the plan's period counted from the token's

@@ -1,6 +1,6 @@
 """The transactional outbox: notices are written in the transaction that finds them, then mailed.
 
-Rule 5 of DESIGN.md, "exactly one notice per token per expiry", across replicas and restarts:
+Rule 5 of docs/design.md, "exactly one notice per token per expiry", across replicas and restarts:
 
 - **At most one row** per (token, kind, effective expiry): a UNIQUE key, and an INSERT that
   tolerates conflicts, so two workers finding the same token write one row.

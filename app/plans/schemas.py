@@ -9,7 +9,8 @@ from pydantic_core import PydanticCustomError
 
 from app.plans.expiry import Period, Unit
 
-# Keys that would scope a period below the plan; refused with a clear word (DESIGN: per plan).
+# Keys that would scope a period below the plan; refused with a clear word (the period is
+# per plan: docs/design.md).
 _NARROWER_SCOPES = {"role", "roles", "user", "user_id", "users", "token", "token_id", "tokens",
                     "domain", "domains", "kind", "scope"}
 

@@ -1,6 +1,6 @@
 """An in-process cache of token facts, kept true across replicas by PostgreSQL LISTEN/NOTIFY.
 
-Rule 3 and "Storage and scale" of DESIGN.md: a revoked token, a period change or an integration's
+Rule 3 and the cache bound of docs/design.md: a revoked token, a period change or an integration's
 review or installation change must stop working on every replica within a stated bound.
 
 - What is cached is the *facts* of a found token (`StoredToken`), never a verdict: the verdict is

@@ -12,7 +12,7 @@ from app.db import Base, UTCDateTime, new_id
 class Token(Base):
     """One row per token string ever issued; the secret itself is never stored.
 
-    `issued_at` is the original generation time and never changes (DESIGN rule 1-2).
+    `issued_at` is the original generation time and never changes (rules 1-2, docs/design.md).
     """
 
     __tablename__ = "tokens"

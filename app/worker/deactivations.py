@@ -1,4 +1,4 @@
-"""Scheduled deactivations (rule 6 of DESIGN.md), run by the worker.
+"""Scheduled deactivations (rule 6, docs/design.md), run by the worker.
 
 When the platform judges a custom integration to be operated by a third party, it sets a date;
 from then on its installations are deactivated, except where a plan admin confirmed keeping it,

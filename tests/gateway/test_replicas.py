@@ -1,5 +1,5 @@
 """Two real Tessera processes on one PostgreSQL database: a change made through one is enforced
-by the other within the stated bound (DESIGN rule 3, "Storage and scale")."""
+by the other within the stated bound (rule 3, docs/design.md)."""
 
 from __future__ import annotations
 
