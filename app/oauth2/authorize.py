@@ -97,8 +97,12 @@ async def _validate(session: AsyncSession, params: dict[str, str],
     req = AuthRequest(integ, redirect_uri, [], params.get("state"), "", {
         k: params[k] for k in _PARAMS if params.get(k) is not None}, redirect_uri_sent=sent)
     if repeated:
+        # Only names of ours are echoed: the description must keep to RFC 6749 §4.1.2.1's
+        # characters, and a name is the caller's.
+        name = next((k for k in repeated if k in _PARAMS), None)
         raise _redirect_error(req, "invalid_request",
-                              f"parameter '{repeated[0]}' is repeated (RFC 6749 §3.1)")
+                              f"parameter '{name}' is repeated" if name else
+                              "a parameter is repeated (RFC 6749, section 3.1)")
     if params.get("response_type") != "code":
         raise _redirect_error(req, "unsupported_response_type",
                               "only response_type=code is supported")

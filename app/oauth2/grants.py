@@ -148,7 +148,8 @@ async def authorization_code(session: AsyncSession, settings: Settings,
     if not verifier:
         raise InvalidRequestError(description="the 'code_verifier' parameter is required (PKCE)")
     if not _VERIFIER.match(verifier):
-        raise InvalidRequestError(description="the code_verifier is malformed (RFC 7636 §4.1)")
+        raise InvalidRequestError(description="the code_verifier is malformed (RFC 7636, "
+                                              "section 4.1)")
     row = None
     if credentials.kind_of(code) is SecretKind.code:
         row = (await session.execute(
@@ -162,9 +163,10 @@ async def authorization_code(session: AsyncSession, settings: Settings,
         raise InvalidGrantError(description="the authorization code has expired")
     redirect_uri = form.get("redirect_uri")
     if redirect_uri is None and row.redirect_uri_sent:
+        # (Authlib refuses descriptions outside RFC 6749 §5.2's characters: ASCII only.)
         raise InvalidRequestError(description="the 'redirect_uri' parameter is required: the "
-                                              "authorization request carried one (RFC 6749 "
-                                              "§4.1.3)")
+                                              "authorization request carried one (RFC 6749, "
+                                              "section 4.1.3)")
     if redirect_uri is not None and redirect_uri != row.redirect_uri:
         raise InvalidGrantError(description="redirect_uri does not match the authorization "
                                             "request")
