@@ -63,13 +63,15 @@ async def seed_base(url: str, *, plans: int = 100, users_per_plan: int = 10) -> 
                                  role="admin" if j == 0 else "member",
                                  password_hash=password_hash, created_at=now))
         await session.flush()
-        gateway = _client(session, now, name="bench gateway", kind="third_party", plan_id=None,
-                          can_introspect=True, review_status="approved")
+        # A platform resource server: it introspects tokens of every plan.
+        gateway = _client(session, now, name="bench gateway", kind="platform", plan_id=None,
+                          can_introspect=True, review_status="not_reviewed")
         app = _client(session, now, name="bench app", kind="custom", plan_id=plan_ids[0],
                       can_introspect=False, review_status="not_reviewed")
         await session.flush()
         session.add(Installation(id=uuid.uuid4(), integration_id=app.integration_id,
-                                 plan_id=plan_ids[0], state="active", installed_at=now))
+                                 plan_id=plan_ids[0], state="active", installed_at=now,
+                                 approved_scopes=["data:read", "data:write"]))
     await engine.dispose()
     return Fixture(plan_ids, user_ids, users_per_plan, gateway, app, app_user=user_ids[1])
 

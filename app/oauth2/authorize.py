@@ -29,7 +29,7 @@ from app.integrations import service as integrations
 from app.integrations.access import Access, ReviewStatus, Rule, decide
 from app.integrations.models import Installation, Integration
 from app.integrations.service import facts_of
-from app.oauth2 import browser
+from app.oauth2 import browser, callers
 from app.oauth2 import scopes as catalogue
 from app.oauth2.models import AuthorizationCode
 from app.plans.models import Plan
@@ -168,10 +168,8 @@ class Standing:
 
 
 def _refused(access: Access) -> tuple[str, str]:
-    text = f"{access.rule}: {access.describe()}"
-    if access.deadline is not None:
-        text += f" (deadline {access.deadline.isoformat()})"
-    return "unauthorized_client", text
+    """RFC 6749 §4.1.2.1: the client is not authorized to get a code (rule 6)."""
+    return "unauthorized_client", callers.description(access)
 
 
 # How soon a review deadline must be for the consent screen to call it near.

@@ -36,13 +36,19 @@ def refusal(caller: ClientFacts, now: datetime) -> Access | None:
     return None if access.allowed else access
 
 
-def refused(access: Access, *, status_code: int = 400) -> UnauthorizedClientError:
-    """RFC 6749 §5.2 `unauthorized_client`, its description naming the rule and any deadline
-    (the refusal the integration's tokens get, in the OAuth shape)."""
+def description(access: Access) -> str:
+    """A refusal in words for the client: the rule, what it means, and any deadline (ASCII, as
+    RFC 6749 §5.2 requires of `error_description`)."""
     text = f"{access.rule}: {access.describe()}"
     if access.deadline is not None:
         text += f" (deadline {access.deadline.isoformat()})"
-    return UnauthorizedClientError(description=text, status_code=status_code)
+    return text
+
+
+def refused(access: Access, *, status_code: int = 400) -> UnauthorizedClientError:
+    """RFC 6749 §5.2 `unauthorized_client`, its description naming the rule and any deadline
+    (the refusal the integration's tokens get, in the OAuth shape)."""
+    return UnauthorizedClientError(description=description(access), status_code=status_code)
 
 
 async def access_in(caller: ClientFacts, plan_id: uuid.UUID, now: datetime,
