@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, Select, String, any_, bindparam, event
+from sqlalchemy import DateTime, MetaData, Select, String, any_, bindparam, event, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -190,6 +190,17 @@ def _idle(session: AsyncSession | None) -> bool:
     to commit (`has_only_read`: no object awaits a flush, no write ran, no commit hook such as
     the token cache's evictions was registered)."""
     return session is None or (not session.in_transaction() and has_only_read(session))
+
+
+async def write_lock(session: AsyncSession, table: Any, condition: Any) -> None:  # noqa: ANN401
+    """Before a read-modify-write of the rows `condition` picks: on SQLite, take the database's
+    write lock first (a no-op UPDATE of those rows). SQLite ignores `FOR UPDATE`, and its driver
+    begins a transaction only at the first write, so without this the read would see a state a
+    concurrent writer is about to replace, and one of the two writes would be lost. PostgreSQL
+    needs nothing: the read itself locks (`with_for_update`)."""
+    if session.bind.dialect.name == "sqlite":
+        key = table.__table__.primary_key.columns.values()[0]
+        await session.execute(update(table).where(condition).values({key.key: key}))
 
 
 async def persist_before_refusing(session: AsyncSession) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -41,10 +41,16 @@ def _cursor(event: AuditEvent) -> str:
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A cursor this API gave out: an aware instant a UTC column can hold, and an id. Anything
+    else (crafted by hand: no zone, or a year 1 or 9999 that leaves the range once in UTC) is a
+    422, never a statement that fails."""
     try:
         at, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("no time zone")
+        return when.astimezone(UTC), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidRequest("the cursor is not one this API gave out",
                              code="invalid_cursor") from None
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import credentials
 from app.audit import service as audit
 from app.credentials import SecretKind
+from app.db import write_lock
 from app.errors import NotFound
 from app.integrations.access import IntegrationFacts
 from app.integrations.models import Installation, Integration
@@ -104,8 +105,9 @@ async def get(session: AsyncSession, integration_id: uuid.UUID) -> Integration:
 
 async def installation(session: AsyncSession, integration_id: uuid.UUID,
                        plan_id: uuid.UUID, *, lock: bool = False) -> Installation | None:
-    query = select(Installation).where(Installation.integration_id == integration_id,
-                                       Installation.plan_id == plan_id)
+    where = (Installation.integration_id == integration_id) & (Installation.plan_id == plan_id)
+    query = select(Installation).where(where)
     if lock:
+        await write_lock(session, Installation, where)
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()

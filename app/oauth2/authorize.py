@@ -292,7 +292,8 @@ async def _handle(request: Request, session: AsyncSession, settings: Settings, n
         return _to_client(exc.request, settings, error=exc.error,  # type: ignore[attr-defined]
                           error_description=exc.description)
 
-    if form is not None and not browser.csrf_ok(request, settings, form.get("csrf_token")):
+    if form is not None and not (browser.posted_from_here(request, settings)
+                                 and browser.csrf_ok(request, settings, form.get("csrf_token"))):
         return _error_page(request, "The form has expired or was not sent from this page. "
                                     "Go back to the application and start again.")
     action = (form or {}).get("action")

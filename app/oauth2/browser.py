@@ -8,6 +8,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
@@ -25,7 +26,10 @@ PAGE_HEADERS = {
     "Pragma": "no-cache",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # No referrer to another site (the authorization request's parameters stay here); to this
+    # site the browser then sends its `Origin` on a form post, which `posted_from_here` reads
+    # (with `no-referrer`, it would send `Origin: null`).
+    "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                "frame-ancestors 'none'; base-uri 'none'",
 }
@@ -98,3 +102,22 @@ def csrf_ok(request: Request, settings: Settings, submitted: str | None) -> bool
     if not expected or not expected.isascii():
         return False
     return hmac.compare_digest(expected.encode(), submitted.encode())
+
+
+def posted_from_here(request: Request, settings: Settings) -> bool:
+    """A form post that a page of this site sent, as far as the browser tells (login CSRF: a
+    form another site posts, even with a cookie it planted, is refused). Fetch metadata
+    (`Sec-Fetch-Site`) when sent; else `Origin`, else `Referer`, must name this host (as the
+    request reached it, or the issuer's). A client that sends none of them is no browser that
+    another site could drive."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    if site is not None:
+        return True
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if source is None:
+        return True
+    host = urlsplit(source).netloc.lower()  # "null" (an opaque origin) names no host
+    return bool(host) and host in {request.headers.get("host", "").lower(),
+                                   urlsplit(settings.issuer).netloc.lower()}

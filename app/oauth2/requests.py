@@ -7,6 +7,7 @@ parser cost about twice as much per request on the token and introspection endpo
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
@@ -57,6 +58,14 @@ def parse_form(body: bytes) -> dict[str, str]:
     params: dict[str, str] = {}
     for key, value in pairs:
         if key in params:
-            raise InvalidRequestError(description=f"parameter '{key}' is repeated")
+            raise InvalidRequestError(description=f"parameter '{key}' is repeated"
+                                      if _DESCRIBABLE.fullmatch(key) else
+                                      "a parameter is repeated")
         params[key] = value
     return params
+
+
+# What a parameter's name may be to be echoed in an `error_description`: RFC 6749 §5.2 allows
+# %x20-21 / %x23-5B / %x5D-7E there, and Authlib refuses anything else with a ValueError (a
+# 500). The name is the caller's; anything else is not named.
+_DESCRIBABLE = re.compile(r"[\x20\x21\x23-\x26\x28-\x5b\x5d-\x7e]{1,40}")

@@ -2,7 +2,10 @@
 
 Minutes, hours and days are exact durations. Months and years are calendar arithmetic in UTC,
 clamped to the last day of the target month: Jan 31 + 1 month = Feb 28 (or 29), Feb 29 + 1 year
-= Feb 28.
+= Feb 28. A clamped result is the *end* of that last day (23:59:59.999999), so that the
+arithmetic never moves backwards: with the time of day kept, Jan 30 23:00 + 1 month would be
+Feb 28 23:00, later than Jan 31 00:00 + 1 month (Feb 28 00:00), and a later generation time
+would expire earlier. Rule 4's cut-offs need "expired by t" to be "generated at or before t'".
 
 Expiry is final (rule 4): a token is dead for good from the first instant it is expired under the
 period then in force. A check stays constant-time: each period change records the cut-off of
@@ -58,12 +61,16 @@ class Period:
 
 
 def add_months(at: datetime, months: int) -> datetime:
-    """Calendar month arithmetic, clamped to the target month's last day."""
+    """Calendar month arithmetic; a day the target month lacks is clamped to the end of its last
+    day (the module's docstring says why)."""
     index = at.year * 12 + (at.month - 1) + months
     year, month = divmod(index, 12)
     month += 1
-    day = min(at.day, calendar.monthrange(year, month)[1])
-    return at.replace(year=year, month=month, day=day)
+    last = calendar.monthrange(year, month)[1]
+    if at.day <= last:
+        return at.replace(year=year, month=month)
+    return at.replace(year=year, month=month, day=last, hour=23, minute=59, second=59,
+                      microsecond=999_999)
 
 
 def add_period(at: datetime, period: Period) -> datetime:
@@ -107,13 +114,15 @@ def latest_issue_expired_by(period: Period, at: datetime) -> datetime:
     if period.unit in (Unit.minutes, Unit.hours, Unit.days):
         return at - (add_period(at, period) - at)
     months = period.value * (12 if period.unit is Unit.years else 1)
-    # add_months(t, n) lies within [t + n months - 3 days, t + n months]: search that bracket.
-    lo = add_months(at, -months) - timedelta(days=1)
-    hi = add_months(at, -months) + timedelta(days=4)
-    while add_months(lo, months) > at:  # never taken in practice; keeps the invariant honest
-        lo -= timedelta(days=1)
+    # add_months(t, n) lies within a few days of t + n months: search a bracket around it.
+    lo = add_months(at, -months) - timedelta(days=5)
+    hi = add_months(at, -months) + timedelta(days=5)
+    while add_months(lo, months) > at:  # never taken in practice; keeps the invariants honest
+        lo -= timedelta(days=5)
+    while add_months(hi, months) <= at:
+        hi += timedelta(days=5)
     span = (hi - lo) // _MICRO
-    first, last = 0, span  # invariant: f(lo + first) <= at; answer in [first, last]
+    first, last = 0, span  # invariant: f(lo + first) <= at < f(lo + span); answer in [first, last]
     while first < last:
         mid = (first + last + 1) // 2
         if add_months(lo + mid * _MICRO, months) <= at:

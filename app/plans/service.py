@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.auth.principal import Principal
+from app.db import write_lock
 from app.errors import NotFound
 from app.plans.expiry import (
     NOTICE_WINDOW,
@@ -32,8 +33,11 @@ from app.users.models import User
 
 
 async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, lock: bool = False) -> Plan:
+    """The plan; with `lock`, for a change: concurrent changes of its period then run one after
+    the other, each from the state the previous one left (rule 4's cut-off must never be lost)."""
     query = select(Plan).where(Plan.id == plan_id)
     if lock:
+        await write_lock(session, Plan, Plan.id == plan_id)
         query = query.with_for_update()
     plan = (await session.execute(query)).scalar_one_or_none()
     if plan is None:

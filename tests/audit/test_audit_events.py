@@ -15,6 +15,7 @@ read back as a plan admin reads it (`GET /v1/plans/{p}/audit`, newest first, pag
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -258,3 +259,14 @@ async def test_an_install_records_the_scopes_its_admin_approved(app, client, bro
     r = await client.post("/oauth2/token", data={"grant_type": "client_credentials"},
                           auth=(tp.client_id, tp.client_secret))
     assert r.status_code == 200 and r.json()["scope"] == "profile data:read"
+
+
+@pytest.mark.parametrize("crafted", ["2026-01-01T00:00:00", "0001-01-01T00:00:00+14:00",
+                                     "9999-12-31T23:30:00-01:00", "not a time", "\u00e9"])
+async def test_a_crafted_cursor_is_a_422(client, plan, crafted) -> None:
+    """A cursor this API never gave out (no time zone, an instant a UTC column cannot hold,
+    garbage) is refused as such, never a 500."""
+    cursor = base64.urlsafe_b64encode(f"{crafted}|{uuid.uuid4()}".encode()).decode()
+    r = await client.get(f"/v1/plans/{plan.plan_id}/audit", params={"cursor": cursor},
+                         headers=plan.admin.auth)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_cursor", r.text

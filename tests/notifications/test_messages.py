@@ -51,12 +51,12 @@ def test_expired_integration_notice_points_at_the_integration_tokens_endpoint() 
 
 
 def test_calendar_period_and_intrinsic_lifetime_reasons() -> None:
-    # Jan 31 + 1 month is Feb 28 (rule 1), and the notice names the period.
+    # Jan 31 + 1 month is the end of Feb 28 (rule 1), and the notice names the period.
     jan31 = datetime(2026, 1, 31, 8, 30, 15, 250_000, tzinfo=UTC)
-    monthly = compose(facts(issued_at=jan31, expires_at=datetime(2026, 2, 28, 8, 30, 15, 250_000,
-                                                                 tzinfo=UTC),
+    monthly = compose(facts(issued_at=jan31, expires_at=datetime(2026, 2, 28, 23, 59, 59,
+                                                                 999_999, tzinfo=UTC),
                             period=Period(1, Unit.months)), to="a@x", base_url="http://t")
-    assert "expires at 2026-02-28T08:30:15.250000Z" in monthly.body
+    assert "expires at 2026-02-28T23:59:59.999999Z" in monthly.body
     assert "period of 1 month counted from the token's generation on 2026-01-31T08:30:15.250000Z" \
         in monthly.body
     # An intrinsic lifetime earlier than the period's expiry decided it.

@@ -377,6 +377,37 @@ async def test_planted_double_submit_pair_does_not_pass_consent(browser, plan, c
     assert "code" in redirect_params(r)
 
 
+@pytest.mark.parametrize(("headers", "signed_in"), [
+    ({"Origin": "https://evil.example"}, False),
+    ({"Origin": "null"}, False),
+    ({"Referer": "https://evil.example/login-csrf.html"}, False),
+    ({"Sec-Fetch-Site": "cross-site", "Origin": "https://tessera.test"}, False),
+    ({"Sec-Fetch-Site": "same-site"}, False),
+    ({"Origin": "https://tessera.test"}, True),
+    ({"Sec-Fetch-Site": "same-origin", "Origin": "null"}, True),
+    ({}, True),  # no browser another site could drive
+])
+async def test_login_form_posted_from_another_site_is_refused(app, plan, custom, headers,
+                                                              signed_in) -> None:
+    """Login CSRF: another site makes the victim's browser sign in to the attacker's account,
+    with a double-submit pair it planted (a cookie from a sibling host and the same value in
+    the form). The browser says where the form came from; only this site's own page passes."""
+    victim = Browser(app)
+    try:
+        login = await victim.http.get(url(custom, "profile"))
+        fields = {**form_of(login.text)["fields"], "email": plan.admin.email,
+                  "password": plan.admin.password, "csrf_token": "planted-value"}
+        replace_cookie(victim, "tessera_csrf", "planted-value")
+        r = await victim.http.post("/oauth2/authorize", data=fields, headers=headers)
+        if signed_in:
+            assert r.status_code == 303 and "tessera_session" in r.cookies, r.text[:300]
+        else:
+            assert r.status_code == 400 and EXPIRED in words(r)
+            assert "tessera_session" not in r.cookies
+    finally:
+        await victim.close()
+
+
 HOSTILE = [  # (what, the csrf_token field, the tessera_csrf cookie as sent on the wire)
     ("a non-ASCII field", "jeton-é-✓", b"abcdef"),
     ("a non-ASCII cookie", "abcdef", "jeton-é-✓".encode()),

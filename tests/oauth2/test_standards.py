@@ -192,3 +192,18 @@ async def test_a_client_revokes_only_tokens_issued_to_it(client, browser, plan,
     assert r.status_code == 200 and r.json() == {}
     for secret in pair:  # the refresh token took its grant with it
         assert await introspect(client, gateway, secret) == {"active": False}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("name", ['a"', "%C3%A9", "a%5C", "%0A", "x" * 60])
+async def test_a_repeated_parameter_of_any_name_is_a_400(via, plan, endpoint, name) -> None:
+    """RFC 6749 §3.1 on the form endpoints, whatever the repeated name: a name that may not
+    stand in an `error_description` (RFC 6749 §5.2's characters) is not echoed, and the answer
+    is a 400, never a 500."""
+    creds = await create_gateway_client(via, plan)
+    r = await via.post(endpoint, content=f"{name}=1&{name}=2&token=x&grant_type=x".encode(),
+                       headers={"content-type": "application/x-www-form-urlencoded"},
+                       auth=creds)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "invalid_request",
+                        "error_description": "a parameter is repeated"}

@@ -25,16 +25,22 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
+def END_OF(year: int, month: int, day: int) -> datetime:  # noqa: N802 - reads as a date
+    return datetime(year, month, day, 23, 59, 59, 999_999, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("start", "period", "expected"),
     [
-        (utc(2025, 1, 31), Period(1, Unit.months), utc(2025, 2, 28)),
-        (utc(2024, 1, 31), Period(1, Unit.months), utc(2024, 2, 29)),
-        (utc(2024, 2, 29), Period(1, Unit.years), utc(2025, 2, 28)),
+        # A day the target month lacks: the end of its last day (never backwards, rule 4).
+        (utc(2025, 1, 31), Period(1, Unit.months), END_OF(2025, 2, 28)),
+        (utc(2024, 1, 31), Period(1, Unit.months), END_OF(2024, 2, 29)),
+        (utc(2024, 2, 29), Period(1, Unit.years), END_OF(2025, 2, 28)),
         (utc(2024, 2, 29), Period(4, Unit.years), utc(2028, 2, 29)),
-        (utc(2025, 3, 31, 10, 30), Period(1, Unit.months), utc(2025, 4, 30, 10, 30)),
+        (utc(2025, 3, 31, 10, 30), Period(1, Unit.months), END_OF(2025, 4, 30)),
+        (utc(2025, 1, 28, 23, 30), Period(1, Unit.months), utc(2025, 2, 28, 23, 30)),
         (utc(2025, 12, 15), Period(1, Unit.months), utc(2026, 1, 15)),
-        (utc(2025, 11, 30), Period(3, Unit.months), utc(2026, 2, 28)),
+        (utc(2025, 11, 30), Period(3, Unit.months), END_OF(2026, 2, 28)),
         (utc(2025, 1, 1), Period(90, Unit.days), utc(2025, 4, 1)),
         (utc(2025, 1, 1), Period(36, Unit.hours), utc(2025, 1, 2, 12)),
         (utc(2025, 1, 1), Period(90, Unit.minutes), utc(2025, 1, 1, 1, 30)),
@@ -109,12 +115,27 @@ def test_period_always_moves_forward(at: datetime, period: Period) -> None:
 
 
 @given(instants, st.integers(0, 1200))
-def test_months_clamp_to_month_end_and_keep_time(at: datetime, months: int) -> None:
+def test_months_keep_day_and_time_or_clamp_to_the_months_end(at: datetime, months: int) -> None:
     result = add_months(at, months)
     assert (result.year * 12 + result.month) - (at.year * 12 + at.month) == months
-    assert result.day == at.day or (result.day < at.day and
-                                    (result + timedelta(days=1)).month != result.month)
-    assert result.time() == at.time()
+    if result.day == at.day:
+        assert result.time() == at.time()
+    else:  # clamped: the last instant of the target month
+        assert result.day < at.day
+        assert (result + timedelta(microseconds=1)).month != result.month
+
+
+@pytest.mark.parametrize("months", [1, 2, 12, 13, 24])
+def test_months_never_move_backwards_at_a_months_end(months: int) -> None:
+    """Around every month's end, minute by minute: a later generation time never expires
+    earlier (with the time of day kept on a clamped day, Jan 30 23:00 + 1 month would come after
+    Jan 31 00:00 + 1 month)."""
+    for year in (2027, 2028):
+        for month in range(1, 13):
+            start = datetime(year, month, 1, tzinfo=UTC) - timedelta(days=4)
+            times = [start + timedelta(minutes=17 * i) for i in range(4 * 24 * 60 // 17)]
+            ends = [add_months(t, months) for t in times]
+            assert ends == sorted(ends), (year, month)
 
 
 @given(instants, instants, small_periods)

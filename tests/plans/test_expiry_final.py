@@ -5,6 +5,7 @@ touched), and explained in words (`/status`, listings, the preview)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -206,3 +207,56 @@ async def test_the_preview_names_who_dies_for_good_and_when(client, plan, clock)
     body = r.json()
     assert body["expire_immediately"] == 0 and body["expire_later"] == 3  # mid, fresh, admin
     assert body["dying"] == []
+
+
+async def test_around_a_months_end_nothing_revives_and_nothing_dies_early(client, plan,
+                                                                           clock) -> None:
+    """Calendar periods near a month's end: a token dead under "1 month" stays dead when the
+    period is removed, and one still alive is not killed by a longer period, nor hidden from
+    the preview."""
+    creds = await create_gateway_client(client, plan)
+    clock.set(datetime(2027, 1, 1, tzinfo=UTC))
+    await plan.admin.renew(client)
+    assert (await set_period(client, plan, 1, "months")).status_code == 200
+    clock.set(datetime(2027, 1, 28, 0, 0, tzinfo=UTC))
+    dead = await plan.add_user()  # dies at 2027-02-28T00:00Z
+    clock.set(datetime(2027, 1, 30, 13, 0, tzinfo=UTC))
+    alive = await plan.add_user()  # Feb 30 does not exist: dies at the end of Feb 28
+    clock.set(datetime(2027, 2, 28, 12, 17, tzinfo=UTC))
+    assert await introspect(client, creds, dead.token) == {"active": False}
+    assert (await introspect(client, creds, alive.token))["active"] is True
+    await plan.admin.renew(client)  # the admin's own token died on Feb 1
+    r = await client.post(f"/v1/plans/{plan.plan_id}/token-expiration/preview",
+                          json={"value": 1, "unit": "years"}, headers=plan.admin.auth)
+    assert r.json()["expire_later"] >= 1  # `alive` is counted, as a survivor
+    assert (await set_period(client, plan, 1, "years")).status_code == 200
+    assert (await introspect(client, creds, alive.token))["active"] is True
+    r = await client.delete(f"/v1/plans/{plan.plan_id}/token-expiration",
+                            headers=plan.admin.auth)
+    assert r.status_code == 204
+    assert await introspect(client, creds, dead.token) == {"active": False}
+    assert (await client.get("/v1/me", headers=dead.auth)).status_code == 401
+    assert (await introspect(client, creds, alive.token))["active"] is True
+
+
+async def test_concurrent_period_changes_lose_no_cut_off(client, plan, clock) -> None:
+    """Twenty changes at once, alternating a period that kills the token and one that would
+    spare it: each runs from the state the previous one left, so once a killing period was in
+    force the token stays dead, whatever order they committed in (SQLite included, which
+    ignores FOR UPDATE). Four rounds: a lost cut-off shows in some orders only."""
+    creds = await create_gateway_client(client, plan)
+    for _round in range(4):
+        victim = await plan.add_user()
+        await plan.admin.renew(client)
+        assert (await set_period(client, plan, 1, "days")).status_code == 200
+        clock.advance(hours=2)
+        await plan.admin.renew(client)  # generated now: no period here kills it (clock stands)
+        bodies = [{"value": 1, "unit": "minutes"} if i % 2 else {"value": 1, "unit": "years"}
+                  for i in range(20)]
+        answers = await asyncio.gather(*[
+            client.put(f"/v1/plans/{plan.plan_id}/token-expiration", json=body,
+                       headers=plan.admin.auth) for body in bodies])
+        assert [r.status_code for r in answers] == [200] * 20
+        assert await introspect(client, creds, victim.token) == {"active": False}
+        assert (await set_period(client, plan, 100, "years")).status_code == 200
+        assert await introspect(client, creds, victim.token) == {"active": False}

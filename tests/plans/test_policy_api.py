@@ -82,7 +82,9 @@ async def test_months_are_calendar_months(client, plan, clock) -> None:
     user = await plan.add_user()
     await set_period(client, plan, 1, "months")
     answer = await introspect(client, creds, user.token)
-    expected = clock.now().replace(month=2, day=28)
+    # February has no 31st: the end of its last day.
+    expected = clock.now().replace(month=2, day=28, hour=23, minute=59, second=59,
+                                   microsecond=999_999)
     assert answer["exp"] == int(expected.timestamp())
     clock.set(expected - timedelta(seconds=1))
     assert (await introspect(client, creds, user.token))["active"] is True
