@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from app.api import errors
 from app.api.content_type import JSONBodiesOnly
+from app.api.headers import SafeHeaders
 from app.api.responses import JSON
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     errors.install(app)
 
     app.add_middleware(JSONBodiesOnly)
+    app.add_middleware(SafeHeaders)
 
     from app.audit.endpoints import router as audit_router
     from app.gateway.endpoints import router as gateway_router

@@ -5,8 +5,9 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.api.types import Instant
 from app.oauth2 import scopes as catalogue
 
 _LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1"}
@@ -103,7 +104,7 @@ class ReviewIn(BaseModel):
 
     status: Literal["not_reviewed", "in_review", "approved", "not_approved", "revoked"] | None \
         = None
-    deadline: AwareDatetime | None = None
+    deadline: Instant | None = None
     steps: dict[Literal["business_verification", "terms_accepted", "review",
                         "penetration_test", "security_questionnaire"], bool] | None = None
     note: str | None = Field(default=None, max_length=500)
@@ -112,7 +113,7 @@ class ReviewIn(BaseModel):
 class ExceptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    until: AwareDatetime
+    until: Instant
 
 
 class JudgementIn(BaseModel):
@@ -120,8 +121,8 @@ class JudgementIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    deactivate_at: AwareDatetime
-    review_deadline: AwareDatetime | None = Field(
+    deactivate_at: Instant
+    review_deadline: Instant | None = Field(
         default=None, description="until when it may work unapproved; default deactivate_at")
     note: str | None = Field(default=None, max_length=500)
 
