@@ -63,19 +63,21 @@ def upgrade() -> None:
             unique=False,
         )
 
-    with op.batch_alter_table("tokens", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_tokens_sweep_unexpired", ["plan_id", "issued_at"], unique=False,
-            **_where(_LIVE),
-        )
-        batch_op.create_index(
-            "ix_tokens_sweep_intrinsic", ["expires_at"], unique=False,
-            **_where(_LIVE_INTRINSIC),
-        )
-        batch_op.create_index(
-            "ix_tokens_sweep_marked", ["plan_id", "issued_at"], unique=False,
-            **_where(_MARKED),
-        )
+    indexes = [("ix_tokens_sweep_unexpired", ["plan_id", "issued_at"], _LIVE),
+               ("ix_tokens_sweep_intrinsic", ["expires_at"], _LIVE_INTRINSIC),
+               ("ix_tokens_sweep_marked", ["plan_id", "issued_at"], _MARKED)]
+    if op.get_bind().dialect.name == "postgresql":
+        # `tokens` may hold millions of rows: built without blocking its writes (`tessera
+        # migrate` runs while other replicas serve).
+        with op.get_context().autocommit_block():
+            for name, columns, predicate in indexes:
+                op.create_index(name, "tokens", columns, unique=False,
+                                postgresql_concurrently=True, if_not_exists=True,
+                                **_where(predicate))
+    else:
+        with op.batch_alter_table("tokens", schema=None) as batch_op:
+            for name, columns, predicate in indexes:
+                batch_op.create_index(name, columns, unique=False, **_where(predicate))
 
 
 def downgrade() -> None:
