@@ -29,14 +29,29 @@ async def create(session: AsyncSession, *, plan_id: uuid.UUID, email: str, name:
         async with session.begin_nested():
             await session.flush()
     except IntegrityError:
-        raise Conflict("a user with this email exists", code="email_taken") from None
+        # Only this plan's users can conflict: another plan's are no business of this one.
+        raise Conflict("a user of this plan has this email", code="email_taken") from None
     await audit.record(session, actor, "user.created", plan_id, "user", user.id, now, role=role)
     return user
 
 
-async def by_email(session: AsyncSession, email: str) -> User | None:
+async def account(session: AsyncSession, login: str) -> User | None:
+    """The account a login name names: `email`, or `<plan id>/email` where one email has
+    accounts in several plans (emails are unique per plan). A bare email names its oldest
+    account, so a sign-in checks one password hash whatever the number of accounts: its time
+    tells nothing of other plans."""
+    login = login.strip().lower()
+    query = select(User)
+    plan, slash, email = login.partition("/")
+    if slash:
+        try:
+            query = query.where(User.plan_id == uuid.UUID(plan), User.email == email)
+        except ValueError:
+            return None
+    else:
+        query = query.where(User.email == login)
     return (await session.execute(
-        select(User).where(User.email == email.strip().lower()))).scalar_one_or_none()
+        query.order_by(User.created_at, User.id).limit(1))).scalar_one_or_none()
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
@@ -51,7 +66,7 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
 
 
 async def _check(session: AsyncSession, email: str, password: str) -> tuple[User | None, bool]:
-    user = await by_email(session, email)
+    user = await account(session, email)
     if not has_only_read(session):
         raise RuntimeError("authenticate needs a session that has only read")
     await session.close()
