@@ -24,8 +24,10 @@ class Settings(BaseSettings):
     review_period_days: int = Field(default=30, ge=1, le=3650)
     # Days before a token's effective expiry that its owner is told.
     notice_lead_days: int = Field(default=7, ge=1, le=365)
-    # Outgoing mail (expiry notices). No host: mail is written to the log instead of sent.
+    # Outgoing mail (expiry notices). No host: notices wait in the outbox until one is set
+    # (or, with `mail_log_only`, are written to the log and count as delivered).
     smtp_host: str | None = None
+    mail_log_only: bool = False
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_starttls: bool = False  # upgrade with STARTTLS (usually port 587)
     smtp_tls: bool = False  # implicit TLS from the first byte (usually port 465)

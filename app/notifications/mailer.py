@@ -1,4 +1,5 @@
-"""Sending mail: over SMTP (aiosmtplib), or, with no SMTP host configured, into the log.
+"""Sending mail: over SMTP (aiosmtplib); with no SMTP host configured, not at all (notices wait
+in the outbox), or into the log when `TESSERA_MAIL_LOG_ONLY` says so.
 
 A send either returns (the server accepted the message), or raises `PermanentFailure` (the
 server refused this message for good: a 5xx reply to the recipient or the data) or
@@ -135,18 +136,23 @@ class SmtpMailer:
 
 
 class LogMailer:
-    """No SMTP host configured: write what would be sent to the log (a first run shows it).
+    """`TESSERA_MAIL_LOG_ONLY=true` and no SMTP host: each mail is one log line (recipient and
+    subject) and counts as delivered (`logged`). For trying Tessera out; never the default, or
+    notices would be lost once SMTP is configured.
 
     Notices carry no secret: a token appears only by its name and last four characters."""
 
     async def send(self, email: Email) -> None:
-        log.warning("mail not sent (TESSERA_SMTP_HOST is not set)\nTo: %s\nSubject: %s\n\n%s",
-                    email.to, email.subject, email.body)
+        log.warning("mail not sent (log only, TESSERA_MAIL_LOG_ONLY): to %s: %s", email.to,
+                    email.subject)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Sender]:
         yield self
 
 
-def from_settings(settings: Settings) -> Mailer:
-    return SmtpMailer(settings) if settings.smtp_host else LogMailer()
+def from_settings(settings: Settings) -> Mailer | None:
+    """The mailer the settings name; None: no SMTP host, so notices wait in the outbox."""
+    if settings.smtp_host:
+        return SmtpMailer(settings)
+    return LogMailer() if settings.mail_log_only else None

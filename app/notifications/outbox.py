@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,7 +36,12 @@ from app.db import session_scope
 from app.notifications.mailer import Mailer, PermanentFailure, TransientFailure
 from app.notifications.messages import Email, NoticeKind
 from app.notifications.models import UNPRUNED, OutboxMessage
-from app.plans.expiry import effective_expiry, is_expired, plan_period
+from app.plans.expiry import (
+    effective_expiry,
+    is_expired,
+    killed_by_earlier_periods,
+    plan_period,
+)
 from app.plans.models import Plan
 from app.tokens.models import Token
 
@@ -110,17 +115,40 @@ class Claim:
     def __bool__(self) -> bool:
         return bool(self.messages or self.skipped)
 
+    def by_recipient(self) -> list[list[Claimed]]:
+        """The claimed notices, one group per recipient: each group is one mail."""
+        groups: dict[str, list[Claimed]] = {}
+        for c in self.messages:
+            groups.setdefault(c.email.to, []).append(c)
+        return list(groups.values())
+
+
+# Notices one digest lists at the most; a recipient with more gets the rest in later cycles.
+DIGEST_MAX = 1000
+
 
 async def claim(maker: async_sessionmaker[AsyncSession], *, now: datetime, worker_id: str,
-                limit: int, lease: timedelta) -> Claim:
-    """Take up to `limit` due rows for this worker until `now + lease`.
+                limit: int, lease: timedelta, per_recipient: int = DIGEST_MAX,
+                exclude: frozenset[str] = frozenset()) -> Claim:
+    """Take the due notices of up to `limit` recipients (at most `per_recipient` each, none of
+    those in `exclude`) for this worker until `now + lease`.
 
     Rows whose notice is no longer true (token revoked, expiry changed, expired before an
     "expiring" notice went out) are set `skipped` instead of being handed out."""
     async with session_scope(maker) as session:
+        due = _claimable(now)
+        if exclude:
+            due = and_(due, OutboxMessage.recipient.not_in(sorted(exclude)))
+        recipients = (await session.execute(
+            select(OutboxMessage.recipient).where(due).group_by(OutboxMessage.recipient)
+            .order_by(func.min(OutboxMessage.next_attempt_at)).limit(limit))).scalars().all()
+        if not recipients:
+            return Claim([])
         ids = (await session.execute(
-            select(OutboxMessage.id).where(_claimable(now))
-            .order_by(OutboxMessage.next_attempt_at).limit(limit)
+            select(OutboxMessage.id)
+            .where(due, OutboxMessage.recipient.in_(recipients))
+            .order_by(OutboxMessage.recipient, OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(per_recipient * len(recipients))
             .with_for_update(skip_locked=True)
         )).scalars().all()
         if not ids:
@@ -146,109 +174,154 @@ async def claim(maker: async_sessionmaker[AsyncSession], *, now: datetime, worke
                 .values(status="skipped", last_error=reason, claimed_until=None)
                 .execution_options(synchronize_session=False))
     skipped = {i for ids_ in stale.values() for i in ids_}
-    return Claim([c for c in claimed if c.id not in skipped], len(skipped))
+    return Claim(sorted((c for c in claimed if c.id not in skipped),
+                        key=lambda c: (c.email.to, c.expires_at, str(c.id))), len(skipped))
 
 
 async def _stale(session: AsyncSession, claimed: list[Claimed],
                  now: datetime) -> dict[str, list[uuid.UUID]]:
-    """Notices that no longer say something true, by reason. Rule 1 is evaluated afresh."""
+    """Notices that no longer say something true, by reason. Rules 1 and 4 are evaluated
+    afresh: an expired token stays expired whatever the period is now."""
     if not claimed:
         return {}
     facts = {r[0]: r[1:] for r in (await session.execute(
         select(Token.id, Token.issued_at, Token.expires_at, Token.revoked_at,
-               Plan.expiration_value, Plan.expiration_unit)
+               Plan.expiration_value, Plan.expiration_unit, Plan.expired_through)
         .join(Plan, Plan.id == Token.plan_id)
         .where(Token.id.in_({c.token_id for c in claimed}))
     )).all()}
     stale: dict[str, list[uuid.UUID]] = {}
     for c in claimed:
-        issued_at, intrinsic, revoked_at, value, unit = facts[c.token_id]
+        issued_at, intrinsic, revoked_at, value, unit, expired_through = facts[c.token_id]
         expiry = effective_expiry(issued_at, intrinsic, plan_period(value, unit))
+        dead = is_expired(expiry, now) or killed_by_earlier_periods(issued_at, expired_through)
         reason = None
         if revoked_at is not None:
             reason = "the token was revoked"
+        elif c.kind == NoticeKind.expiring and dead:
+            reason = "the token expired before this notice could be sent"
         elif c.kind == NoticeKind.expiring and expiry != c.expires_at:
             reason = "the token's expiry changed; a notice for the new expiry replaces this one"
-        elif c.kind == NoticeKind.expiring and is_expired(expiry, now):
-            reason = "the token expired before this notice could be sent"
-        elif c.kind == NoticeKind.expired and not is_expired(expiry, now):
-            reason = "the token is no longer expired (the plan's period changed)"
+        elif c.kind == NoticeKind.expired and not dead:  # pragma: no cover - rule 4
+            reason = "the token is no longer expired"
         if reason:
             stale.setdefault(reason, []).append(c.id)
     return stale
 
 
-async def _mark_sent(maker: async_sessionmaker[AsyncSession], message_id: uuid.UUID,
-                     now: datetime) -> None:
+async def _settle(maker: async_sessionmaker[AsyncSession], ids: list[uuid.UUID],
+                  now: datetime, status: str) -> None:
     # Its own short transaction, right after the server accepted: the duplicate window.
     async with session_scope(maker) as session:
         await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, OutboxMessage.status == "pending")
-            .values(status="sent", sent_at=now, claimed_until=None, last_error=None)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
+            .values(status=status, sent_at=now, claimed_until=None, last_error=None)
             .execution_options(synchronize_session=False))
 
 
-async def _mark_unsent(maker: async_sessionmaker[AsyncSession], c: Claimed, worker_id: str,
-                       now: datetime, *, permanent: bool, reason: str) -> None:
+async def _mark_unsent(maker: async_sessionmaker[AsyncSession], group: list[Claimed],
+                       worker_id: str, now: datetime, *, permanent: bool,
+                       reason: str) -> None:
+    attempts = max(c.attempts for c in group)
     values: dict[str, Any] = {"claimed_until": None, "last_error": reason}
     if permanent:
         values["status"] = "failed"
     else:
-        values["next_attempt_at"] = now + backoff(c.attempts)
+        values["next_attempt_at"] = now + backoff(attempts)
     async with session_scope(maker) as session:
         await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id == c.id, OutboxMessage.status == "pending",
-                   OutboxMessage.claimed_by == worker_id)
+            .where(OutboxMessage.id.in_([c.id for c in group]),
+                   OutboxMessage.status == "pending", OutboxMessage.claimed_by == worker_id)
             .values(**values).execution_options(synchronize_session=False))
 
 
 async def send_claimed(maker: async_sessionmaker[AsyncSession], mailer: Mailer, clock: Clock,
-                       claimed: list[Claimed], *, worker_id: str) -> Counter[str]:
+                       claimed: Claim, *, worker_id: str,
+                       settled: str = "sent") -> Counter[str]:
+    """One mail per recipient: a notice as it was written, or a digest of several (each still
+    settled once, with its own row)."""
     stats: Counter[str] = Counter()
     async with mailer.connection() as connection:
-        for c in claimed:
+        for group in claimed.by_recipient():
+            email = group[0].email if len(group) == 1 else digest(group)
             try:
-                await connection.send(c.email)
+                await connection.send(email)
             except PermanentFailure as exc:
-                log.warning("notice %s refused for good: %s", c.id, exc.reason)
-                await _mark_unsent(maker, c, worker_id, clock.now(), permanent=True,
+                log.warning("%d notice(s) refused for good: %s", len(group), exc.reason)
+                await _mark_unsent(maker, group, worker_id, clock.now(), permanent=True,
                                    reason=exc.reason)
-                stats["failed"] += 1
+                stats["failed"] += len(group)
             except TransientFailure as exc:
-                log.info("notice %s not sent (attempt %d), will retry: %s", c.id, c.attempts,
-                         exc.reason)
-                await _mark_unsent(maker, c, worker_id, clock.now(), permanent=False,
+                log.info("%d notice(s) not sent, will retry: %s", len(group), exc.reason)
+                await _mark_unsent(maker, group, worker_id, clock.now(), permanent=False,
                                    reason=exc.reason)
-                stats["retry"] += 1
+                stats["retry"] += len(group)
             else:
-                await _mark_sent(maker, c.id, clock.now())
-                stats["sent"] += 1
+                await _settle(maker, [c.id for c in group], clock.now(), settled)
+                stats[settled] += len(group)
+                stats["mails"] += 1
     return stats
 
 
 async def deliver(maker: async_sessionmaker[AsyncSession], mailer: Mailer, clock: Clock, *,
                   worker_id: str, smtp_timeout_seconds: float,
-                  batch_size: int = DELIVERY_BATCH) -> Counter[str]:
-    """Send every due notice. Every claimed row is settled (sent, failed, retried later or
-    skipped) before the next claim, so the loop ends."""
+                  batch_size: int = DELIVERY_BATCH, settled: str = "sent") -> Counter[str]:
+    """Send every due notice, one mail per recipient per call (a digest when several are due;
+    a recipient with more than `DIGEST_MAX` gets the rest in the next cycle). Every claimed row
+    is settled (sent, failed, retried later or skipped) before the next claim, so the loop
+    ends."""
     stats: Counter[str] = Counter()
     limit = min(batch_size, DELIVERY_BATCH)
+    mailed: set[str] = set()
     while True:
         taken = await claim(maker, now=clock.now(), worker_id=worker_id, limit=limit,
-                            lease=lease_for(limit, smtp_timeout_seconds))
+                            lease=lease_for(limit, smtp_timeout_seconds),
+                            exclude=frozenset(mailed))
         if not taken:
             return stats
         if taken.skipped:
             stats["skipped"] += taken.skipped
-        stats.update(await send_claimed(maker, mailer, clock, taken.messages,
-                                        worker_id=worker_id))
+        mailed.update(c.email.to for c in taken.messages)
+        stats.update(await send_claimed(maker, mailer, clock, taken, worker_id=worker_id,
+                                        settled=settled))
 
+
+async def waiting(maker: async_sessionmaker[AsyncSession]) -> int:
+    """Notices not sent yet."""
+    async with maker() as session:
+        return (await session.execute(
+            select(func.count()).where(OutboxMessage.status == "pending"))).scalar_one()
+
+
+# A digest of more notices than this lists them by subject only.
+DIGEST_FULL = 20
+
+
+def digest(group: list[Claimed]) -> Email:
+    """Several notices for one recipient in one mail: a line for each, then each in full (up
+    to `DIGEST_FULL` of them; past that, the lines only). Its Message-ID is stable for the same
+    notices, so a resend of the same mail is recognisable."""
+    lines = "\n".join(f"- {c.email.subject}" for c in group)
+    parts = [f"You have {len(group)} notices about your Tessera tokens:\n\n{lines}"]
+    if len(group) <= DIGEST_FULL:
+        parts += [f"--- {i} of {len(group)} ---\n\n{c.email.body}"
+                  for i, c in enumerate(group, 1)]
+    else:
+        parts.append("GET /v1/me/tokens lists your tokens with their expiry dates; a token is "
+                     "never extended: generate a new one (POST /v1/me/tokens) where one is "
+                     "used.")
+    expired = sum(c.kind == NoticeKind.expired for c in group)
+    subject = (f"{len(group)} of your Tessera tokens expire soon" if not expired else
+               f"{len(group)} notices about your Tessera tokens ({expired} expired)")
+    ident = uuid.uuid5(uuid.NAMESPACE_URL, ",".join(sorted(str(c.id) for c in group)))
+    return Email(to=group[0].email.to, subject=subject, body="\n\n".join(parts) + "\n",
+                 message_id=str(ident))
 
 
 # What pruning may touch: notices that will never be sent (again).
-SETTLED = ("sent", "failed", "skipped")
+SETTLED = ("sent", "logged", "failed", "skipped")
 # Batches per call: a cycle's pruning stays bounded however large the backlog; the next cycle
 # goes on where this one stopped.
 PRUNE_BATCHES = 20

@@ -3,6 +3,7 @@ once: rows are claimed with `FOR UPDATE SKIP LOCKED` and outcomes are keyed uniq
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -19,6 +20,8 @@ from app.notifications import mailer as mail
 from app.notifications import outbox, sweeps
 from app.worker import deactivations
 
+log = logging.getLogger("tessera.worker")
+
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -29,7 +32,7 @@ class Context:
     maker: async_sessionmaker[AsyncSession]
     clock: Clock
     settings: Settings
-    mailer: mail.Mailer
+    mailer: mail.Mailer | None  # None: no SMTP host; notices wait in the outbox
     worker_id: str = field(default_factory=new_worker_id)
 
     @classmethod
@@ -55,9 +58,18 @@ async def enqueue_expiring(ctx: Context) -> Counter[str]:
 
 
 async def deliver_notices(ctx: Context) -> Counter[str]:
+    if ctx.mailer is None:
+        # Never lost: they wait, and go out once TESSERA_SMTP_HOST is set.
+        waiting = await outbox.waiting(ctx.maker)
+        if waiting:
+            log.warning("%d notice(s) wait in the outbox: TESSERA_SMTP_HOST is not set (or set "
+                        "TESSERA_MAIL_LOG_ONLY=true to write them to the log instead)", waiting)
+        return Counter(waiting=waiting)
     return await outbox.deliver(ctx.maker, ctx.mailer, ctx.clock, worker_id=ctx.worker_id,
                                 smtp_timeout_seconds=ctx.settings.smtp_timeout_seconds,
-                                batch_size=ctx.settings.worker_batch_size)
+                                batch_size=ctx.settings.worker_batch_size,
+                                settled="logged" if isinstance(ctx.mailer, mail.LogMailer)
+                                else "sent")
 
 
 async def prune_notices(ctx: Context) -> Counter[str]:

@@ -149,9 +149,12 @@ async def test_integration_token_notice_goes_to_the_admin_who_generated_it(
     await set_period(client, plan, 30, "days")
     clock.advance(days=23)
     await cycle(make_worker(database, clock, smtp))
-    [notice] = [r for r in smtp.to(plan.admin.email) if token.hint in r.subject]
+    # The admin's own personal token is due too: one mail, a digest of both notices.
+    [notice] = smtp.to(plan.admin.email)
+    assert notice.subject == "2 of your Tessera tokens expire soon"
+    assert f"ending in {token.hint} expires at" in notice.body
     assert ('integration token "nightly export" of the integration "Billing sync", ending in '
-            f"{token.hint}") in notice.body
+            f"{token.hint}") in " ".join(notice.body.split())
     assert f"POST https://tessera.test/v1/plans/{plan.plan_id}/integrations/{integ.id}/tokens" \
         in notice.body
 
@@ -222,3 +225,32 @@ async def test_a_first_run_does_not_mail_about_tokens_dead_for_long(
     await cycle(make_worker(database, clock, smtp))
     assert smtp.to(user.email) == []
     assert (await token_row(database, token.id)).expired_at is not None
+
+
+async def test_notices_wait_without_smtp_then_go_out_once_as_one_digest(client, plan, clock,
+                                                                        database,
+                                                                        smtp) -> None:
+    """No SMTP host: the notices wait in the outbox, and go out once one is set. A recipient
+    with many tokens due gets one mail per cycle listing them all (a digest), and each token's
+    notice is still settled exactly once."""
+    owner = await plan.add_user(token=False)
+    tokens = [await issue(database, plan, user_id=owner.user_id, name=f"job {i}")
+              for i in range(25)]
+    await set_period(client, plan, 10, "days")
+    clock.advance(days=5)
+    without = make_worker(database, clock, None)
+    report = await cycle(without)
+    assert report.jobs["notices.deliver"].stats["waiting"] >= 25
+    assert smtp.to(owner.email) == []
+    assert {r.status for t in tokens for r in await outbox_rows(database, t.id)} == {"pending"}
+
+    with_smtp = make_worker(database, clock, smtp)
+    await cycle(with_smtp)
+    [mail] = smtp.to(owner.email)
+    assert mail.subject == "25 of your Tessera tokens expire soon"
+    for token in tokens:
+        assert f"ending in {token.hint} expires at" in mail.body
+    assert mail.message["Message-ID"]
+    assert {r.status for t in tokens for r in await outbox_rows(database, t.id)} == {"sent"}
+    await cycle(with_smtp)
+    assert len(smtp.to(owner.email)) == 1  # exactly once

@@ -67,7 +67,10 @@ def _cli(args: list[str], db: str, **env: str) -> subprocess.CompletedProcess[st
                                **env})
 
 
-def test_worker_once_with_no_smtp_logs_what_it_would_send(tmp_path) -> None:
+def test_without_smtp_notices_wait_and_log_only_is_a_choice(tmp_path) -> None:
+    """No SMTP host: a notice is never lost. It waits in the outbox (the worker says how many,
+    in one line), and `TESSERA_MAIL_LOG_ONLY=true` writes each mail as one log line instead,
+    once."""
     db = tmp_path / "first.db"
     assert _cli(["migrate"], db).returncode == 0
     boot = _cli(["bootstrap", "--plan", "First", "--admin-email", "admin@example.com"], db)
@@ -75,12 +78,21 @@ def test_worker_once_with_no_smtp_logs_what_it_would_send(tmp_path) -> None:
     with sqlite3.connect(db) as conn:  # a 1-day period, and a token generated 2 days ago
         conn.execute("UPDATE plans SET expiration_value = 1, expiration_unit = 'days'")
         conn.execute("UPDATE tokens SET issued_at = datetime(issued_at, '-2 days')")
-    run = _cli(["worker", "--once"], db)
-    assert run.returncode == 0, run.stderr
-    assert "mail not sent (TESSERA_SMTP_HOST is not set)" in run.stderr
-    assert "To: admin@example.com" in run.stderr
-    assert f"ending in {secret[-4:]} has expired" in run.stderr
-    assert "POST http://localhost:8000/v1/me/tokens" in run.stderr
-    assert secret not in run.stderr and secret not in run.stdout
-    again = _cli(["worker", "--once"], db)
-    assert again.returncode == 0 and "mail not sent" not in again.stderr  # sent once
+    for _ in range(2):
+        run = _cli(["worker", "--once"], db)
+        assert run.returncode == 0, run.stderr
+        assert "1 notice(s) wait in the outbox: TESSERA_SMTP_HOST is not set" in run.stderr
+        assert "admin@example.com" not in run.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM notification_outbox").fetchall() == \
+            [("pending",)]
+    logged = _cli(["worker", "--once"], db, TESSERA_MAIL_LOG_ONLY="true")
+    assert logged.returncode == 0, logged.stderr
+    [line] = [x for x in logged.stderr.splitlines() if "mail not sent (log only" in x]
+    assert "to admin@example.com:" in line and f"ending in {secret[-4:]} has expired" in line
+    assert secret not in logged.stderr and secret not in logged.stdout
+    again = _cli(["worker", "--once"], db, TESSERA_MAIL_LOG_ONLY="true")
+    assert again.returncode == 0 and "mail not sent" not in again.stderr  # once
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM notification_outbox").fetchall() == \
+            [("logged",)]
