@@ -71,10 +71,13 @@ def _worker(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.serving import SlowClientGuard
+
+    settings = get_settings()
     uvicorn.run("app.main:create_served_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools",
-                log_level=get_settings().log_level, access_log=args.access_log,
-                proxy_headers=True)
+                workers=args.workers, loop="uvloop", http=SlowClientGuard,
+                log_level=settings.log_level, access_log=args.access_log,
+                timeout_keep_alive=settings.keep_alive_timeout_seconds, proxy_headers=True)
     return 0
 
 

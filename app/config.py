@@ -46,12 +46,24 @@ class Settings(BaseSettings):
     # How long a request waits for a pool connection before its 503: shorter than a gateway's
     # own timeout (the documented Envoy config: 2 s), so the gateway passes on Tessera's answer.
     db_pool_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
+    # The longest one statement of a request may run, and the longest a new connection may take
+    # to open: a database that hangs (a partition, a stuck primary) is then a 503 within about
+    # twice the statement timeout (the driver also waits that long for its cancel request),
+    # like one that is down. The worker and `tessera migrate` are not bound by it.
+    db_statement_timeout_seconds: float = Field(default=1.0, gt=0, le=600)
+    db_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
     # In-process cache of token facts (app/tokens/cache.py); 0 turns it off. PostgreSQL only.
     token_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
     # The longest a cached answer may outlive a change made on another replica: the cache serves
     # only while its LISTEN connection answered a heartbeat within this many seconds.
     token_cache_bound_seconds: float = Field(default=1.0, gt=0, le=60)
     token_cache_heartbeat_seconds: float = Field(default=0.25, gt=0, le=30)
+    # Slow clients (`tessera serve`, app/serving.py): a request's headers must arrive within
+    # this many seconds of its first byte, its body within this many of its headers, and a
+    # kept-alive connection may sit idle this long between requests.
+    header_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    keep_alive_timeout_seconds: float = Field(default=5, gt=0, le=600)
     log_level: str = "info"
     # Cookies marked Secure; turn off only for plain-http local runs.
     secure_cookies: bool = False

@@ -6,6 +6,7 @@ Alembic owns the schema (see `migrations/`); nothing here creates tables.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,7 +68,12 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
+                statement_timeout: float | None = None, connect_timeout: float | None = None,
                 **kwargs: Any) -> AsyncEngine:
+    """An engine for `url`. On PostgreSQL, `statement_timeout` bounds each statement twice: on
+    the server (a slow statement is cancelled, SQLSTATE 57014) and in the driver (a server
+    that does not answer at all, as a frozen one does: TimeoutError); `connect_timeout` bounds
+    opening a connection. Both are answered 503 (`app.api.errors`)."""
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -80,8 +86,16 @@ def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
             cur.close()
 
         return engine
+    connect_args: dict[str, Any] = {}
+    if connect_timeout is not None:
+        connect_args["timeout"] = connect_timeout
+    if statement_timeout is not None:
+        connect_args["command_timeout"] = statement_timeout
+        connect_args["server_settings"] = {
+            "statement_timeout": str(max(1, int(statement_timeout * 1000)))}
     return create_async_engine(
         url,
+        connect_args=connect_args,
         # A fixed pool, no overflow: under a sustained load above the pool's size, overflow
         # connections were opened and closed request after request (a PostgreSQL backend
         # started each time), which halved personal token creation (bench/NOTES.md). A request
@@ -131,6 +145,57 @@ def for_many(query: Select[Any], column: Any) -> dict[str | None, Select[Any]]: 
 
 def of_dialect(queries: dict[str | None, Select[Any]], dialect: str) -> Select[Any]:
     return queries.get(dialect, queries[None])
+
+
+def unresponsive(exc: BaseException) -> bool:
+    """The driver gave up waiting for the server (the statement or connect timeout): the
+    connection is in an unknown state, and a server that does not answer would not answer its
+    ROLLBACK either. It is thrown away (`invalidate`), not given back to the pool."""
+    return isinstance(exc, TimeoutError | ConnectionError)
+
+
+@asynccontextmanager
+async def connection(engine: AsyncEngine, *, begin: bool = False) -> AsyncIterator[Any]:
+    """`engine.connect()` (or `.begin()`), except that a connection whose server stopped
+    answering is invalidated at once: giving it back would wait on its ROLLBACK, one more
+    timeout per request in front of a hung database."""
+    conn = await engine.connect()
+    try:
+        if begin:
+            async with conn.begin():
+                yield conn
+        else:
+            yield conn
+    except BaseException as exc:
+        if unresponsive(exc):
+            await _throw_away(conn)
+        raise
+    finally:
+        await conn.close()
+
+
+async def _throw_away(conn: Any) -> None:  # noqa: ANN401 - an AsyncConnection
+    """Invalidate a connection whose server stopped answering, closing its socket at once:
+    SQLAlchemy would first try a graceful close (a Terminate message and up to 2 s for the
+    server to hang up), which a server that does not answer makes the request wait for."""
+    with contextlib.suppress(Exception):
+        _terminate(await conn.get_raw_connection())
+    await conn.invalidate()
+
+
+def _terminate_session(session: AsyncSession) -> None:
+    """`_throw_away` for the connection a session holds, if it holds one (asking the session
+    for it would open a new one, and wait on a server that does not answer)."""
+    transaction = session.sync_session.get_transaction()
+    for held in getattr(transaction, "_connections", {}).values():
+        with contextlib.suppress(Exception):
+            _terminate(held[0].connection)
+
+
+def _terminate(pooled: Any) -> None:  # noqa: ANN401 - a pool's proxied DBAPI connection
+    terminate = getattr(pooled.driver_connection, "terminate", None)
+    if terminate is not None:
+        terminate()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -223,10 +288,15 @@ async def session_scope(maker: async_sessionmaker[AsyncSession]) -> AsyncIterato
         yield lazy  # an AsyncSession in all but construction time
         if touched := not _idle(lazy.made):
             await lazy.made.commit()
-    except BaseException:
+    except BaseException as exc:
         if touched or not _idle(lazy.made):
             touched = True
-            await lazy.made.rollback()
+            if unresponsive(exc):
+                # No ROLLBACK to a server that does not answer: the connection goes.
+                _terminate_session(lazy.made)
+                await lazy.made.invalidate()
+            else:
+                await lazy.made.rollback()
         raise
     finally:
         session = lazy.made

@@ -50,6 +50,21 @@ def serve(app: FastAPI) -> FastChecks:
 YOUNG_THRESHOLD = 20_000
 
 
+async def _close_pool(engine: AsyncEngine) -> None:
+    """Close the pool's connections at shutdown. One that cannot be closed gracefully (its
+    server stopped answering a moment ago) is dropped all the same, without SQLAlchemy's
+    traceback: there is nothing left for an operator to act on."""
+    pool_log = logging.getLogger("sqlalchemy.pool")
+    level = pool_log.level
+    pool_log.setLevel(logging.CRITICAL)
+    try:
+        await engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - shutting down: say it, and go on
+        log.warning("closing the database pool at shutdown: %s", type(exc).__name__)
+    finally:
+        pool_log.setLevel(level)
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                engine: AsyncEngine | None = None, freeze_heap: bool = False) -> FastAPI:
     """`freeze_heap`: once started, move every object alive so far (modules, routes, mappers,
@@ -62,7 +77,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     applications keeps it off."""
     settings = settings or get_settings()
     engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size,
-                                   pool_timeout=settings.db_pool_timeout_seconds)
+                                   pool_timeout=settings.db_pool_timeout_seconds,
+                                   statement_timeout=settings.db_statement_timeout_seconds,
+                                   connect_timeout=settings.db_connect_timeout_seconds)
 
     token_cache = TokenCache(settings.token_cache_size, settings.token_cache_bound_seconds)
 
@@ -89,7 +106,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             yield
         if listener is not None:
             await listener.stop()
-        await engine.dispose()
+        await _close_pool(engine)
 
     app = FastAPI(
         title="Tessera",

@@ -84,8 +84,9 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 # PostgreSQL SQLSTATEs that mean "the database is not there for us", whatever the statement:
 # connection exceptions (class 08), operator intervention (57P01 admin shutdown, 57P02 crash
-# shutdown, 57P03 cannot connect now, 57P04 database dropped), too many connections.
-_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300")
+# shutdown, 57P03 cannot connect now, 57P04 database dropped), too many connections, and a
+# statement cancelled by the statement timeout (57014: the database did not answer in time).
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "57014")
 
 
 def _is_db_outage(exc: BaseException) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from app.db import connection
 from app.integrations.models import Installation
 from app.plans.expiry import Period, plan_period
 from app.plans.models import Plan
@@ -62,7 +63,7 @@ async def in_plan(db: AsyncSession | AsyncConnection | AsyncEngine, tcache: Toke
     generation = tcache.generation if tcache is not None else 0
     params = {"integration_id": integration_id, "plan_id": plan_id}
     if isinstance(db, AsyncEngine):
-        async with cache.autocommit(db).connect() as conn:
+        async with connection(cache.autocommit(db)) as conn:
             row = (await conn.execute(_IN_PLAN, params)).first()
     else:
         row = (await db.execute(_IN_PLAN, params)).first()

@@ -105,6 +105,11 @@ class Batcher(Generic[Item, Result]):
                 try:
                     outcomes = await self._attempt([item for item, _done in batch])
                 except BaseException as exc:  # every waiter learns its batch failed
+                    if db.unresponsive(exc):
+                        # The server stopped answering: the requests queued meanwhile would
+                        # only wait one more timeout for the same answer (fail closed now).
+                        batch += self._queue
+                        self._queue = []
                     for _item, done in batch:
                         if not done.done():
                             done.set_exception(exc)
@@ -170,7 +175,7 @@ class Lookup(Batcher[str, Any]):
         return await self._submit(key)
 
     async def _run(self, items: list[str]) -> list[Any]:
-        async with cache.autocommit(self.engine).connect() as conn:
+        async with db.connection(cache.autocommit(self.engine)) as conn:
             found = await self.read(conn, list(dict.fromkeys(items)))
         return [found.get(key) for key in items]
 
@@ -314,7 +319,7 @@ class TokenWriter(Batcher[Write, bool]):
         if not rotations:
             rows = _json([row for w in writes for row in w.rows])
             events = _json([event for w in writes for event in w.events])
-            async with engine.connect() as conn:
+            async with db.connection(engine) as conn:
                 await conn.exec_driver_sql(_insert_sql(columns), (rows, events))
             return set()
         rows = _json([{**row, "rotates": w.rotate} for w in writes for row in w.rows])
@@ -325,7 +330,7 @@ class TokenWriter(Batcher[Write, bool]):
         keys = Keys(frozenset(rotations))
         cache.evict_here(keys)  # as `cache.changed`: now, and again after the commit
         try:
-            async with engine.connect() as conn:
+            async with db.connection(engine) as conn:
                 result = await conn.exec_driver_sql(
                     _rotate_sql(columns), (rotate, rows, cache.CHANNEL, events))
                 ids = result.scalar_one()
@@ -339,7 +344,7 @@ class TokenWriter(Batcher[Write, bool]):
         keys = Keys(frozenset(rotations))
         if rotations:
             cache.evict_here(keys)
-        async with self.engine.begin() as conn:
+        async with db.connection(self.engine, begin=True) as conn:
             rotated = await self._rotate(conn, rotations) if rotations else set()
             if rotated:
                 await cache.announce(conn, Keys(frozenset(rotated)))
@@ -448,7 +453,7 @@ class TokenRevoker(Batcher[Revocation, None]):
         payloads = _json(sorted({k.payload() for k in keys}))
         families = [str(k.family_id) for k in keys if k.family_id is not None]
         if not families:  # single tokens: one statement, atomic on its own
-            async with cache.autocommit(self.engine).connect() as conn:
+            async with db.connection(cache.autocommit(self.engine)) as conn:
                 await conn.exec_driver_sql(_REVOKE_SQL, (revocations, events, cache.CHANNEL,
                                                          payloads))
             return
@@ -456,7 +461,7 @@ class TokenRevoker(Batcher[Revocation, None]):
         # in id order, waiting for a rotation in flight to commit; the second, whose snapshot
         # is taken after that, then sees the rows the rotation added and revokes them too. A
         # rotation that comes later waits on those locks and finds its token revoked.
-        async with self.engine.begin() as conn:
+        async with db.connection(self.engine, begin=True) as conn:
             await conn.exec_driver_sql(_LOCK_FAMILIES_SQL, (_json(sorted(set(families))),))
             await conn.exec_driver_sql(_REVOKE_SQL, (revocations, events, cache.CHANNEL,
                                                      payloads))
@@ -465,7 +470,7 @@ class TokenRevoker(Batcher[Revocation, None]):
         """Core statements in one transaction (SQLite: no JSON functions relied on, no
         NOTIFY to send)."""
         table = Token.__table__
-        async with self.engine.begin() as conn:
+        async with db.connection(self.engine, begin=True) as conn:
             for r in sorted(items, key=lambda r: r.at):
                 condition = table.c.id == r.stored.id
                 if (family := r.keys.family_id) is not None:

@@ -57,6 +57,9 @@ def tessera(database_url: str, folder: Path, name: str = "tessera",
     port = free_port()
     env = {**os.environ, "TESSERA_DATABASE_URL": database_url, "TESSERA_LOG_LEVEL": "info",
            "TESSERA_ISSUER": f"http://127.0.0.1:{port}",
+           # A test machine shared by many processes can be slow: the tests that are not about
+           # timeouts must not meet them (the hang test sets its own).
+           "TESSERA_DB_STATEMENT_TIMEOUT_SECONDS": "10",
            **{f"TESSERA_{k.upper()}": v for k, v in settings.items()}}
     log = folder / f"{name}.log"
     with log.open("wb") as out:
