@@ -77,7 +77,11 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run("app.main:create_served_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, loop="uvloop", http=SlowClientGuard,
                 log_level=settings.log_level, access_log=args.access_log,
-                timeout_keep_alive=settings.keep_alive_timeout_seconds, proxy_headers=True)
+                timeout_keep_alive=settings.keep_alive_timeout_seconds,
+                # The client's address is the peer's, unless the peer is a trusted proxy: then
+                # the last untrusted address of X-Forwarded-For (rule 12 counts by it).
+                proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=settings.trusted_proxies or None)
     return 0
 
 

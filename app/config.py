@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # only while its LISTEN connection answered a heartbeat within this many seconds.
     token_cache_bound_seconds: float = Field(default=1.0, gt=0, le=60)
     token_cache_heartbeat_seconds: float = Field(default=0.25, gt=0, le=30)
+    # Password checks (argon2id) running at once in a process, and waiting beyond them; past
+    # that a sign-in is answered 503 at once (app/throttle/hashing.py).
+    password_hash_concurrency: int = Field(default=1, ge=1, le=64)
+    password_hash_queue: int = Field(default=32, ge=0, le=10_000)
+    # Addresses (IPs or CIDR networks) of proxies whose X-Forwarded-For is believed: the source
+    # address that guessing is counted against. None: the peer itself.
+    trusted_proxies: str = ""
     # Slow clients (`tessera serve`, app/serving.py): a request's headers must arrive within
     # this many seconds of its first byte, its body within this many of its headers, and a
     # kept-alive connection may sit idle this long between requests.

@@ -67,3 +67,27 @@ class Conflict(ApiError):
 class Unavailable(ApiError):
     status_code = 503
     code = "unavailable"
+
+
+class TooManyAttempts(ApiError):
+    """Rule 12: too many failed attempts at a guessable secret from this account or address;
+    `Retry-After` says when to try again."""
+
+    status_code = 429
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed attempts; try again in {retry_after} s",
+                         headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class Busy(ApiError):
+    """Too many sign-ins wait for a password check at once (rule 12): retry shortly."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self) -> None:
+        super().__init__("too many sign-ins at once; try again in a moment",
+                         headers={"Retry-After": "1"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -22,6 +23,8 @@ from app.gateway.fast_path import FastChecks
 from app.oauth2.clients import ClientReader
 from app.oauth2.fast_path import FastForms
 from app.oauth2.metadata import metadata as authorization_server_metadata
+from app.throttle import hashing
+from app.throttle.store import Throttles
 from app.tokens.batches import Batches
 from app.tokens.cache import Listener, TokenCache
 
@@ -82,14 +85,20 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                                    connect_timeout=settings.db_connect_timeout_seconds)
 
     token_cache = TokenCache(settings.token_cache_size, settings.token_cache_bound_seconds)
+    throttles = Throttles(engine)
+    hashing.SLOTS.configure(settings.password_hash_concurrency, settings.password_hash_queue)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # The cache answers only while its LISTEN/NOTIFY listener is healthy (PostgreSQL only).
         listener = Listener.for_engine(
-            token_cache, engine, heartbeat_seconds=settings.token_cache_heartbeat_seconds)
+            token_cache, engine, heartbeat_seconds=settings.token_cache_heartbeat_seconds,
+            throttles=throttles)
         if listener is not None:
-            listener.start()
+            listener.start()  # it learns the blocks in force when it connects
+        else:
+            with contextlib.suppress(Exception):  # a database not there yet: none to learn
+                await throttles.load(_app.state.clock.now())
         if freeze_heap:
             gc.collect()
             gc.freeze()
@@ -123,6 +132,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.token_cache = token_cache
     app.state.token_batches = Batches.for_engine(engine)
     app.state.client_reader = ClientReader(engine)
+    app.state.throttles = throttles
 
     errors.install(app)
 

@@ -7,6 +7,7 @@ from app.notifications.models import OutboxMessage
 from app.oauth2.models import AuthorizationCode
 from app.operators.models import Operator
 from app.plans.models import PastPeriod, Plan
+from app.throttle.models import Throttle
 from app.tokens.models import Token
 from app.users.models import User
 
@@ -20,6 +21,7 @@ __all__ = [
     "OutboxMessage",
     "PastPeriod",
     "Plan",
+    "Throttle",
     "Token",
     "User",
 ]

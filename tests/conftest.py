@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import httpx2
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import credentials
@@ -31,6 +32,7 @@ from app.db import make_engine, make_sessionmaker, session_scope
 from app.main import create_app
 from app.operators.models import Operator
 from app.plans.models import Plan
+from app.throttle.models import Throttle
 from app.tokens import service as tokens
 from app.tokens.rules import TokenKind
 from app.users import service as users
@@ -132,8 +134,12 @@ def settings(database: Database) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, clock: FrozenClock, database: Database):  # noqa: ANN201
-    return create_app(settings, clock=clock, engine=database.engine)
+async def app(settings: Settings, clock: FrozenClock, database: Database):  # noqa: ANN201
+    yield create_app(settings, clock=clock, engine=database.engine)
+    # Failed attempts are counted in the database every test shares, each test's clock starting
+    # at the same instant: what one test's guessing counted must not throttle the next.
+    async with database.engine.begin() as conn:
+        await conn.execute(delete(Throttle))
 
 
 @pytest.fixture

@@ -68,9 +68,9 @@ def oauth_response(error: OAuth2Error) -> JSON:
 
 def _wire(status: int, code: str, message: str, headers: dict[str, str] | None = None,
           **extra: Any) -> JSON:
-    return JSON(
-        {"error": code, "message": message, **extra}, status_code=status, headers=headers
-    )
+    """The API's error shape; never stored by a cache, as no answer of the API is."""
+    return JSON({"error": code, "message": message, **extra}, status_code=status,
+                headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -184,10 +184,11 @@ def outage_response(exc: BaseException, path: str) -> JSON | None:
 
 def _unavailable(path: str, message: str) -> JSON:
     """503 with Retry-After: RFC 6749's `temporarily_unavailable` on the OAuth endpoints."""
+    headers = {"Retry-After": "1", "Cache-Control": "no-store"}  # no cache keeps an outage
     if _is_oauth_path(path):
         return JSON({"error": "temporarily_unavailable", "error_description": message},
-                    status_code=503, headers={"Retry-After": "1"})
-    return _wire(503, "unavailable", message, headers={"Retry-After": "1"})
+                    status_code=503, headers=headers)
+    return _wire(503, "unavailable", message, headers=headers)
 
 
 async def fast_response(attempt: Awaitable[Response | None], path: str) -> Response | None:

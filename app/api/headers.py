@@ -4,8 +4,9 @@
   they carry secrets (a new token, a client secret), token data or a caller's identity, and no
   cache between the caller and Tessera may keep them (RFC 9111 §5.2.2.5). The RFC 8414
   metadata sets its own (public, short-lived).
-- Anti-framing and no sniffing on everything, the API documentation pages included: no page of
-  Tessera is meant to be shown inside another site's frame (clickjacking).
+- Anti-framing and no sniffing on every HTML page, the API documentation included: no page of
+  Tessera is meant to be shown inside another site's frame (clickjacking). (JSON answers are
+  left as the hot paths in front of the application send them, so both answer alike.)
 
 The hot paths answered in front of the application (`app.main.serve`) set `no-store`
 themselves.
@@ -37,10 +38,12 @@ class SafeHeaders:
         async def _send(message: Any) -> None:  # noqa: ANN401
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                extra = [h for h in _ALWAYS if h[0] not in present]
-                if _NO_FRAMES[0] not in present:
-                    extra.append(_NO_FRAMES)
+                present = {name.lower(): value for name, value in headers}
+                extra = []
+                if present.get(b"content-type", b"").startswith(b"text/html"):
+                    extra = [h for h in _ALWAYS if h[0] not in present]
+                    if _NO_FRAMES[0] not in present:
+                        extra.append(_NO_FRAMES)
                 if private and _NO_STORE[0] not in present:
                     extra.append(_NO_STORE)
                 if extra:

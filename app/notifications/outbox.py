@@ -131,7 +131,8 @@ async def claim(maker: async_sessionmaker[AsyncSession], *, now: datetime, worke
                 limit: int, lease: timedelta, per_recipient: int = DIGEST_MAX,
                 exclude: frozenset[str] = frozenset()) -> Claim:
     """Take the due notices of up to `limit` recipients (at most `per_recipient` each, none of
-    those in `exclude`) for this worker until `now + lease`.
+    those in `exclude`) for this worker until `now + lease`. (Two workers may rarely split one
+    recipient's notices between two mails; each notice is still sent once.)
 
     Rows whose notice is no longer true (token revoked, expiry changed, expired before an
     "expiring" notice went out) are set `skipped` instead of being handed out."""
@@ -139,9 +140,13 @@ async def claim(maker: async_sessionmaker[AsyncSession], *, now: datetime, worke
         due = _claimable(now)
         if exclude:
             due = and_(due, OutboxMessage.recipient.not_in(sorted(exclude)))
-        recipients = (await session.execute(
-            select(OutboxMessage.recipient).where(due).group_by(OutboxMessage.recipient)
-            .order_by(func.min(OutboxMessage.next_attempt_at)).limit(limit))).scalars().all()
+        # The recipients of up to `limit` rows no other worker holds (SKIP LOCKED), the
+        # longest waiting first; then the rest of those recipients' due rows join the claim.
+        seen = (await session.execute(
+            select(OutboxMessage.recipient).where(due)
+            .order_by(OutboxMessage.next_attempt_at).limit(limit)
+            .with_for_update(skip_locked=True))).scalars().all()
+        recipients = list(dict.fromkeys(seen))
         if not recipients:
             return Claim([])
         ids = (await session.execute(

@@ -24,6 +24,7 @@ from app.api.deps import AppSettings, Now, Session
 from app.audit import service as audit
 from app.config import Settings
 from app.credentials import SecretKind
+from app.errors import Busy, TooManyAttempts
 from app.integrations import review
 from app.integrations import service as integrations
 from app.integrations.access import Access, ReviewStatus, Rule, decide
@@ -140,14 +141,22 @@ def _to_client(req: AuthRequest, settings: Settings, **params: str) -> RedirectR
                             headers=browser.PAGE_HEADERS)
 
 
-def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200,
+          headers: dict[str, str] | None = None) -> Response:
     settings = request.app.state.settings
     csrf = browser.csrf_token(request, settings)
     response = templates.TemplateResponse(request, name, {**context, "csrf": csrf},
-                                          status_code=status, headers=browser.PAGE_HEADERS)
+                                          status_code=status,
+                                          headers={**browser.PAGE_HEADERS, **(headers or {})})
     if browser.login_session(request, settings) is None:  # before login: double submit
         browser.set_csrf(response, settings, csrf)
     return response
+
+
+def _slow_down_words(exc: TooManyAttempts | Busy) -> str:
+    if isinstance(exc, TooManyAttempts):
+        return (f"Too many failed sign-ins. Try again in {exc.retry_after} seconds.")
+    return "Too many sign-ins at once. Try again in a moment."
 
 
 def _error_page(request: Request, message: str) -> Response:
@@ -299,8 +308,17 @@ async def _handle(request: Request, session: AsyncSession, settings: Settings, n
     action = (form or {}).get("action")
 
     if action == "login":
-        user = await users.sign_in(session, form.get("email", ""), form.get("password", ""),
-                                   via="password", now=now, client_id=req.integration.client_id)
+        try:
+            user = await users.sign_in(
+                session, form.get("email", ""), form.get("password", ""), via="password",
+                now=now, client_id=req.integration.client_id,
+                throttles=request.app.state.throttles,
+                source=request.client.host if request.client else None)
+        except (TooManyAttempts, Busy) as exc:
+            return _page(request, "login.html", {
+                "client_name": req.integration.name, "params": req.params,
+                "error": _slow_down_words(exc), "email": form.get("email", "")},
+                status=exc.status_code, headers=exc.headers)
         if user is None:
             return _page(request, "login.html", {
                 "client_name": req.integration.name, "params": req.params,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote_plus
 
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,6 +17,8 @@ from app import credentials
 from app.auth.dependencies import basic_credentials
 from app.db import for_many, of_dialect
 from app.integrations.models import Installation, Integration
+from app.throttle import store as throttle
+from app.throttle.store import Throttles
 from app.tokens.batches import Lookup
 from app.tokens.cache import TokenCache
 
@@ -129,9 +131,30 @@ def _invalid(description: str) -> InvalidClientError:
     return InvalidClientError(description=description, status_code=401)
 
 
+class SlowDown(OAuth2Error):
+    """Rule 12: too many failed client authentications from this client or source address.
+    RFC 8628 §3.5's `slow_down` (registered for the token endpoint's responses), with 429 and
+    `Retry-After`: the answer keeps RFC 6749 §5.2's shape."""
+
+    error = "slow_down"
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(description="too many failed client authentications; retry in "
+                                     f"{retry_after} s")
+        self.retry_after = retry_after
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
+
+
 async def authenticate(authorization: str | None, reader: ClientReader, form: dict[str, str],
-                       *, allow_public: bool) -> AuthenticatedClient:
-    """The client of a request with this `Authorization` header (None: absent) and form."""
+                       *, allow_public: bool, throttles: Throttles | None = None,
+                       source: str | None = None,
+                       now: datetime | None = None) -> AuthenticatedClient:
+    """The client of a request with this `Authorization` header (None: absent) and form. A
+    secret presented for a client id or from a source address that failed too often is refused
+    before it is checked (`SlowDown`); a wrong one counts against both (rule 12)."""
     basic = _basic(authorization)
     if basic is not None and ("client_secret" in form):
         raise InvalidRequestError(description="use one client authentication method, not two")
@@ -147,6 +170,10 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
     else:
         raise _invalid("client authentication is required")
 
+    guarded = throttles is not None and now is not None and method != "none"
+    keys = throttle.secret_keys(client_id, source)
+    if guarded and (wait := await throttles.check(keys, now)) is not None:
+        raise SlowDown(wait)
     client = await reader.find(client_id) if _could_exist(client_id) else None
     if method == "none":
         if client is None or client.facts.confidential:
@@ -155,6 +182,10 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
     presented = credentials.digest(secret or "")
     stored = client.secret_digest if client and client.secret_digest else _NO_CLIENT
     if not credentials.digests_equal(presented, stored) or client is None:
+        if guarded:
+            # An unknown client id counts against the address only: guessed ids must not
+            # fill the table.
+            await throttles.failed(keys if client is not None else keys[1:], now)
         raise _invalid("unknown client or wrong secret")
     return AuthenticatedClient(client.facts, method)
 
@@ -173,15 +204,19 @@ def credentials_key(header: str | None, form: dict[str, str], purpose: str) -> s
 
 async def authenticate_cached(authorization: str | None, reader: ClientReader,
                               form: dict[str, str], cache: TokenCache | None, *,
-                              allow_public: bool, purpose: str) -> AuthenticatedClient:
+                              allow_public: bool, purpose: str,
+                              throttles: Throttles | None = None, source: str | None = None,
+                              now: datetime | None = None) -> AuthenticatedClient:
     """`authenticate`, answered from the token cache for credentials (a secret) that
     authenticated before for the same `purpose` (`token`, `introspect`); a public client (no
-    secret) is always read."""
+    secret) is always read. Credentials known good are not throttled: a guesser's block never
+    locks the client itself out."""
     key = credentials_key(authorization, form, purpose) if cache is not None else None
     if key is not None and (known := cache.get_client(key)) is not None:
         return known
     generation = cache.generation if cache is not None else 0
-    client = await authenticate(authorization, reader, form, allow_public=allow_public)
+    client = await authenticate(authorization, reader, form, allow_public=allow_public,
+                                throttles=throttles, source=source, now=now)
     if key is not None and client.method != "none":
         cache.put_client(key, client.integration.id, client, generation)
     return client

@@ -22,7 +22,7 @@ from app.api import errors
 from app.api.responses import JSON, NO_STORE
 from app.oauth2 import introspection, requests, token_endpoint
 
-Handler = Callable[[Any, str | None, dict[str, str], Any], Awaitable[dict[str, Any]]]
+Handler = Callable[..., Awaitable[dict[str, Any]]]
 HANDLERS: dict[str, Handler] = {
     "/oauth2/token": token_endpoint.handle,
     "/oauth2/introspect": introspection.handle,
@@ -54,15 +54,18 @@ class FastForms:
         if not complete:
             await self.app(scope, _replay(body, receive), send)
             return
-        response = await self.respond(handler, headers, body, scope["path"])
+        client = scope.get("client")
+        response = await self.respond(handler, headers, body, scope["path"],
+                                      client[0] if client else None)
         await response(scope, receive, send)
 
     async def respond(self, handler: Handler, headers: dict[bytes, str], body: bytes,
-                      path: str) -> JSON:
+                      path: str, source: str | None = None) -> JSON:
         try:
             requests.require_form(headers.get(b"content-type", ""))
             answer = await handler(self.state, headers.get(b"authorization"),
-                                   requests.parse_form(body), self.state.clock.now())
+                                   requests.parse_form(body), self.state.clock.now(),
+                                   source=source)
         except Exception as exc:  # noqa: BLE001 - mapped as the application maps it
             return errors.failure_response(exc, "POST", path)
         return JSON(answer, headers=NO_STORE)

@@ -71,7 +71,7 @@ def answer_for(stored: StoredToken, now: datetime) -> dict[str, Any]:
 
 
 async def handle(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
-                 now: datetime) -> dict[str, Any]:
+                 now: datetime, source: str | None = None) -> dict[str, Any]:
     """§2.1-2.2 for one request, given its `Authorization` header and form: authenticate the
     caller, then introspect. OAuth errors are raised for the error mapping to answer. `state`
     is the application's (`app.main.create_app`)."""
@@ -80,7 +80,7 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
     # those of concurrent requests; no request holds a connection while it waits for one.
     caller = (await clients.authenticate_cached(
         authorization, state.client_reader, form, cache, allow_public=False,
-        purpose="introspect")).integration
+        purpose="introspect", throttles=state.throttles, source=source, now=now)).integration
     if not caller.can_introspect:
         raise UnauthorizedClientError(description="this client may not introspect tokens",
                                       status_code=403)
@@ -95,7 +95,8 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
 async def introspection_endpoint(request: Request) -> JSON:
     state = request.app.state
     form = await read_form(request)
-    answer = await handle(state, request.headers.get("authorization"), form, state.clock.now())
+    answer = await handle(state, request.headers.get("authorization"), form, state.clock.now(),
+                          source=request.client.host if request.client else None)
     return JSON(answer, headers=NO_STORE)
 
 

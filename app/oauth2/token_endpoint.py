@@ -30,7 +30,7 @@ GRANTS = {
 
 
 async def handle(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
-                 now: datetime) -> dict[str, Any]:
+                 now: datetime, source: str | None = None) -> dict[str, Any]:
     """§3.2 for one request, given its `Authorization` header and form: authenticate the
     client, run the grant, and give the answer once what it issued is committed. OAuth errors
     are raised for the error mapping to answer. `state` is the application's."""
@@ -45,7 +45,8 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
         # Public clients (no secret) may redeem codes and refresh: PKCE binds them instead.
         client = await clients.authenticate_cached(
             authorization, state.client_reader, form, state.token_cache,
-            allow_public=grant_type != "client_credentials", purpose="token")
+            allow_public=grant_type != "client_credentials", purpose="token",
+            throttles=state.throttles, source=source, now=now)
         if (refusal := callers.refusal(client.integration, now)) is not None:
             raise callers.refused(refusal)  # rule 6, whatever the plan or grant
         if client.integration.kind == callers.PLATFORM:
@@ -59,7 +60,8 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
 async def token_endpoint(request: Request) -> JSON:
     state = request.app.state
     form = await read_form(request)
-    body = await handle(state, request.headers.get("authorization"), form, state.clock.now())
+    body = await handle(state, request.headers.get("authorization"), form, state.clock.now(),
+                        source=request.client.host if request.client else None)
     return JSON(body, headers=NO_STORE)
 
 
@@ -82,7 +84,8 @@ async def revocation_endpoint(request: Request) -> JSON:
     now = state.clock.now()
     caller = (await clients.authenticate_cached(
         request.headers.get("authorization"), state.client_reader, form, state.token_cache,
-        allow_public=True, purpose="revoke")).integration
+        allow_public=True, purpose="revoke", throttles=state.throttles,
+        source=request.client.host if request.client else None, now=now)).integration
     if (refusal := callers.refusal(caller, now)) is not None:
         raise callers.refused(refusal)
     token = form.get("token")

@@ -37,6 +37,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, text
@@ -324,8 +325,11 @@ class Listener:
     heartbeat. Any failure disables the cache and reconnects after a pause."""
 
     def __init__(self, cache: TokenCache, dsn: str, *, heartbeat_seconds: float = 0.25,
-                 retry_seconds: float = 0.5) -> None:
+                 retry_seconds: float = 0.5, throttles: Any = None) -> None:  # noqa: ANN401
         self.cache = cache
+        # The blocks of guessed secrets (`app.throttle.store.Throttles`), heard on their own
+        # channel on the same connection.
+        self.throttles = throttles
         self.dsn = dsn
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_seconds = retry_seconds
@@ -333,14 +337,16 @@ class Listener:
         self.connected = asyncio.Event()
 
     @classmethod
-    def for_engine(cls, cache: TokenCache, engine: AsyncEngine, **kwargs: float) -> Listener | None:
-        """A listener for a PostgreSQL engine; None (cache stays off) for any other store."""
-        if engine.dialect.name != "postgresql" or cache.size <= 0:
+    def for_engine(cls, cache: TokenCache, engine: AsyncEngine, *,
+                   throttles: Any = None, **kwargs: float) -> Listener | None:  # noqa: ANN401
+        """A listener for a PostgreSQL engine (also when the cache is off: it hears throttle
+        blocks too); None for any other store."""
+        if engine.dialect.name != "postgresql" or (cache.size <= 0 and throttles is None):
             return None
         dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         # At least two heartbeats per bound, so one slow answer does not switch the cache off.
         heartbeat = min(kwargs.pop("heartbeat_seconds", 0.25), cache.bound_seconds / 2)
-        return cls(cache, dsn, heartbeat_seconds=heartbeat, **kwargs)
+        return cls(cache, dsn, heartbeat_seconds=heartbeat, throttles=throttles, **kwargs)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tessera-cache-listener")
@@ -355,6 +361,9 @@ class Listener:
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         evict_here(Keys.from_payload(payload))
+
+    def _throttled(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.throttles.heard(payload)
 
     def _lost(self, _conn: object) -> None:
         self.cache.disable()
@@ -371,6 +380,10 @@ class Listener:
                                              server_settings={"application_name": APP_NAME})
                 conn.add_termination_listener(self._lost)
                 await conn.add_listener(CHANNEL, self._notified)
+                if self.throttles is not None:
+                    await conn.add_listener(self.throttles.channel, self._throttled)
+                    # Blocks set while we were away: learnt now.
+                    await self.throttles.load(datetime.now(UTC), conn)
                 # Whatever was missed while we were away is unknown: start empty.
                 self.cache.clear()
                 self.connected.set()

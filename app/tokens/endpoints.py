@@ -42,7 +42,9 @@ async def _user_for_creation(request: Request, session: Session, now: Now) -> Pr
         principal.require_user()
         principal.require_own_credentials("creating a personal token")
         return principal
-    user = await users.sign_in(session, *basic, via="basic", now=now)
+    user = await users.sign_in(session, *basic, via="basic", now=now,
+                               throttles=request.app.state.throttles,
+                               source=request.client.host if request.client else None)
     if user is None:
         raise Unauthorized("wrong email or password", error=None)
     return Principal(kind="user", plan_id=user.plan_id, user_id=user.id, role=user.role,

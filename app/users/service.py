@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
-import anyio
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,13 +12,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import credentials
 from app.audit import service as audit
 from app.db import has_only_read, persist_before_refusing
-from app.errors import Conflict
+from app.errors import Busy, Conflict, TooManyAttempts
+from app.throttle import hashing
+from app.throttle import store as throttle
+from app.throttle.store import Throttles
 from app.users.models import User
+
+T = TypeVar("T")
 
 
 async def hash_password(password: str) -> str:
-    # argon2id costs tens of milliseconds of CPU: off the event loop.
-    return await anyio.to_thread.run_sync(credentials.hash_password, password)
+    # argon2id costs tens of milliseconds of CPU: off the event loop, and bounded (rule 12).
+    return await _hashed(credentials.hash_password, password)
+
+
+async def _hashed(work: Callable[..., T], *args: Any) -> T:  # noqa: ANN401
+    try:
+        return await hashing.SLOTS.run(work, *args)
+    except hashing.Busy:
+        raise Busy() from None
 
 
 async def create(session: AsyncSession, *, plan_id: uuid.UUID, email: str, name: str, role: str,
@@ -70,20 +83,31 @@ async def _check(session: AsyncSession, email: str, password: str) -> tuple[User
     if not has_only_read(session):
         raise RuntimeError("authenticate needs a session that has only read")
     await session.close()
-    ok = await anyio.to_thread.run_sync(
-        credentials.verify_password, user.password_hash if user else None, password)
+    ok = await _hashed(credentials.verify_password, user.password_hash if user else None,
+                       password)
     return user, ok
 
 
 async def sign_in(session: AsyncSession, email: str, password: str, *, via: str,
-                  now: datetime, client_id: str | None = None) -> User | None:
-    """`authenticate`, with a failed attempt on an existing account recorded in its plan's
-    audit trail (`user.sign_in_failed`: the account and how, never what was typed) and
-    committed before the caller refuses. A success is the caller's to record, with what it
-    leads to. An unknown email is recorded nowhere: there is no plan to tell."""
+                  now: datetime, client_id: str | None = None, throttles: Throttles | None = None,
+                  source: str | None = None) -> User | None:
+    """`authenticate`, guarded (rule 12) and recorded. A login name or source address that
+    failed too often is refused before any password is checked (`TooManyAttempts`); a failure
+    counts against both, shared by every replica (`throttles`). A failed attempt on an existing
+    account is recorded in its plan's audit trail (`user.sign_in_failed`: the account and how,
+    never what was typed) and committed before the caller refuses. A success is the caller's
+    to record, with what it leads to. An unknown email is recorded nowhere in an audit trail:
+    there is no plan to tell."""
+    keys = throttle.password_keys(email, source)
+    if throttles is not None and (wait := await throttles.check(keys, now)) is not None:
+        raise TooManyAttempts(wait)
     user, ok = await _check(session, email, password)
     if ok:
+        if throttles is not None:
+            await throttles.succeeded(keys)
         return user
+    if throttles is not None:
+        await throttles.failed(keys, now)
     if user is not None:
         await audit.record(session, f"user:{user.id}", "user.sign_in_failed", user.plan_id,
                            "user", user.id, now, via=via, client_id=client_id)

@@ -39,11 +39,10 @@ async def test_every_answer_with_a_secret_or_token_data_is_no_store(client, plan
     assert r.headers["cache-control"] == "public, max-age=300"
 
 
-@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json",
-                                  "/.well-known/oauth-authorization-server", "/healthz"])
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/oauth2/authorize"])
 async def test_no_page_can_be_framed(client, path) -> None:
     r = await client.get(path)
-    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
     assert r.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"

@@ -32,8 +32,10 @@ async def test_another_plans_user_cannot_be_told_apart(client, plan, other_plan)
     assert again.status_code == 409 and again.json()["error"] == "email_taken"
 
 
-async def test_a_shared_email_signs_in_to_each_account(client, plan, other_plan) -> None:
+async def test_a_shared_email_signs_in_to_each_account(client, plan, other_plan,
+                                                       clock) -> None:
     member = await plan.add_user()  # the oldest account of this email
+    clock.advance(seconds=1)
     r = await create(client, other_plan, member.email, "another long password")
     assert r.status_code == 201
     second_id = r.json()["id"]
@@ -54,8 +56,9 @@ async def test_a_shared_email_signs_in_to_each_account(client, plan, other_plan)
 
 
 async def test_the_consent_screen_signs_in_with_a_qualified_login(app, client, plan,
-                                                                  other_plan) -> None:
+                                                                  other_plan, clock) -> None:
     member = await plan.add_user()
+    clock.advance(seconds=1)
     r = await create(client, other_plan, member.email, "another long password")
     assert r.status_code == 201
     app_of_b = await register_custom(client, other_plan)
