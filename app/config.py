@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # that a sign-in is answered 503 at once (app/throttle/hashing.py).
     password_hash_concurrency: int = Field(default=1, ge=1, le=64)
     password_hash_queue: int = Field(default=32, ge=0, le=10_000)
+    # The share of a core each running check may take over time: after a check its slot rests
+    # (1 / share - 1) times as long as the check took.
+    password_hash_share: float = Field(default=0.25, gt=0, le=1)
     # Addresses (IPs or CIDR networks) of proxies whose X-Forwarded-For is believed: the source
     # address that guessing is counted against. None: the peer itself.
     trusted_proxies: str = ""

@@ -94,12 +94,20 @@ def digests_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-# argon2id with the library's RFC 9106 "low memory" defaults.
-_hasher = PasswordHasher()
+# argon2id with the library's RFC 9106 "low memory" memory and time costs (64 MiB, 3 passes),
+# on one lane: a check then keeps to one thread, so the bounded number of checks running at once
+# (app/throttle/hashing.py) bounds the cores they take. (With the library's 4 lanes, one check
+# ran 4 threads and took both cores of a small machine from the token checks: bench/NOTES.md.)
+# Hashes made with other parameters still verify, and are remade at the next sign-in.
+_hasher = PasswordHasher(parallelism=1)
 
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:

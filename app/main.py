@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
 
     token_cache = TokenCache(settings.token_cache_size, settings.token_cache_bound_seconds)
     throttles = Throttles(engine)
-    hashing.SLOTS.configure(settings.password_hash_concurrency, settings.password_hash_queue)
+    hashing.SLOTS.configure(settings.password_hash_concurrency, settings.password_hash_queue,
+                            settings.password_hash_share)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

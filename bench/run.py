@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import os
 import platform
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +66,13 @@ LOOKUPS = [
              "bearer", 0.8),
     Scenario("check-miss", "gateway check, cache miss (cache off)", "nocache", "GET",
              "/v1/gateway/check", "bearer", 0.8),
+    # Rule 12: the check while password guessers hammer the same server, each guess from its
+    # own address and for its own login (a botnet: nothing is throttled, every guess costs an
+    # argon2id check). Compare its p99 with "gateway check, cache hit".
+    Scenario("check-guessed", f"gateway check, cache hit, beside {8} password guessers",
+             "guessed", "GET", "/v1/gateway/check", "bearer", 0.8),
 ]
+GUESSERS = 8
 MUTATIONS = [
     Scenario("client-credentials", "client_credentials issuance", "tessera", "POST",
              "/oauth2/token", "form", 0.3),
@@ -155,6 +162,33 @@ def py_spy(pid: int, seconds: float, name: str) -> subprocess.Popen:
          "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@contextlib.asynccontextmanager
+async def guessing(url: str, guessers: int) -> AsyncIterator[dict]:
+    """`guessers` loops sending wrong passwords (HTTP Basic, `POST /v1/me/tokens`) until the
+    block ends, each guess for a login and from an address (X-Forwarded-For, a documentation
+    prefix: a header, no traffic) never seen before; yields their count and answers."""
+    tally: dict = {"count": 0, "statuses": collections.Counter(), "seconds": 0.0}
+    stop = asyncio.Event()
+
+    async def guesser(http: httpx2.AsyncClient) -> None:
+        while not stop.is_set():
+            who = uuid.uuid4().hex
+            r = await http.post("/v1/me/tokens", json={}, auth=(f"{who}@bench.example", who),
+                                headers={"X-Forwarded-For": f"2001:db8::{who[:4]}:{who[4:8]}"})
+            tally["count"] += 1
+            tally["statuses"][r.status_code] += 1
+
+    started = time.monotonic()
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
+        tasks = [asyncio.create_task(guesser(http)) for _ in range(guessers)]
+        try:
+            yield tally
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tally["seconds"] = time.monotonic() - started
+
+
 def basic(client: seed.Client) -> str:
     return base64.b64encode(f"{client.client_id}:{client.secret}".encode()).decode()
 
@@ -240,7 +274,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 serve(tessera_cmd, {**env, "TESSERA_TOKEN_CACHE_SIZE": "0"}, "nocache",
                       workdir) as (nocache_url, nocache_pid), \
                 serve(tessera_cmd, {**env, "TESSERA_TOKEN_CACHE_SIZE": "1"}, "cold",
-                      workdir) as (cold_url, cold_pid):
+                      workdir) as (cold_url, cold_pid), \
+                serve(tessera_cmd, {**env, "TESSERA_TRUSTED_PROXIES": "127.0.0.1"},
+                      "guessed", workdir) as (guessed_url, guessed_pid):
             sample = httpx2.post(f"{tessera_url}/oauth2/introspect", data={"token": known[0]},
                                  auth=(fx.gateway.client_id, fx.gateway.secret)).json()
             assert sample["active"] is True, sample
@@ -250,11 +286,13 @@ async def main_async(args: argparse.Namespace) -> int:
                 servers = {"tessera": (tessera_url, tessera_pid),
                            "nocache": (nocache_url, nocache_pid),
                            "cold": (cold_url, cold_pid),
+                           "guessed": (guessed_url, guessed_pid),
                            "yardstick": (yard_url, 0)}
                 data = {"introspect-hit": (intro_hot, basic(fx.gateway)),
                         "introspect-miss": (intro_known, basic(fx.gateway)),
                         "introspect-cold": (intro_known, basic(fx.gateway)),
                         "check-hit": (hot_file, ""), "check-miss": (known_file, ""),
+                        "check-guessed": (hot_file, ""),
                         "client-credentials": (cc_file, basic(fx.app)),
                         "refresh": (None, basic(fx.app)), "revoke": (None, basic(fx.app)),
                         "personal-create": (hot_file, ""), "yardstick": (None, "")}
@@ -275,6 +313,17 @@ async def main_async(args: argparse.Namespace) -> int:
 
                 async def measure(stage: Stage, sc: Scenario, *, record: bool = True,
                                   profile: bool = False) -> wrk.Result:
+                    if sc.name != "check-guessed":
+                        return await measured(stage, sc, record=record, profile=profile)
+                    async with guessing(servers[sc.server][0], GUESSERS) as guesses:
+                        result = await measured(stage, sc, record=record, profile=profile)
+                    log(f"  beside it: {guesses['count']:,} wrong passwords guessed "
+                        f"({guesses['count'] / max(guesses['seconds'], 1e-9):,.0f}/s), "
+                        f"answers {dict(guesses['statuses'])}")
+                    return result
+
+                async def measured(stage: Stage, sc: Scenario, *, record: bool = True,
+                                   profile: bool = False) -> wrk.Result:
                     server_url, pid = servers[sc.server]
                     datafile, auth = data.get(sc.name, (None, ""))
                     if args.warmup > 0:

@@ -1,15 +1,19 @@
-"""Password hashing under a bounded concurrency (rule 12).
+"""Password hashing under a bounded concurrency and CPU share (rule 12).
 
-argon2id is meant to cost tens of milliseconds of CPU per check. Unbounded, a flood of sign-in
-attempts runs one such check per request in threads, and every core goes to them: the token
-checks of everyone else wait (measured: eight guessers raised the gateway check's p99 from
-5.6 ms to 224 ms). Here at most `concurrency` checks run at once (one core of two, by default),
-and at most `queue` more wait; past that a sign-in is refused at once as busy (503, retry).
+argon2id is meant to cost tens of milliseconds of CPU per check (here ~160 ms). Unbounded, a
+flood of sign-in attempts runs one such check per request in threads, and every core goes to
+them: the token checks of everyone else wait (measured: eight guessers raised the gateway
+check's p99 from 5.6 ms to 224 ms). Here at most `concurrency` checks run at once, each slot
+rests after a check so that checks take at most `share` of a core over time, and at most
+`queue` sign-ins wait; past that one is refused at once as busy (503, retry). Under a flood,
+sign-ins wait or are refused, and token checks go on: the attacker's flood costs sign-ins, not
+the service (bench/RESULTS.md: "beside password guessers").
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,14 +27,14 @@ class Busy(Exception):
 
 
 class HashingSlots:
-    def __init__(self, concurrency: int = 1, queue: int = 32) -> None:
-        self.concurrency, self.queue = concurrency, queue
+    def __init__(self, concurrency: int = 1, queue: int = 32, share: float = 1.0) -> None:
+        self.concurrency, self.queue, self.share = concurrency, queue, share
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting = 0
 
-    def configure(self, concurrency: int, queue: int) -> None:
-        self.concurrency, self.queue, self._slots = concurrency, queue, None
+    def configure(self, concurrency: int, queue: int, share: float = 1.0) -> None:
+        self.concurrency, self.queue, self.share, self._slots = concurrency, queue, share, None
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -48,10 +52,15 @@ class HashingSlots:
             await slots.acquire()
         finally:
             self._waiting -= 1
+        started = time.monotonic()
         try:
             return await anyio.to_thread.run_sync(work, *args)
         finally:
-            slots.release()
+            rest = (time.monotonic() - started) * (1 / self.share - 1)
+            if rest > 0:  # the slot rests, the caller has its answer now
+                asyncio.get_running_loop().call_later(rest, slots.release)
+            else:
+                slots.release()
 
 
 # The process's slots (`app.main.create_app` sizes them from the settings).

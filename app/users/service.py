@@ -5,13 +5,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
 from app.audit import service as audit
-from app.db import has_only_read, persist_before_refusing
+from app.db import connection, has_only_read, persist_before_refusing
 from app.errors import Busy, Conflict, TooManyAttempts
 from app.throttle import hashing
 from app.throttle import store as throttle
@@ -105,6 +105,8 @@ async def sign_in(session: AsyncSession, email: str, password: str, *, via: str,
     if ok:
         if throttles is not None:
             await throttles.succeeded(keys)
+        if credentials.needs_rehash(user.password_hash):
+            await _rehash(session, user, password)
         return user
     if throttles is not None:
         await throttles.failed(keys, now)
@@ -113,6 +115,16 @@ async def sign_in(session: AsyncSession, email: str, password: str, *, via: str,
                            "user", user.id, now, via=via, client_id=client_id)
         await persist_before_refusing(session)
     return None
+
+
+async def _rehash(session: AsyncSession, user: User, password: str) -> None:
+    """A hash made with other parameters (`credentials`), remade now that the password is known:
+    on a connection of its own, the caller's session keeping only what it read."""
+    new_hash = await _hashed(credentials.hash_password, password)
+    async with connection(session.bind, begin=True) as conn:
+        await conn.execute(update(User).where(User.id == user.id,
+                                              User.password_hash == user.password_hash)
+                           .values(password_hash=new_hash))
 
 
 async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[User]:

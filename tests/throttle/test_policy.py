@@ -91,3 +91,18 @@ async def test_password_checks_run_one_at_a_time_and_a_flood_is_refused() -> Non
 @pytest.mark.parametrize("guarded", list(Guarded))
 def test_every_guarded_secret_has_a_limit(guarded) -> None:
     assert LIMITS[guarded].failures >= 5
+
+
+async def test_a_slot_rests_so_checks_keep_to_their_share_of_a_core() -> None:
+    slots = HashingSlots(concurrency=1, queue=8, share=0.5)
+    starts: list[float] = []
+
+    def work() -> None:
+        starts.append(time.monotonic())
+        time.sleep(0.05)
+
+    first = time.monotonic()
+    await slots.run(work)
+    assert time.monotonic() - first < 0.09  # the caller is answered at once
+    await slots.run(work)  # waits for the slot's rest: as long again as the check took
+    assert starts[1] - starts[0] >= 0.095
