@@ -15,7 +15,7 @@ from starlette.routing import Route
 from app.api import errors
 from app.api.content_type import JSONBodiesOnly
 from app.api.headers import SafeHeaders
-from app.api.responses import JSON
+from app.api.responses import JSON, NO_STORE
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
@@ -23,6 +23,7 @@ from app.gateway.fast_path import FastChecks
 from app.oauth2.clients import ClientReader
 from app.oauth2.fast_path import FastForms
 from app.oauth2.metadata import metadata as authorization_server_metadata
+from app.ops import health
 from app.throttle import hashing
 from app.throttle.store import Throttles
 from app.tokens.batches import Batches
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         listener = Listener.for_engine(
             token_cache, engine, heartbeat_seconds=settings.token_cache_heartbeat_seconds,
             throttles=throttles)
+        _app.state.listener = listener
         if listener is not None:
             listener.start()  # it learns the blocks in force when it connects
         else:
@@ -166,8 +168,20 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                    audit_router):
         app.include_router(router)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", tags=["operations"], summary="The process answers (liveness)")
     async def healthz() -> JSON:
-        return JSON({"status": "ok"})
+        return JSON({"status": "ok"}, headers=NO_STORE)
+
+    @app.get("/readyz", tags=["operations"],
+             summary="The process can serve: database, schema and cache listener (readiness)",
+             responses={503: {"description": "not ready; `checks` says what is wrong"}})
+    async def readyz() -> JSON:
+        listener = getattr(app.state, "listener", None)
+        state = await health.readiness(
+            engine, listener_expected=listener is not None,
+            listener_connected=listener is not None and listener.connected.is_set())
+        body = {"status": "ready" if state.ready else "unready", "checks": state.checks}
+        return JSON(body, status_code=200 if state.ready else 503,
+                    headers={**NO_STORE, **({} if state.ready else {"Retry-After": "1"})})
 
     return app
