@@ -1,22 +1,44 @@
-"""Settings, read once from `TESSERA_*` environment variables (pydantic-settings)."""
+"""Settings, read once from `TESSERA_*` environment variables (pydantic-settings), checked at
+start: a wrong value stops the process with one line per problem, naming the variable
+(`SettingsError`); an unknown `TESSERA_*` variable is warned about (`unknown_variables`)."""
 
 from __future__ import annotations
 
+import difflib
+import os
 import secrets
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "TESSERA_"
+
+
+def default_database_url() -> str:
+    """The embedded database, in the user's data directory (`$XDG_DATA_HOME`, else
+    ~/.local/share): the same file whatever directory a command runs from."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite+aiosqlite:///{base / 'tessera' / 'tessera.db'}"
+
+
+# Scheme spellings people paste, and the driver Tessera uses for each.
+_SCHEMES = {"postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg",
+            "postgresql+asyncpg": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite",
+            "sqlite+aiosqlite": "sqlite+aiosqlite"}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
-    database_url: str = "sqlite+aiosqlite:///./tessera.db"
+    database_url: str = Field(default_factory=default_database_url)
     # The public base URL the service is reached at; the RFC 8414 issuer.
     issuer: str = "http://localhost:8000"
-    # Signs the login session and CSRF cookies of the consent screen. A random per-process
-    # default keeps a first run safe; set it for more than one replica.
+    # Signs the login session and CSRF cookies of the consent screen: one key, or several
+    # separated by commas (the first signs, every one verifies: rotation with an overlap). A
+    # random per-process default keeps a first run safe; set it for more than one process.
     secret_key: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)))
     access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
     authorization_code_ttl_seconds: int = Field(default=60, ge=10, le=600)
@@ -74,11 +96,77 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10, gt=0, le=600)
     body_timeout_seconds: float = Field(default=30, gt=0, le=3600)
     keep_alive_timeout_seconds: float = Field(default=5, gt=0, le=600)
-    log_level: str = "info"
-    # Cookies marked Secure; turn off only for plain-http local runs.
-    secure_cookies: bool = False
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Cookies marked Secure; unset: when the issuer is https.
+    secure_cookies: bool | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        """`postgres://…` and `postgresql://…` (as hosting providers print them) mean
+        PostgreSQL through asyncpg; `sqlite:///…` SQLite through aiosqlite."""
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in _SCHEMES:
+            raise ValueError("expected postgresql://… (or postgres://, postgresql+asyncpg://) "
+                             "or sqlite:///path")
+        return f"{_SCHEMES[scheme]}://{rest}"
+
+    @property
+    def secret_key_is_random(self) -> bool:
+        """No key was set: one was drawn for this process alone."""
+        return "secret_key" not in self.model_fields_set
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """The keys, the signing one first."""
+        return [k.strip() for k in self.secret_key.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return self.issuer.startswith("https://")
+
+
+class SettingsError(Exception):
+    """The settings cannot be used: one line per problem, each naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = PREFIX + str(err["loc"][0]).upper() if err.get("loc") else PREFIX + "?"
+            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise SettingsError(problems) from None
+    return settings
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """A line for each `TESSERA_*` variable no setting reads (a misspelling, most likely)."""
+    environ = os.environ if environ is None else environ
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    lines = []
+    for name in sorted(environ):
+        if name.startswith(PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            lines.append(f"{name} is not a Tessera setting; it is ignored"
+                         + (f" (did you mean {close[0]}?)" if close else ""))
+    return lines
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load()

@@ -11,11 +11,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, Select, String, any_, bindparam, event, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -75,6 +76,9 @@ def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
     that does not answer at all, as a frozen one does: TimeoutError); `connect_timeout` bounds
     opening a connection. Both are answered 503 (`app.api.errors`)."""
     if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":  # the embedded default's folder, on first use
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from app import credentials
+from tests.gateway.processes import ROOT
 
 
 def run(args: list[str], db: str) -> subprocess.CompletedProcess[str]:
@@ -32,3 +33,72 @@ def test_migrate_bootstrap_only_when_empty(tmp_path) -> None:
     op = run(["create-operator", "--email", "ops@example.com"], db)
     assert op.returncode == 0, op.stderr
     assert json.loads(op.stdout)["operator_token"].startswith("tso_")
+
+
+def cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], text=True,
+                          capture_output=True, timeout=120, check=False,
+                          env={**os.environ, **env})
+
+
+def test_configuration_problems_are_one_line_each_naming_the_variable(tmp_path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
+    r = cli(["migrate", "--status"], TESSERA_DATABASE_URL=url, TESSERA_LOG_LEVEL="verbose",
+            TESSERA_DB_POOL_SIZE="many", TESSERA_DATABSE_URL="oops")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == ("tessera: warning: TESSERA_DATABSE_URL is not a Tessera setting; it is "
+                        "ignored (did you mean TESSERA_DATABASE_URL?)")
+    assert sorted(line.split(":")[1].strip() for line in lines[1:]) == \
+        ["TESSERA_DB_POOL_SIZE", "TESSERA_LOG_LEVEL"]
+    assert "Traceback" not in r.stderr
+    r = cli(["migrate"], TESSERA_DATABASE_URL="mysql://x/y")
+    assert r.returncode == 2 and r.stderr.startswith("tessera: TESSERA_DATABASE_URL: expected")
+
+
+def test_user_errors_are_one_line_and_a_non_zero_exit(tmp_path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/u.db"
+    r = cli(["serve", "--port", "1"], TESSERA_DATABASE_URL=url)
+    assert r.returncode == 2 and "run `tessera migrate`" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert cli(["migrate"], TESSERA_DATABASE_URL=url).returncode == 0
+    r = cli(["bootstrap", "--plan", "P", "--admin-email", "a@x.io", "--admin-password", "short"],
+            TESSERA_DATABASE_URL=url)
+    assert r.returncode == 2 and "at least 8 characters" in r.stderr
+    assert cli(["create-operator", "--email", "o@x.io"], TESSERA_DATABASE_URL=url).returncode == 0
+    r = cli(["create-operator", "--email", "o@x.io"], TESSERA_DATABASE_URL=url)
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "tessera: an operator with the email o@x.io exists already"
+    r = cli(["serve", "--workers", "2"], TESSERA_DATABASE_URL=url)
+    assert r.returncode == 2 and "TESSERA_SECRET_KEY is not set" in r.stderr
+    r = cli(["migrate"], TESSERA_DATABASE_URL="postgres://postgres@127.0.0.1:9/none")
+    assert r.returncode == 1 and r.stderr.startswith("tessera: migrate: the database failed")
+    assert len(r.stderr.strip().splitlines()) == 1
+    version = cli(["--version"])
+    assert version.returncode == 0 and version.stdout.startswith("tessera ")
+
+
+def test_migrate_reports_its_status_and_goes_down_and_up(tmp_path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/m.db"
+    r = cli(["migrate", "--status"], TESSERA_DATABASE_URL=url)
+    assert r.returncode == 3 and json.loads(r.stdout)["current"] is None
+    assert cli(["migrate"], TESSERA_DATABASE_URL=url).returncode == 0
+    status = json.loads(cli(["migrate", "--status"], TESSERA_DATABASE_URL=url).stdout)
+    assert status["up_to_date"] is True and status["current"] == status["head"]
+    assert cli(["migrate", "--to", "0004"], TESSERA_DATABASE_URL=url).returncode == 0
+    assert json.loads(cli(["migrate", "--status"],
+                          TESSERA_DATABASE_URL=url).stdout)["current"] == "0004"
+    assert cli(["migrate"], TESSERA_DATABASE_URL=url).returncode == 0
+    assert cli(["migrate", "--status"], TESSERA_DATABASE_URL=url).returncode == 0
+
+
+def test_the_default_database_does_not_depend_on_the_working_directory(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TESSERA_DATABASE_URL"}
+    env |= {"XDG_DATA_HOME": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+    for folder in (tmp_path / "a", tmp_path / "b"):
+        folder.mkdir()
+        r = subprocess.run([sys.executable, "-m", "app.cli", "migrate", "--status"],
+                           cwd=folder, env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert json.loads(r.stdout)["database"] == \
+            f"sqlite+aiosqlite:///{tmp_path}/data/tessera/tessera.db", r.stderr

@@ -36,7 +36,8 @@ PAGE_HEADERS = {
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key.get_secret_value(), salt="tessera-login")
+    # itsdangerous signs with the last key and verifies with each: ours are signing key first.
+    return URLSafeTimedSerializer(list(reversed(settings.secret_keys)), salt="tessera-login")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +66,15 @@ def start_session(response: Response, settings: Settings, user_id: uuid.UUID) ->
     """A new session (and so a new CSRF token) at every login: none is carried over."""
     value = _serializer(settings).dumps({"uid": str(user_id), "sid": secrets.token_urlsafe(16)})
     response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_MAX_AGE, httponly=True,
-                        samesite="lax", secure=settings.secure_cookies, path="/oauth2/")
+                        samesite="lax", secure=settings.cookies_secure, path="/oauth2/")
 
 
-def _bound(settings: Settings, session: LoginSession) -> str:
-    """The CSRF token of a signed-in session's forms: an HMAC of its id, so it cannot be
-    planted (a cookie set by a sibling host) or carried to another session."""
-    key = settings.secret_key.get_secret_value().encode()
-    mac = hmac.new(key, f"tessera-csrf\0{session.sid}".encode(), hashlib.sha256).digest()
+def _bound(settings: Settings, session: LoginSession, key: str | None = None) -> str:
+    """The CSRF token of a signed-in session's forms: an HMAC of its id (with the signing key,
+    or `key`), so it cannot be planted (a cookie set by a sibling host) or carried to another
+    session."""
+    secret = (key or settings.secret_keys[0]).encode()
+    mac = hmac.new(secret, f"tessera-csrf\0{session.sid}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
@@ -88,7 +90,7 @@ def csrf_token(request: Request, settings: Settings) -> str:
 
 def set_csrf(response: Response, settings: Settings, token: str) -> None:
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="lax",
-                        secure=settings.secure_cookies, path="/oauth2/")
+                        secure=settings.cookies_secure, path="/oauth2/")
 
 
 def csrf_ok(request: Request, settings: Settings, submitted: str | None) -> bool:
@@ -97,8 +99,10 @@ def csrf_ok(request: Request, settings: Settings, submitted: str | None) -> bool
     if not submitted or not submitted.isascii():
         return False
     session = login_session(request, settings)
-    expected = _bound(settings, session) if session is not None \
-        else request.cookies.get(CSRF_COOKIE)
+    if session is not None:  # any key verifies: a page made before a key rotation still works
+        return any(hmac.compare_digest(_bound(settings, session, key).encode(),
+                                       submitted.encode()) for key in settings.secret_keys)
+    expected = request.cookies.get(CSRF_COOKIE)
     if not expected or not expected.isascii():
         return False
     return hmac.compare_digest(expected.encode(), submitted.encode())
