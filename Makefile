@@ -17,6 +17,8 @@ $(BIN)/tessera: pyproject.toml
 
 install: $(BIN)/tessera
 
+# A person at a terminal reads lines, not JSON.
+run: export TESSERA_LOG_FORMAT ?= text
 run: $(BIN)/tessera
 	$(BIN)/tessera migrate
 	$(BIN)/tessera bootstrap --plan "First plan" --admin-email admin@example.com --if-empty --howto

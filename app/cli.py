@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,18 +122,18 @@ def _create_operator(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import logging
-
+    from app.ops import logs
     from app.worker.loop import main as worker_main
 
-    logging.basicConfig(level=get_settings().log_level.upper(),
-                        format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
-    return asyncio.run(worker_main(get_settings(), once=args.once))
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return asyncio.run(worker_main(settings, once=args.once))
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.ops import logs
     from app.serving import SlowClientGuard
 
     settings = get_settings()
@@ -143,9 +144,12 @@ def _serve(args: argparse.Namespace) -> int:
         print("tessera: warning: TESSERA_SECRET_KEY is not set; every replica serving this "
               "database must share one (sign-ins made on one fail on another)", file=sys.stderr)
     _wait_until_ready(settings.database_url, args.wait)
+    if args.access_log:  # read by every worker process, which reads its settings anew
+        os.environ["TESSERA_ACCESS_LOG"] = "true"
     uvicorn.run("app.main:create_served_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, loop="uvloop", http=SlowClientGuard,
-                log_level=settings.log_level, access_log=args.access_log,
+                log_level=settings.log_level, access_log=False,
+                log_config=logs.config(settings.log_level, settings.log_format),
                 timeout_keep_alive=settings.keep_alive_timeout_seconds,
                 # The client's address is the peer's, unless the peer is a trusted proxy: then
                 # the last untrusted address of X-Forwarded-For (rule 12 counts by it).
@@ -232,7 +236,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="processes (all need the same TESSERA_SECRET_KEY)")
     serve.add_argument("--access-log", action="store_true",
-                       help="log one line per request (uvicorn's access log)")
+                       help="log one line per request, with its id, route, status and time "
+                            "(TESSERA_ACCESS_LOG)")
     serve.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                        help="wait up to this long for the database to be reachable and "
                             "migrated before serving")

@@ -97,10 +97,17 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=30, gt=0, le=3600)
     keep_alive_timeout_seconds: float = Field(default=5, gt=0, le=600)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # One JSON object per line (for log collectors), or `text` for a person at a terminal.
+    log_format: Literal["json", "text"] = "json"
+    # One log line per request (`tessera serve --access-log` sets it).
+    access_log: bool = False
+    # Prometheus metrics at /metrics; with a token, only for `Authorization: Bearer <token>`.
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
     # Cookies marked Secure; unset: when the issuer is https.
     secure_cookies: bool | None = None
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -160,7 +167,8 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     known = {PREFIX + name.upper() for name in Settings.model_fields}
     lines = []
     for name in sorted(environ):
-        if name.startswith(PREFIX) and name not in known:
+        if name.startswith(PREFIX) and name not in known \
+                and not name.startswith(PREFIX + "TEST_"):  # the test suite's own
             close = difflib.get_close_matches(name, sorted(known), n=1)
             lines.append(f"{name} is not a Tessera setting; it is ignored"
                          + (f" (did you mean {close[0]}?)" if close else ""))

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
 from app.api import errors
 from app.api.content_type import JSONBodiesOnly
 from app.api.headers import SafeHeaders
-from app.api.responses import JSON, NO_STORE
+from app.api.responses import JSON
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
@@ -23,7 +24,9 @@ from app.gateway.fast_path import FastChecks
 from app.oauth2.clients import ClientReader
 from app.oauth2.fast_path import FastForms
 from app.oauth2.metadata import metadata as authorization_server_metadata
-from app.ops import health
+from app.ops.endpoints import router as ops_router
+from app.ops.metrics import StateCollector
+from app.ops.observe import Observed
 from app.throttle import hashing
 from app.throttle.store import Throttles
 from app.tokens.batches import Batches
@@ -32,9 +35,12 @@ from app.tokens.cache import Listener, TokenCache
 log = logging.getLogger("tessera")
 
 
-def create_served_app() -> FastChecks:
-    """The application as `tessera serve` runs it (uvicorn's factory)."""
-    return serve(create_app(freeze_heap=True))
+def create_served_app() -> Observed:
+    """The application as `tessera serve` runs it (uvicorn's factory): behind its fast paths,
+    and, outermost, request ids, metrics and the access log (`app.ops.observe`)."""
+    settings = get_settings()
+    return Observed(serve(create_app(settings, freeze_heap=True)),
+                    metrics_on=settings.metrics_enabled, access_log=settings.access_log)
 
 
 def serve(app: FastAPI) -> FastChecks:
@@ -136,6 +142,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.token_batches = Batches.for_engine(engine)
     app.state.client_reader = ClientReader(engine)
     app.state.throttles = throttles
+    app.state.metrics = CollectorRegistry(auto_describe=True)
+    app.state.state_collector = StateCollector(app.state)
+    app.state.metrics.register(app.state.state_collector)
 
     errors.install(app)
 
@@ -165,23 +174,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.router.routes[:0] = hot
     for router in (plans_router, tokens_router, users_router, integrations_router,
                    authorize_router, metadata_router,
-                   audit_router):
+                   audit_router, ops_router):
         app.include_router(router)
-
-    @app.get("/healthz", tags=["operations"], summary="The process answers (liveness)")
-    async def healthz() -> JSON:
-        return JSON({"status": "ok"}, headers=NO_STORE)
-
-    @app.get("/readyz", tags=["operations"],
-             summary="The process can serve: database, schema and cache listener (readiness)",
-             responses={503: {"description": "not ready; `checks` says what is wrong"}})
-    async def readyz() -> JSON:
-        listener = getattr(app.state, "listener", None)
-        state = await health.readiness(
-            engine, listener_expected=listener is not None,
-            listener_connected=listener is not None and listener.connected.is_set())
-        body = {"status": "ready" if state.ready else "unready", "checks": state.checks}
-        return JSON(body, status_code=200 if state.ready else 503,
-                    headers={**NO_STORE, **({} if state.ready else {"Retry-After": "1"})})
 
     return app

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from app.api.responses import JSON
 from app.db import is_concurrency_abort, is_data_error
 from app.errors import ApiError
+from app.ops import metrics
 
 log = logging.getLogger("tessera.errors")
 
@@ -177,7 +178,11 @@ def outage_response(exc: BaseException, path: str) -> JSON | None:
     used by the fast paths in front of the application (`app.main.serve`)."""
     if not _is_db_outage(exc):
         return None
-    log.warning("database unavailable: %s", type(exc).__name__)
+    reason = "pool_timeout" if isinstance(exc, PoolTimeoutError) else \
+        "timeout" if isinstance(exc, TimeoutError) else "unreachable"
+    metrics.db_unavailable.inc(reason)
+    log.warning("database unavailable: %s", type(exc).__name__,
+                extra={"event": "database_unavailable", "reason": reason, "path": path})
     return _unavailable(path, "the authorization server cannot reach its store"
                         if _is_oauth_path(path) else "the service cannot reach its database")
 

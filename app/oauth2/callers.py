@@ -14,6 +14,7 @@ authorize).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 
@@ -27,13 +28,18 @@ from app.oauth2.clients import ClientFacts
 from app.tokens.cache import TokenCache
 
 PLATFORM = "platform"
+log = logging.getLogger("tessera.oauth2")
 
 
 def refusal(caller: ClientFacts, now: datetime) -> Access | None:
     """The rule that refuses this caller whatever the plan, or None."""
     state = caller.installation_state if caller.kind == "custom" else "active"
     access = decide(facts_of(caller), state, now)
-    return None if access.allowed else access
+    if access.allowed:
+        return None
+    log.info("integration refused", extra={"event": "integration_refused",
+                                           "client_id": caller.client_id, "rule": access.rule})
+    return access
 
 
 def description(access: Access) -> str:

@@ -8,6 +8,7 @@ with reuse detection, codes are single-use and their reuse revokes what they pro
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 from app.tokens.rules import Inactive, TokenKind, check
 
+log = logging.getLogger("tessera.oauth2")
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
 
 
@@ -212,6 +214,9 @@ async def _code_replayed(session: AsyncSession, row: AuthorizationCode,
             .values(revoked_at=now, revoked_reason="authorization code replayed",
                     revoked_by="system"))
         await cache.changed(session, token_ids=list(ids))
+    log.warning("authorization code replayed", extra={
+        "event": "code_replayed", "client_id": integ.client_id, "plan_id": str(row.plan_id),
+        "revoked_tokens": len(ids)})
     await audit.record(session, f"integration:{integ.id}", "authorization_code.replayed",
                        row.plan_id, "authorization_code", row.id, now,
                        client_id=integ.client_id, revoked_tokens=len(ids))
@@ -226,6 +231,9 @@ async def _refresh_replayed(session: AsyncSession, batches: Batches | None, fast
     the same time as its rotation, means someone holds a copy: its whole grant is revoked,
     committed (and announced to every replica) before the refusal is answered."""
     reason = "refresh token reuse detected"
+    log.warning("refresh token reused", extra={
+        "event": "refresh_replayed", "integration_id": str(stored.integration_id),
+        "plan_id": str(stored.plan_id), "family_id": str(stored.family_id)})
     if fast and batches is not None:
         await batches.revoker.revoke(stored, actor="system", reason=reason, at=now,
                                      action="token.replayed")

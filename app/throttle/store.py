@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db
+from app.ops import metrics
 from app.throttle.models import Throttle
 from app.throttle.policy import LIMITS, Guarded, State, after_failure, retry_after
 
@@ -76,7 +77,10 @@ class Throttles:
                         select(Throttle.key, Throttle.blocked_until)
                         .where(Throttle.key.in_(names), Throttle.blocked_until > now))).all():
                     self.learn(key, until)
-        return self.retry_after(keys, now)
+        wait = self.retry_after(keys, now)
+        if wait is not None:
+            metrics.throttled.inc(keys[0].guarded.value)
+        return wait
 
     # -- in process ----------------------------------------------------------------------
     def retry_after(self, keys: Iterable[Key], now: datetime) -> int | None:
@@ -147,7 +151,11 @@ class Throttles:
                         "c": CHANNEL, "p": json.dumps({"k": name, "u": until.isoformat()})})
         for name, until in blocks.items():
             self.learn(name, until)
-            log.warning("throttled %s until %s", name.split(":")[0], until.isoformat())
+            guarded = name.split(":")[0]
+            metrics.throttle_blocks.inc(guarded)
+            log.warning("throttled %s until %s", guarded, until.isoformat(),
+                        extra={"event": "throttled", "guarded": guarded,
+                               "until": until.isoformat()})
         return self.retry_after(keys, now)
 
     async def succeeded(self, keys: list[Key]) -> None:

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app import db
 from app.audit import service as audit
 from app.audit.models import AuditEvent
+from app.ops import metrics
 from app.tokens import cache, repository
 from app.tokens.cache import Keys
 from app.tokens.models import Token
@@ -127,6 +128,10 @@ class Batcher(Generic[Item, Result]):
             self._flushing -= 1
 
     async def _attempt(self, items: list[Item]) -> Sequence[Result | _Failed]:
+        metrics.batch_size(type(self).__name__, len(items))
+        return await self._attempts(items)
+
+    async def _attempts(self, items: list[Item]) -> Sequence[Result | _Failed]:
         """`_run`, again when the database aborted it for a concurrent transaction, and item by
         item when one item's data failed it: a failed run committed nothing (each run is one
         statement or one transaction)."""
@@ -135,10 +140,12 @@ class Batcher(Generic[Item, Result]):
                 return await self._run(items)
             except Exception as exc:
                 if db.is_concurrency_abort(exc) and attempt < self.attempts:
+                    metrics.batch_retries.inc(type(self).__name__, "concurrency")
                     log.warning("%s batch of %d aborted by the database (%s); running it again",
                                 type(self).__name__, len(items), exc.orig.sqlstate)
                     continue
                 if len(items) > 1 and db.is_data_error(exc):
+                    metrics.batch_retries.inc(type(self).__name__, "data")
                     log.warning("%s batch of %d failed on its data (%s); running it again in "
                                 "halves", type(self).__name__, len(items), type(exc).__name__)
                     half = len(items) // 2

@@ -44,9 +44,14 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
+from app.ops.metrics import CACHE
 from app.tokens.repository import StoredToken
 
 log = logging.getLogger("tessera.cache")
+
+# Bound once: the lookup is on the hottest path there is.
+_TOKEN_HIT, _TOKEN_MISS = CACHE.labels("token", "hit"), CACHE.labels("token", "miss")
+_CLIENT_HIT, _CLIENT_MISS = CACHE.labels("client", "hit"), CACHE.labels("client", "miss")
 
 CHANNEL = "tessera_invalidate"
 APP_NAME = "tessera-cache-listener"  # how the listener's connection shows in pg_stat_activity
@@ -142,6 +147,9 @@ class TokenCache:
         stored = self._entries.get(digest)
         if stored is not None:
             self._entries.move_to_end(digest)
+            _TOKEN_HIT.inc()
+        else:
+            _TOKEN_MISS.inc()
         return stored
 
     def put(self, digest: str, stored: StoredToken, generation: int) -> None:
@@ -164,6 +172,7 @@ class TokenCache:
         if not self.serving:
             return None
         entry = self._clients.get(key)
+        (_CLIENT_HIT if entry is not None else _CLIENT_MISS).inc()
         return entry[1] if entry is not None else None
 
     def put_client(self, key: str, integration_id: uuid.UUID, facts: Any,  # noqa: ANN401

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -19,6 +20,7 @@ from app.throttle.store import Throttles
 from app.users.models import User
 
 T = TypeVar("T")
+log = logging.getLogger("tessera.users")
 
 
 async def hash_password(password: str) -> str:
@@ -110,6 +112,9 @@ async def sign_in(session: AsyncSession, email: str, password: str, *, via: str,
         return user
     if throttles is not None:
         await throttles.failed(keys, now)
+    log.info("sign-in failed", extra={"event": "sign_in_failed", "via": via,
+                                      "account": str(user.id) if user else None,
+                                      "client_id": client_id, "source": source})
     if user is not None:
         await audit.record(session, f"user:{user.id}", "user.sign_in_failed", user.plan_id,
                            "user", user.id, now, via=via, client_id=client_id)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
+from app.ops import metrics
 from app.worker.jobs import JOBS, Context, Job
 
 log = logging.getLogger("tessera.worker")
@@ -60,9 +61,14 @@ async def run_cycle(ctx: Context, jobs: list[tuple[str, Job]] | None = None) -> 
             log.exception("worker job %s failed", name)
             stats, error = Counter(), f"{type(exc).__name__}: {exc}"
         report.jobs[name] = JobReport(stats, time.perf_counter() - t0, error)
+        for outcome, count in stats.items():
+            metrics.worker_items.inc(name, outcome, amount=count)
         if stats:
-            log.info("%s: %s (%.3f s)", name, dict(stats), report.jobs[name].seconds)
+            log.info("%s: %s (%.3f s)", name, dict(stats), report.jobs[name].seconds,
+                     extra={"job": name, "counts": dict(stats),
+                            "seconds": round(report.jobs[name].seconds, 3)})
     report.seconds = time.perf_counter() - started
+    metrics.WORKER_CYCLE.observe(report.seconds)
     return report
 
 

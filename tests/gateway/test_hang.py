@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -28,18 +29,30 @@ CHECK = "/v1/gateway/check"
 
 
 class FreezableProxy:
-    """Forwards TCP to PostgreSQL; `frozen`, it holds every byte in both directions."""
+    """Forwards TCP to PostgreSQL from a thread of its own (the test's loop may block);
+    `freeze()` holds every byte in both directions until `thaw()`."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
+        self.loop = asyncio.new_event_loop()
         self.flowing = asyncio.Event()
-        self.flowing.set()
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task] = set()
+        self.port = 0
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    async def start(self) -> int:
+    def start(self) -> int:
+        self.thread.start()
+        return asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> int:
+        self.flowing.set()
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self.server.sockets[0].getsockname()[1]
+
+    def freeze(self) -> None:
+        self.loop.call_soon_threadsafe(self.flowing.clear)
+
+    def thaw(self) -> None:
+        self.loop.call_soon_threadsafe(self.flowing.set)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.flowing.wait()
@@ -49,9 +62,7 @@ class FreezableProxy:
             writer.close()
             return
         for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            asyncio.ensure_future(self._pump(src, dst))
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -61,12 +72,11 @@ class FreezableProxy:
                 await dst.drain()
         dst.close()
 
-    async def stop(self) -> None:
-        self.flowing.set()
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.flowing.set)
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 async def test_a_hanging_database_is_a_503_within_the_bound(pg, tmp_path) -> None:
@@ -74,7 +84,7 @@ async def test_a_hanging_database_is_a_503_within_the_bound(pg, tmp_path) -> Non
     cached, uncached = await plan.add_user(), await plan.add_user()
     target = urlsplit(pg.url.replace("postgresql+asyncpg", "postgresql"))
     proxy = FreezableProxy(target.hostname, target.port)
-    port = await proxy.start()
+    port = proxy.start()
     url = pg.url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{port}")
     try:
         with tessera(url, tmp_path, "hang", db_statement_timeout_seconds="1",
@@ -97,7 +107,7 @@ async def test_a_hanging_database_is_a_503_within_the_bound(pg, tmp_path) -> Non
                         http.get("/v1/me/tokens", headers=plan.admin.auth),
                     ]
 
-                proxy.flowing.clear()
+                proxy.freeze()
                 await asyncio.sleep(1.2)  # the cache's listener goes silent: the cache stops
                 started = time.monotonic()
                 answers = await asyncio.gather(*[c for i in range(5) for c in calls(i)])
@@ -112,7 +122,7 @@ async def test_a_hanging_database_is_a_503_within_the_bound(pg, tmp_path) -> Non
                 r = await http.get(CHECK, headers=uncached.auth)
                 assert r.status_code == 503 and time.monotonic() - started < BOUND
 
-                proxy.flowing.set()
+                proxy.thaw()
                 deadline = time.monotonic() + 20
                 while (r := await http.get(CHECK, headers=uncached.auth)).status_code != 200:
                     assert r.status_code == 503, r.text
@@ -126,4 +136,4 @@ async def test_a_hanging_database_is_a_503_within_the_bound(pg, tmp_path) -> Non
         log = (tmp_path / "hang.log").read_text()
         assert "unhandled" not in log and "Traceback" not in log, log[-3000:]
     finally:
-        await proxy.stop()
+        proxy.stop()
