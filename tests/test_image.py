@@ -33,27 +33,58 @@ def instructions() -> list[tuple[str, str]]:
     return found
 
 
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's build stages, each as its instructions."""
+    found: list[list[tuple[str, str]]] = []
+    for word, arg in instructions():
+        if word == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((word, arg))
+    return found
+
+
+def test_the_image_is_built_in_stages_from_locked_dependencies() -> None:
+    build, final = stages()
+    assert ":" in build[0][1].split()[0] and "latest" not in build[0][1]  # a pinned base
+    assert any(w == "RUN" and "--requirement requirements.lock" in a for w, a in build)
+    assert not any(w == "RUN" and "pip install" in a for w, a in final)  # nothing built there
+    words = [w for w, _ in final]
+    assert "USER" in words and words.index("USER") > max(
+        i for i, w in enumerate(words) if w == "COPY")  # everything copied stays root's
+    assert "HEALTHCHECK" in words and "VOLUME" in words
+    locked = (ROOT / "requirements.lock").read_text().splitlines()
+    assert all("==" in line for line in locked if line and not line.startswith("#"))
+
+
 def test_the_images_files_install_migrate_and_serve(tmp_path: Path) -> None:
-    steps = instructions()
-    [workdir] = [arg for word, arg in steps if word == "WORKDIR"]
+    final = stages()[-1]
+    [workdir] = [arg for word, arg in final if word == "WORKDIR"]
+    [volume] = [json.loads(arg)[0] for word, arg in final if word == "VOLUME"]
     here = tmp_path / "image"  # stands for WORKDIR
+    data = tmp_path / "volume"  # stands for the volume
+    data.mkdir()
     env: dict[str, str] = {}
-    for word, arg in steps:
-        if word == "COPY":
-            *sources, target = shlex.split(arg)
-            for source in sources:
-                destination = here / target / (source if target.endswith("/") else "")
-                if (ROOT / source).is_dir():
-                    shutil.copytree(ROOT / source, destination,
-                                    ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(ROOT / source, destination)
-        elif word == "ENV":
+    for stage in stages():
+        for word, arg in stage:
+            if word == "COPY" and not arg.startswith("--from"):
+                *sources, _target = shlex.split(arg)
+                for source in sources:
+                    if (ROOT / source).is_dir():
+                        shutil.copytree(ROOT / source, here / source,
+                                        ignore=shutil.ignore_patterns("__pycache__"))
+                    else:
+                        here.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(ROOT / source, here / source)
+    for word, arg in final:
+        if word == "ENV":
             for pair in shlex.split(arg):
                 key, _, value = pair.partition("=")
-                env[key] = value.replace(workdir, str(here))
-    [command] = [json.loads(arg) for word, arg in steps if word == "CMD"]
+                if key != "PATH":
+                    env[key] = value.replace(workdir, str(here)).replace(volume, str(data))
+    [command] = [json.loads(arg) for word, arg in final if word == "CMD"]
+    [check] = [arg for word, arg in final if word == "HEALTHCHECK"]
+    check = json.loads(check.split("CMD", 1)[1].strip())
 
     # `RUN pip install .`, into a folder of its own; its dependencies are this environment's.
     site = tmp_path / "site"
@@ -86,8 +117,13 @@ def test_the_images_files_install_migrate_and_serve(tmp_path: Path) -> None:
         # The consent screen's templates came with the package.
         r = httpx2.get(f"{base}/oauth2/authorize", params={"client_id": "tc_unknown"})
         assert r.status_code == 400 and "text/html" in r.headers["content-type"], r.text
+        # The HEALTHCHECK, as the engine runs it: ready.
+        probe = subprocess.run([sys.executable, *[a.replace("8000", str(port))
+                                                  for a in check[1:]]],
+                               env=run_env, capture_output=True, timeout=30, check=False)
+        assert probe.returncode == 0, probe.stderr
     finally:
         stop(proc)
-    # The database the image's environment names was made by the migration.
+    # The database the image's environment names was made by the migration, in the volume.
     database = Path(env["TESSERA_DATABASE_URL"].split("///", 1)[1])
-    assert database.is_file() and database.is_relative_to(here)
+    assert database.is_file() and database.is_relative_to(data)
