@@ -102,3 +102,35 @@ def test_the_default_database_does_not_depend_on_the_working_directory(tmp_path)
                            capture_output=True, text=True, timeout=120, check=False)
         assert json.loads(r.stdout)["database"] == \
             f"sqlite+aiosqlite:///{tmp_path}/data/tessera/tessera.db", r.stderr
+
+
+def test_the_printed_examples_work_as_pasted(tmp_path) -> None:
+    """`bootstrap --howto` prints shell a newcomer pastes: run as printed against `tessera
+    serve`, every command succeeds and each answer ends its line."""
+    from tests.gateway.processes import free_port, stop, wait_until_up
+
+    port = free_port()
+    env = {**os.environ, "TESSERA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/h.db",
+           "TESSERA_ISSUER": f"http://127.0.0.1:{port}"}
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    boot = subprocess.run([sys.executable, "-m", "app.cli", "bootstrap", "--plan", "H",
+                           "--admin-email", "h@example.com", "--howto"], env=env, check=True,
+                          capture_output=True, text=True, timeout=120)
+    script = "\n".join(line[2:] for line in boot.stderr.splitlines() if line.startswith("  "))
+    assert "CLIENT_ID" in script and "python3" in script
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc, log)
+        ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                             text=True, timeout=60, check=False)
+    finally:
+        stop(proc)
+    assert ran.returncode == 0, ran.stderr
+    answers = [line for line in ran.stdout.splitlines() if line.startswith("{")]
+    assert len(answers) == 6, ran.stdout  # a line each: no answer runs into the next
+    assert json.loads(answers[-1])["active"] is True
+    assert "HTTP/1.1 200 OK" in ran.stdout  # the gateway check's headers

@@ -60,26 +60,37 @@ async def create_operator(settings: Settings, email: str) -> dict[str, Any]:
 
 
 def howto(result: dict[str, Any], base: str) -> str:
+    """Examples a newcomer can paste as they are: ids filled in, a newline after each answer,
+    the client made for introspection read back with Python (no jq needed)."""
     t, p = result["admin_token"], result["plan_id"]
+    c = "curl -sS -w '\\n'"
     return f"""
 Tessera is set up. The secrets above are shown once; keep them.
 
   export TOKEN={t}
 
   # who am I
-  curl -s {base}/v1/me -H "Authorization: Bearer $TOKEN"
-  # the plan's token expiration period: set 90 days, preview 1 hour, read it back
-  curl -s -X PUT {base}/v1/plans/{p}/token-expiration -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' -d '{{"value": 90, "unit": "days"}}'
-  curl -s -X POST {base}/v1/plans/{p}/token-expiration/preview \\
+  {c} {base}/v1/me -H "Authorization: Bearer $TOKEN"
+  # the plan's token expiration period: preview 1 hour, set 90 days, read it back
+  {c} -X POST {base}/v1/plans/{p}/token-expiration/preview \\
        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
        -d '{{"value": 1, "unit": "hours"}}'
+  {c} -X PUT {base}/v1/plans/{p}/token-expiration -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"value": 90, "unit": "days"}}'
+  {c} {base}/v1/plans/{p}/token-expiration -H "Authorization: Bearer $TOKEN"
   # your personal tokens, with their effective expiry
-  curl -s {base}/v1/me/tokens -H "Authorization: Bearer $TOKEN"
-  # a client for your gateway, then introspect the token with it
-  curl -s -X POST {base}/v1/plans/{p}/integrations -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' -d '{{"name": "edge gateway", "can_introspect": true}}'
-  curl -s -u CLIENT_ID:CLIENT_SECRET {base}/oauth2/introspect -d token=$TOKEN
+  {c} {base}/v1/me/tokens -H "Authorization: Bearer $TOKEN"
+  # a client for your gateway (its secret is shown once), then introspect the token with it
+  CLIENT=$(curl -sS -X POST {base}/v1/plans/{p}/integrations \\
+       -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+       -d '{{"name": "edge gateway", "can_introspect": true}}')
+  FIELD='import json, sys; print(json.load(sys.stdin)[sys.argv[1]])'
+  CLIENT_ID=$(printf '%s' "$CLIENT" | python3 -c "$FIELD" client_id)
+  CLIENT_SECRET=$(printf '%s' "$CLIENT" | python3 -c "$FIELD" client_secret)
+  {c} -u "$CLIENT_ID:$CLIENT_SECRET" {base}/oauth2/introspect -d "token=$TOKEN"
+  # the forward-auth check a gateway calls on every request
+  {c} {base}/v1/gateway/check -H "Authorization: Bearer $TOKEN" -D - -o /dev/null
 
+Health: {base}/healthz  Ready: {base}/readyz  Metrics: {base}/metrics
 API reference: {base}/docs   OpenAPI: {base}/openapi.json
 """

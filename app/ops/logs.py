@@ -18,8 +18,8 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
                                                                           default=None)
 
 # What a LogRecord carries of its own; anything else was given as `extra=` (the event's fields).
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime",
-                                                                         "taskName"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName", "color_message"}  # uvicorn's colored copy of the message
 
 
 class RequestId(logging.Filter):
