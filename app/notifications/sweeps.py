@@ -22,6 +22,8 @@ what changed since the last one.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -50,6 +52,8 @@ from app.plans.expiry import (
 from app.plans.models import PastPeriod, Plan
 from app.tokens.models import Token
 from app.users.models import User
+
+log = logging.getLogger("tessera.worker")
 
 # Plans per query (an IN list).
 PLAN_CHUNK = 1000
@@ -165,6 +169,20 @@ async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group:
     return rows
 
 
+class Progress:
+    """Long work says how far it got (a first run over an old database can take minutes): a log
+    line with the counts so far, at most every `every` seconds."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every, self.last = every, time.monotonic()
+
+    def tick(self, job: str, stats: Counter[str]) -> None:
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            log.info("%s: %s so far", job, dict(stats),
+                     extra={"job": job, "counts": dict(stats), "progress": True})
+
+
 # --- mark expired, with the "expired" notice --------------------------------------------------
 
 _SET_EXPIRED = (
@@ -226,6 +244,7 @@ async def _mark_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep, gro
 
 async def mark_expired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) -> Counter[str]:
     stats: Counter[str] = Counter()
+    progress = Progress()
     for group in await plan_groups(maker):
         for chunk in group.chunks():
             ranges = [([LIVE_INTRINSIC, Token.plan_id.in_(chunk),
@@ -240,7 +259,7 @@ async def mark_expired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) ->
             for conditions, order in ranges:
                 while await _mark_batch(maker, sweep, group, conditions, order, stats) \
                         >= sweep.batch_size:
-                    pass
+                    progress.tick("expiry.mark", stats)
     return stats
 
 
@@ -278,6 +297,7 @@ async def _expiring_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep,
 async def enqueue_expiring(maker: async_sessionmaker[AsyncSession],
                            sweep: Sweep) -> Counter[str]:
     stats: Counter[str] = Counter()
+    progress = Progress()
     soon = sweep.now + sweep.lead
     for group in await plan_groups(maker):
         for chunk in group.chunks():
@@ -292,5 +312,5 @@ async def enqueue_expiring(maker: async_sessionmaker[AsyncSession],
             for conditions, order in ranges:
                 while await _expiring_batch(maker, sweep, group, conditions, order, stats) \
                         >= sweep.batch_size:
-                    pass
+                    progress.tick("notices.expiring", stats)
     return stats

@@ -96,3 +96,20 @@ def test_without_smtp_notices_wait_and_log_only_is_a_choice(tmp_path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status FROM notification_outbox").fetchall() == \
             [("logged",)]
+
+def test_long_sweeps_say_how_far_they_got(caplog) -> None:
+    """A sweep of many batches logs its counts so far at intervals, not only at its end."""
+    from collections import Counter
+
+    from app.notifications.sweeps import Progress
+
+    progress = Progress(every=0)
+    with caplog.at_level("INFO", logger="tessera.worker"):
+        progress.tick("expiry.mark", Counter(marked_expired=500))
+        progress.tick("expiry.mark", Counter(marked_expired=1000))
+    assert [r.counts for r in caplog.records] == [{"marked_expired": 500},
+                                                  {"marked_expired": 1000}]
+    quiet = Progress(every=3600)
+    with caplog.at_level("INFO", logger="tessera.worker"):
+        quiet.tick("expiry.mark", Counter(marked_expired=1))
+    assert len(caplog.records) == 2
