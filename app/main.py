@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
-from app.api import errors
+from app.api import errors, openapi
 from app.api.content_type import JSONBodiesOnly
 from app.api.headers import SafeHeaders
 from app.api.responses import JSON
@@ -126,13 +127,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             await listener.stop()
         await _close_pool(engine)
 
-    app = FastAPI(
+    # The documentation's pages with their assets served here, not from a CDN.
+    app = FastAPIOffline(
         title="Tessera",
         version="0.1.0",
         summary="OAuth2 authorization and token-lifecycle service",
         lifespan=lifespan,
         default_response_class=JSON,
+        generate_unique_id_function=openapi.operation_id,
     )
+    openapi.install(app)
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.engine = engine

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class JSON(Response):
-    media_type = "application/json"
+class JSON(JSONResponse):
+    """`JSONResponse` rendered by orjson. (A `JSONResponse` subclass, so that FastAPI documents
+    each route's response model rather than a string.)"""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

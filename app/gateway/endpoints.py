@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from app.api.openapi import GatewayPass
 from app.api.responses import JSON
 from app.gateway import service
 
@@ -50,4 +51,5 @@ router.add_route(CHECK + "/{original_path:path}", gateway_check, methods=_METHOD
                  include_in_schema=False)
 # The same endpoint as documented in OpenAPI (never dispatched: the route above matches first).
 router.add_api_route(CHECK, gateway_check, methods=["GET"], responses=_RESPONSES,
+                     response_model=GatewayPass,
                      summary="Forward-auth check for API gateways")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import credentials
+from app.api.openapi import Introspection
 from app.api.responses import JSON, NO_STORE
 from app.credentials import SecretKind
 from app.oauth2 import callers, clients
@@ -106,4 +107,4 @@ async def introspection_endpoint(request: Request) -> JSON:
 router.add_route("/oauth2/introspect", introspection_endpoint, methods=["POST"],
                  include_in_schema=False)
 router.add_api_route("/oauth2/introspect", introspection_endpoint, methods=["POST"],
-                     summary="Token introspection (RFC 7662)")
+                     summary="Token introspection (RFC 7662)", response_model=Introspection)

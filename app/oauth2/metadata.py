@@ -39,7 +39,8 @@ def metadata(settings: Settings) -> dict[str, Any]:
     return dict(doc)
 
 
-@router.get("/.well-known/oauth-authorization-server")
+@router.get("/.well-known/oauth-authorization-server", response_model=dict[str, Any],
+            summary="Authorization server metadata (RFC 8414)")
 async def metadata_endpoint(request: Request) -> JSON:
     # Built and validated once at start-up (app.main): a bad issuer fails there, not here.
     return JSON(request.app.state.metadata, headers={"Cache-Control": "public, max-age=300"})

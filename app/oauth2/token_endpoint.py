@@ -14,6 +14,7 @@ from authlib.oauth2.rfc6749.errors import (
 from fastapi import APIRouter, Request
 
 from app import credentials
+from app.api.openapi import TokenResponse
 from app.api.responses import JSON, NO_STORE
 from app.db import session_scope
 from app.oauth2 import callers, clients, grants
@@ -69,7 +70,8 @@ async def token_endpoint(request: Request) -> JSON:
 # reads its own form, clock and settings, so FastAPI's dependency solving only adds cost
 # (bench/NOTES.md). The API route documents it in OpenAPI.
 router.add_route("/oauth2/token", token_endpoint, methods=["POST"], include_in_schema=False)
-router.add_api_route("/oauth2/token", token_endpoint, methods=["POST"])
+router.add_api_route("/oauth2/token", token_endpoint, methods=["POST"],
+                     summary="Token endpoint (RFC 6749 §3.2)", response_model=TokenResponse)
 
 
 async def revocation_endpoint(request: Request) -> JSON:
@@ -113,4 +115,4 @@ async def revocation_endpoint(request: Request) -> JSON:
 router.add_route("/oauth2/revoke", revocation_endpoint, methods=["POST"],
                  include_in_schema=False)
 router.add_api_route("/oauth2/revoke", revocation_endpoint, methods=["POST"],
-                     summary="Token revocation (RFC 7009)")
+                     summary="Token revocation (RFC 7009)", response_model=dict[str, str])

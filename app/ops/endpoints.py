@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from starlette.responses import Response
 
 from app import db
+from app.api.openapi import Health, Readiness
 from app.api.responses import JSON, NO_STORE
 from app.errors import NotFound, Unauthorized
 from app.notifications.models import OutboxMessage
@@ -19,14 +20,16 @@ from app.ops import health, metrics
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process answers (liveness)")
+@router.get("/healthz", summary="The process answers (liveness)", response_model=Health)
 async def healthz() -> JSON:
     return JSON({"status": "ok"}, headers=NO_STORE)
 
 
 @router.get("/readyz",
             summary="The process can serve: database, schema and cache listener (readiness)",
-            responses={503: {"description": "not ready; `checks` says what is wrong"}})
+            response_model=Readiness,
+            responses={503: {"description": "not ready; `checks` says what is wrong",
+                             "model": Readiness}})
 async def readyz(request: Request) -> JSON:
     state = request.app.state
     listener = getattr(state, "listener", None)
@@ -39,7 +42,9 @@ async def readyz(request: Request) -> JSON:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}})
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                       401: {"description": "TESSERA_METRICS_TOKEN is set and was not sent"},
+                       404: {"description": "metrics are off"}})
 async def metrics_endpoint(request: Request) -> Response:
     state = request.app.state
     settings = state.settings
