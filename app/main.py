@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     never collected and the thresholds are the process's, so a test process creating many
     applications keeps it off."""
     settings = settings or get_settings()
+    given_engine = engine is not None
     engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size,
                                    pool_timeout=settings.db_pool_timeout_seconds,
                                    statement_timeout=settings.db_statement_timeout_seconds,
@@ -117,10 +118,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         if settings.run_worker_in_serve:  # the background jobs in this process too
             from app.worker.loop import in_background
 
-            async with in_background(_app.state.sessionmaker, _app.state.clock,
-                                     settings) as reports:
-                _app.state.worker_reports = reports
-                yield
+            # Its own connections, not bound by the requests' statement timeout: a sweep over
+            # many tokens may take longer than any request should.
+            worker_engine = engine if given_engine else make_engine(
+                settings.database_url, pool_size=min(settings.db_pool_size, 5),
+                connect_timeout=settings.db_connect_timeout_seconds)
+            try:
+                async with in_background(make_sessionmaker(worker_engine), _app.state.clock,
+                                         settings) as reports:
+                    _app.state.worker_reports = reports
+                    yield
+            finally:
+                if worker_engine is not engine:
+                    await worker_engine.dispose()
         else:
             yield
         if listener is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -13,7 +14,10 @@ class JSON(JSONResponse):
     each route's response model rather than a string.)"""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # a lone surrogate somewhere: escaped, never a failed answer
+            return json.dumps(content, default=str).encode()
 
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

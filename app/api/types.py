@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BaseModel, model_validator
 
 
 def _in_utc(value: datetime) -> datetime:
@@ -19,3 +19,29 @@ def _in_utc(value: datetime) -> datetime:
 
 # An aware instant, in UTC, that every backend stores.
 Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def _encodable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_encodable(v) for v in value)
+    return True
+
+
+class Input(BaseModel):
+    """A request body. JSON may carry lone surrogates (`"\\ud800"`), which no store, no encoder
+    and no answer can hold: refused as a whole (422), before any field is looked at."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: object) -> object:
+        if not _encodable(data):
+            raise ValueError("the text is not valid Unicode (a lone surrogate)")
+        return data

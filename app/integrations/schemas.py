@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.api.types import Instant
+from app.api.types import Input, Instant
 from app.oauth2 import scopes as catalogue
 
 _LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1"}
@@ -27,7 +27,7 @@ def check_redirect_uri(uri: str) -> str:
     return uri
 
 
-class IntegrationIn(BaseModel):
+class IntegrationIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
@@ -45,9 +45,9 @@ class IntegrationIn(BaseModel):
     @field_validator("scopes")
     @classmethod
     def _scopes(cls, value: list[str]) -> list[str]:
-        bad = catalogue.unknown(value)
-        if bad:
-            raise ValueError(f"unknown scopes: {', '.join(bad)}; see scopes_supported")
+        if catalogue.unknown(value):  # never echoed: the details never hold the input
+            raise ValueError("unknown scope; the scopes are listed in the metadata's "
+                             "scopes_supported")
         return list(dict.fromkeys(value))
 
 
@@ -89,7 +89,7 @@ class IssuedIntegrationOut(IntegrationOut):
     client_secret: str | None = Field(description="shown this once; null for public clients")
 
 
-class IntegrationTokenIn(BaseModel):
+class IntegrationTokenIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=200)
@@ -97,7 +97,7 @@ class IntegrationTokenIn(BaseModel):
                                      "integration's permissions")
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(Input):
     """An operator's change to a review: status, deadline, and the steps recorded as done."""
 
     model_config = ConfigDict(extra="forbid")
@@ -110,13 +110,13 @@ class ReviewIn(BaseModel):
     note: str | None = Field(default=None, max_length=500)
 
 
-class ExceptionIn(BaseModel):
+class ExceptionIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     until: Instant
 
 
-class JudgementIn(BaseModel):
+class JudgementIn(Input):
     """The platform judges a custom integration to be operated by a third party."""
 
     model_config = ConfigDict(extra="forbid")
@@ -127,7 +127,7 @@ class JudgementIn(BaseModel):
     note: str | None = Field(default=None, max_length=500)
 
 
-class ReportIn(BaseModel):
+class ReportIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1, max_length=2000)

@@ -153,8 +153,11 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
                        source: str | None = None,
                        now: datetime | None = None) -> AuthenticatedClient:
     """The client of a request with this `Authorization` header (None: absent) and form. A
-    secret presented for a client id or from a source address that failed too often is refused
-    before it is checked (`SlowDown`); a wrong one counts against both (rule 12)."""
+    wrong secret counts against the client id and the source address (rule 12); once either
+    failed too often, wrong secrets are answered `SlowDown` (429) and no longer counted. The
+    right secret is never refused: a client secret is long and random, so a block exists to
+    cost a guesser, not to guard the secret, and nobody can lock a client out by guessing at
+    its id. Checking it first costs one digest."""
     basic = _basic(authorization)
     if basic is not None and ("client_secret" in form):
         raise InvalidRequestError(description="use one client authentication method, not two")
@@ -170,10 +173,6 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
     else:
         raise _invalid("client authentication is required")
 
-    guarded = throttles is not None and now is not None and method != "none"
-    keys = throttle.secret_keys(client_id, source)
-    if guarded and (wait := await throttles.check(keys, now)) is not None:
-        raise SlowDown(wait)
     client = await reader.find(client_id) if _could_exist(client_id) else None
     if method == "none":
         if client is None or client.facts.confidential:
@@ -182,10 +181,14 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
     presented = credentials.digest(secret or "")
     stored = client.secret_digest if client and client.secret_digest else _NO_CLIENT
     if not credentials.digests_equal(presented, stored) or client is None:
-        if guarded:
+        if throttles is not None and now is not None:
             # An unknown client id counts against the address only: guessed ids must not
             # fill the table.
-            await throttles.failed(keys if client is not None else keys[1:], now)
+            keys = throttle.secret_keys(client_id, source)
+            keys = keys if client is not None else keys[1:]
+            if (wait := await throttles.check(keys, now)) is not None:
+                raise SlowDown(wait)
+            await throttles.failed(keys, now)
         raise _invalid("unknown client or wrong secret")
     return AuthenticatedClient(client.facts, method)
 

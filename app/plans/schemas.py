@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.api.types import Input
 from app.plans.expiry import Period, Unit
 
 # Keys that would scope a period below the plan; refused with a clear word (the period is
@@ -15,7 +16,7 @@ _NARROWER_SCOPES = {"role", "roles", "user", "user_id", "users", "token", "token
                     "domain", "domains", "kind", "scope"}
 
 
-class PeriodIn(BaseModel):
+class PeriodIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     value: StrictInt

@@ -11,14 +11,15 @@ load; on SQLite it costs a local read of the keys' rows.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -45,17 +46,34 @@ class Key:
         return f"{self.guarded}:{digest.hexdigest()[:40]}"
 
 
+def source_of(address: str) -> str:
+    """What a source address is counted as: itself, or for IPv6 its /64 (one host's usual
+    allocation: counting each of its addresses apart would let it guess without limit)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def password_keys(login: str, source: str | None) -> list[Key]:
-    keys = [Key(Guarded.password_account, login)]
+    """Counted per email, whatever plan the login names (`<plan id>/email` has many
+    spellings of the same plan: each would get a count of its own), and per source."""
+    _plan, slash, email = login.strip().partition("/")
+    keys = [Key(Guarded.password_account, email if slash else login)]
     if source:
-        keys.append(Key(Guarded.password_source, source))
+        keys.append(Key(Guarded.password_source, source_of(source)))
     return keys
 
 
 def secret_keys(client_id: str, source: str | None) -> list[Key]:
     keys = [Key(Guarded.secret_client, client_id)]
     if source:
-        keys.append(Key(Guarded.secret_source, source))
+        keys.append(Key(Guarded.secret_source, source_of(source)))
     return keys
 
 
@@ -157,6 +175,15 @@ class Throttles:
                         extra={"event": "throttled", "guarded": guarded,
                                "until": until.isoformat()})
         return self.retry_after(keys, now)
+
+    async def prune(self, now: datetime, idle: timedelta) -> int:
+        """Forget keys with nothing left to count: no block in force, and nothing failed for
+        `idle` (longer than any limit's window and longest block)."""
+        async with db.connection(self.engine, begin=True) as conn:
+            result = await conn.execute(delete(Throttle).where(
+                or_(Throttle.blocked_until.is_(None), Throttle.blocked_until < now - idle),
+                or_(Throttle.window_start.is_(None), Throttle.window_start < now - idle)))
+        return result.rowcount or 0
 
     async def succeeded(self, keys: list[Key]) -> None:
         """An account's (or a client's) right secret: its count starts over. Source addresses

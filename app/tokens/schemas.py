@@ -5,12 +5,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.types import Input
 from app.plans.expiry import Death, Spell, death
 from app.tokens.repository import StoredToken
 from app.tokens.rules import Inactive, Verdict, check
 
 
-class PersonalTokenIn(BaseModel):
+class PersonalTokenIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     # No control characters: a name is shown in listings and mails, and PostgreSQL stores no NUL.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -28,15 +28,23 @@ async def hash_password(password: str) -> str:
     return await _hashed(credentials.hash_password, password)
 
 
-async def _hashed(work: Callable[..., T], *args: Any) -> T:  # noqa: ANN401
+async def _hashed(work: Callable[..., T], *args: Any,  # noqa: ANN401
+                  before: Callable[[], Awaitable[None]] | None = None,
+                  after: Callable[[T], Awaitable[None]] | None = None,
+                  source: str | None = None) -> T:
     try:
-        return await hashing.SLOTS.run(work, *args)
+        return await hashing.SLOTS.run(work, *args, before=before, after=after, source=source)
     except hashing.Busy:
         raise Busy() from None
+    except hashing.Crowding:
+        raise TooManyAttempts(1) from None
 
 
 async def create(session: AsyncSession, *, plan_id: uuid.UUID, email: str, name: str, role: str,
                  password: str, actor: str, now: datetime) -> User:
+    if has_only_read(session):
+        # No pool connection held while the password waits for, and takes, a hashing slot.
+        await session.close()
     user = User(id=uuid.uuid4(), plan_id=plan_id, email=email.strip().lower(), name=name,
                 role=role, password_hash=await hash_password(password), created_at=now)
     session.add(user)
@@ -80,13 +88,16 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     return user if ok else None
 
 
-async def _check(session: AsyncSession, email: str, password: str) -> tuple[User | None, bool]:
+async def _check(session: AsyncSession, email: str, password: str, *,
+                 before: Callable[[], Awaitable[None]] | None = None,
+                 after: Callable[[bool], Awaitable[None]] | None = None,
+                 source: str | None = None) -> tuple[User | None, bool]:
     user = await account(session, email)
     if not has_only_read(session):
         raise RuntimeError("authenticate needs a session that has only read")
     await session.close()
     ok = await _hashed(credentials.verify_password, user.password_hash if user else None,
-                       password)
+                       password, before=before, after=after, source=source)
     return user, ok
 
 
@@ -101,17 +112,26 @@ async def sign_in(session: AsyncSession, email: str, password: str, *, via: str,
     to record, with what it leads to. An unknown email is recorded nowhere in an audit trail:
     there is no plan to tell."""
     keys = throttle.password_keys(email, source)
-    if throttles is not None and (wait := await throttles.check(keys, now)) is not None:
-        raise TooManyAttempts(wait)
-    user, ok = await _check(session, email, password)
+
+    async def still_allowed() -> None:
+        if throttles is not None and (wait := await throttles.check(keys, now)) is not None:
+            raise TooManyAttempts(wait)
+
+    async def counted(ok: bool) -> None:
+        if throttles is not None and not ok:
+            await throttles.failed(keys, now)
+
+    await still_allowed()
+    # Checked again at its turn for a hashing slot, and a failure counted before the slot is
+    # let go: a burst sent at once gets no more checks than the limit.
+    user, ok = await _check(session, email, password, before=still_allowed, after=counted,
+                            source=throttle.source_of(source) if source else None)
     if ok:
         if throttles is not None:
             await throttles.succeeded(keys)
         if credentials.needs_rehash(user.password_hash):
             await _rehash(session, user, password)
         return user
-    if throttles is not None:
-        await throttles.failed(keys, now)
     log.info("sign-in failed", extra={"event": "sign_in_failed", "via": via,
                                       "account": str(user.id) if user else None,
                                       "client_id": client_id, "source": source})

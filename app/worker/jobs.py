@@ -18,7 +18,12 @@ from app.clock import Clock
 from app.config import Settings
 from app.notifications import mailer as mail
 from app.notifications import outbox, sweeps
+from app.throttle.store import Throttles
 from app.worker import deactivations
+
+# How long a throttle key with nothing in force is remembered: past every limit's window and
+# longest block.
+THROTTLE_MEMORY = timedelta(days=1)
 
 log = logging.getLogger("tessera.worker")
 
@@ -78,6 +83,12 @@ async def prune_notices(ctx: Context) -> Counter[str]:
                               batch_size=ctx.settings.worker_batch_size)
 
 
+async def prune_throttles(ctx: Context) -> Counter[str]:
+    engine = ctx.maker.kw["bind"]
+    forgotten = await Throttles(engine).prune(ctx.clock.now(), THROTTLE_MEMORY)
+    return Counter(forgotten=forgotten) if forgotten else Counter()
+
+
 async def deactivate_due(ctx: Context) -> Counter[str]:
     return await deactivations.deactivate_due(ctx.maker, ctx.clock.now(),
                                               batch_size=ctx.settings.worker_batch_size)
@@ -92,4 +103,5 @@ JOBS: list[tuple[str, Job]] = [
     ("notices.deliver", deliver_notices),
     ("notices.prune", prune_notices),
     ("integrations.deactivate", deactivate_due),
+    ("throttles.prune", prune_throttles),
 ]

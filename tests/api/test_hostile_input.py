@@ -29,3 +29,40 @@ async def test_instants_a_utc_column_cannot_hold_are_a_422(client, plan, operato
         assert r.status_code == 422, (path, body, r.status_code, r.text)
         assert r.json()["error"] == "invalid_request"
         assert instant not in r.text  # validation details never echo the input
+
+
+LONE_SURROGATE = '"\\ud800"'  # valid JSON, no valid Unicode
+
+
+@pytest.mark.parametrize("field", ["name", "redirect_uris", "scopes"])
+async def test_json_text_that_is_not_unicode_is_a_422_and_stores_nothing(client, plan,
+                                                                          field) -> None:
+    """JSON may spell a lone surrogate, which no column, encoder or answer holds: refused as a
+    whole, wherever it is in the body (a field, a list), and nothing is written."""
+    value = LONE_SURROGATE if field == "name" else f"[{LONE_SURROGATE}]"
+    rest = {"name": '"ok"', "redirect_uris": '["https://app.example/cb"]', "scopes": "[]"}
+    rest[field] = value
+    body = "{" + ", ".join(f'"{k}": {v}' for k, v in rest.items()) + "}"
+    before = (await client.get(f"/v1/plans/{plan.plan_id}/integrations",
+                               headers=plan.admin.auth)).json()
+    r = await client.post(f"/v1/plans/{plan.plan_id}/integrations", content=body,
+                          headers={**plan.admin.auth, "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_request"
+    after = (await client.get(f"/v1/plans/{plan.plan_id}/integrations",
+                              headers=plan.admin.auth)).json()
+    assert after == before
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/me/tokens", '{"name": "\\udfff-key"}'),
+    ("/v1/plans/{plan}/users",
+     '{"email": "x\\ud800@example.com", "name": "X", "password": "long enough"}'),
+    ("/v1/plans/{plan}/token-expiration", '{"value": 3, "unit": "\\ud800"}'),
+])
+async def test_lone_surrogates_on_every_body_are_a_422(client, plan, path, body) -> None:
+    r = await client.request("PUT" if "expiration" in path else "POST",
+                             path.format(plan=plan.plan_id), content=body,
+                             headers={**plan.admin.auth, "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_request"

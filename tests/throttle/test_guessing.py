@@ -103,10 +103,20 @@ async def test_client_secret_guessing_is_slowed_down(app, client, plan, clock,
         for _ in range(limit.failures):
             r = await guesser.post(endpoint, data=form, auth=(target[0], "tss_wrong"))
             assert r.status_code == 401
-        r = await guesser.post(endpoint, data=form, auth=target)
+        r = await guesser.post(endpoint, data=form, auth=(target[0], "tss_wrong-again"))
         assert r.status_code == 429, r.text
         assert r.json()["error"] == "slow_down" and "error_description" in r.json()
         assert int(r.headers["retry-after"]) == int(limit.first_block.total_seconds())
+        # The right secret is never refused: guessing at a client's id cannot lock it out,
+        # from the guesser's own address either.
+        r = await guesser.post(endpoint, data=form, auth=target)
+        assert r.status_code in (200, 400) and r.status_code != 429, r.text
+    async with from_address(app, "192.0.2.99") as elsewhere:
+        r = await elsewhere.post(endpoint, data=form, auth=(target[0], "tss_wrong-elsewhere"))
+        assert r.status_code == 429
+        r = await elsewhere.post(endpoint, data=form, auth=target)
+        assert r.status_code in (200, 400) and r.status_code != 429, r.text
+    async with from_address(app, f"198.51.100.{10 + len(endpoint)}") as guesser:
         # Another client, from the same address, still authenticates: no global lockout.
         r = await guesser.post("/oauth2/token", data={"grant_type": "client_credentials"},
                                auth=(bystander.client_id, bystander.client_secret))
@@ -136,3 +146,79 @@ async def test_a_block_is_seen_by_every_replica(database, settings, clock, plan)
                     break
                 await asyncio.sleep(0.02)
             assert r.status_code == 429, r.text
+
+
+async def test_every_spelling_of_a_login_counts_against_the_one_account(app, plan,
+                                                                        clock) -> None:
+    """`email`, `<plan id>/email`, the plan id in capitals or without dashes, the email in
+    capitals: one account, one count, from as many addresses as the guesser has."""
+    member = await plan.add_user()
+    limit = LIMITS[Guarded.password_account]
+    spellings = [member.email, f"{plan.plan_id}/{member.email}",
+                 f"{str(plan.plan_id).upper()}/{member.email}",
+                 f"{plan.plan_id.hex}/{member.email.upper()}", f" {member.email} "]
+    for i in range(limit.failures):
+        async with from_address(app, f"203.0.113.{i + 1}") as guesser:
+            r = await guesser.post("/v1/me/tokens", json={},
+                                   auth=(spellings[i % len(spellings)], "wrong-guess"))
+            assert r.status_code == 401, (i, r.text)
+    for login in spellings:
+        async with from_address(app, "192.0.2.77") as owner:
+            r = await owner.post("/v1/me/tokens", json={}, auth=(login, member.password))
+            assert r.status_code == 429, login
+
+
+async def test_an_ipv6_host_is_one_source_whatever_its_address(app, plan, clock) -> None:
+    """An IPv6 host usually holds a whole /64: each of its addresses is the same source, and
+    an IPv4 address mapped into IPv6 is the IPv4 address."""
+    users = [await plan.add_user() for _ in range(3)]
+    limit = LIMITS[Guarded.password_source]
+    for i in range(limit.failures):
+        async with from_address(app, f"2001:db8:1:2::{i + 1:x}") as guesser:
+            r = await guesser.post("/v1/me/tokens", json={},
+                                   auth=(users[i % 3].email, f"guess-{i}"))
+            assert r.status_code == 401, i
+    async with from_address(app, "2001:db8:1:2:ffff:ffff:ffff:fffe") as same_host:
+        r = await same_host.post("/v1/me/tokens", json={},
+                                 auth=(users[0].email, users[0].password))
+        assert r.status_code == 429
+    async with from_address(app, "2001:db8:1:3::1") as next_network:
+        r = await next_network.post("/v1/me/tokens", json={},
+                                    auth=(users[0].email, users[0].password))
+        assert r.status_code == 201
+
+
+async def test_a_burst_of_guesses_at_once_gets_no_more_checks_than_the_limit(
+        app, plan, clock) -> None:
+    """Fifty wrong passwords sent at once, from fifty addresses: those queued for a password
+    check when the account gets blocked are refused at their turn, not checked. The count can
+    overshoot by the checks already running at once (one hashing lane: none)."""
+    member = await plan.add_user()
+    limit = LIMITS[Guarded.password_account]
+
+    async def guess(i: int) -> int:
+        async with from_address(app, f"198.18.{i // 200}.{i % 200 + 1}") as guesser:
+            r = await guesser.post("/v1/me/tokens", json={}, auth=(member.email, f"g{i}"))
+            return r.status_code
+
+    answers = await asyncio.gather(*(guess(i) for i in range(50)))
+    checked = answers.count(401)
+    assert set(answers) <= {401, 429, 503}, answers
+    assert checked == limit.failures, answers
+    async with from_address(app, "192.0.2.78") as owner:
+        r = await owner.post("/v1/me/tokens", json={}, auth=(member.email, member.password))
+        assert r.status_code == 429
+
+
+async def test_one_address_cannot_crowd_the_password_queue(app, plan) -> None:
+    """One source may have two sign-ins waiting or running at once; more from it at the same
+    moment are answered 429 at once, so a burst from one address leaves the queue to others."""
+    users = [await plan.add_user() for _ in range(10)]
+    async with from_address(app, "198.51.100.66") as burst:
+        answers = await asyncio.gather(*(
+            burst.post("/v1/me/tokens", json={}, auth=(u.email, "wrong-guess")) for u in users))
+    codes = [r.status_code for r in answers]
+    assert codes.count(429) >= 1 and codes.count(401) >= 2, codes
+    for r in answers:
+        if r.status_code == 429:
+            assert r.json()["error"] == "too_many_attempts" and "retry-after" in r.headers
