@@ -7,7 +7,10 @@ never ends, would hold a connection (and, for the body, a request task) for as l
 Here a request's headers must arrive within `TESSERA_HEADER_TIMEOUT_SECONDS` of its first byte
 (of the connection, for the first request), and its body within `TESSERA_BODY_TIMEOUT_SECONDS`
 of its headers; past that the connection is answered 408 (or, once the application has begun
-its answer, closed).
+its answer, closed). Bytes that begin no request (blank lines between kept-alive requests) do
+not keep a connection open: the header deadline runs from the first of them. A client that
+stops reading its answer (the server's send buffer full) for `TESSERA_BODY_TIMEOUT_SECONDS`
+loses the connection, so it cannot hold a request task by not reading.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class SlowClientGuard(HttpToolsProtocol):
         self._header_seconds = settings.header_timeout_seconds
         self._body_seconds = settings.body_timeout_seconds
         self._deadline: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -59,7 +63,34 @@ class SlowClientGuard(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # Between requests nothing is armed (uvicorn's keep-alive timer is stopped by any byte):
+        # whatever comes starts the header deadline, a request or not.
+        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm(self._header_seconds)
+        super().data_received(data)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self._body_seconds, self._not_reading)
+
+    def resume_writing(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+        super().resume_writing()
+
+    def _not_reading(self) -> None:
+        self._stalled = None
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+        self.transport.abort()  # close() would wait for the buffer the client does not read
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

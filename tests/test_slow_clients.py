@@ -84,3 +84,72 @@ async def test_requests_sent_in_time_are_served_and_kept_alive(served) -> None: 
         await reader.readexactly(length)
         await asyncio.sleep(LIMIT / 2)  # idle between requests: the keep-alive limit, not ours
     writer.close()
+
+
+async def test_blank_lines_between_requests_do_not_keep_a_connection(served) -> None:  # noqa: ANN001
+    """Bytes that begin no request (CRLF, which HTTP lets a server ignore before a request) do
+    not reset any deadline: a client trickling them is closed like one sending nothing."""
+    reader, writer = await asyncio.open_connection(served.hostname, served.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # one request, answered
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    length = 0
+    while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await asyncio.wait_for(reader.readexactly(length), 5)
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        while not writer.is_closing():
+            writer.write(b"\r\n")
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return
+            await asyncio.sleep(LIMIT / 5)
+
+    task = asyncio.create_task(trickle())
+    try:
+        answer = await answer_within(reader, LIMIT + 5)
+    finally:
+        task.cancel()
+        writer.close()
+    assert time.monotonic() - started < LIMIT + 3  # closed at the header deadline
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+
+
+async def test_a_client_that_does_not_read_its_answers_is_let_go(served) -> None:  # noqa: ANN001
+    """Pipelined requests for a large answer, none of it read: once the server's buffers are
+    full and stay full for the body limit, the connection is dropped (its request task with
+    it), instead of waiting forever for the client to read."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((served.hostname, served.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    # Few enough to arrive whole (no request left half-read, whose own deadline would fire),
+    # many enough that their answers (about 100 kB each) fill every buffer on the way.
+    count = 40
+    request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(request * count)
+    try:
+        await asyncio.wait_for(writer.drain(), 5)
+    except (ConnectionError, TimeoutError):
+        pass
+    await asyncio.sleep(LIMIT + 2)  # nothing read: the server's send buffer stays full
+    received, dropped = b"", False
+    try:
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+            received += chunk
+        dropped = True  # the server closed
+    except ConnectionError:
+        dropped = True
+    except TimeoutError:
+        dropped = False
+    writer.close()
+    answered = received.count(b"HTTP/1.1 200 OK\r\n")
+    assert dropped, f"the connection was still open after {answered} answers"
+    assert answered < count  # dropped on the way, not once everything was read

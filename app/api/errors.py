@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.api.responses import JSON
@@ -222,6 +223,14 @@ def _last_resort(request: Request, exc: Exception) -> JSON:
 
 
 def _last_resort_for(exc: Exception, method: str, path: str) -> JSON:
+    if isinstance(exc, ClientDisconnect):
+        # The client went away before its body was read: nobody reads the answer, nothing was
+        # done, and it is not an error of ours.
+        log.info("%s %s: the client left before its request was read", method, path)
+        message = "the request ended before its body did"
+        if _is_oauth_path(path):
+            return oauth_response(InvalidRequestError(description=message))
+        return _wire(400, "invalid_request", message)
     if isinstance(exc, IntegrityError):
         # A concurrent write won a uniqueness race: the caller's request conflicts, it is not ours.
         return _wire(409, "conflict", "the request conflicts with the current state; retry")

@@ -118,7 +118,43 @@ async def test_no_free_pool_connection_is_a_503(clock) -> None:
             await engine.dispose()
 
 
-async def test_an_offset_beyond_any_row_is_a_422(client, plan) -> None:
-    """Larger than a 64-bit integer: refused by validation on both backends, never a 500."""
-    r = await client.get("/v1/me/tokens", params={"offset": 10**20}, headers=plan.admin.auth)
+@pytest.mark.parametrize("offset", [10**20, 100_001])
+async def test_an_offset_past_the_bound_is_a_422(client, plan, offset) -> None:
+    """Larger than a 64-bit integer, or than the rows a listing may skip within its statement
+    timeout: refused by validation on both backends, never a 500 (nor a 503 for a statement
+    that outlived its timeout)."""
+    r = await client.get("/v1/me/tokens", params={"offset": offset}, headers=plan.admin.auth)
     assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+    r = await client.get("/v1/me/tokens", params={"offset": 100_000}, headers=plan.admin.auth)
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
+@pytest.mark.parametrize("path", ["/v1/me/tokens", "/oauth2/token"])
+async def test_a_client_leaving_mid_body_is_not_an_error_of_ours(app, plan, path,
+                                                                 caplog) -> None:
+    """The connection closes before the body is read (`http.disconnect`): nothing is done,
+    nothing is logged as an error, and the answer (that nobody reads) is a 400, not a 500."""
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": b'{"na', "more_body": True},
+                {"type": "http.disconnect"}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    content_type = b"application/json" if path.startswith("/v1") else \
+        b"application/x-www-form-urlencoded"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "https", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "client": ("192.0.2.1", 1000),
+             "server": ("tessera.test", 443),
+             "headers": [(b"host", b"tessera.test"), (b"content-type", content_type),
+                         (b"content-length", b"100"),
+                         (b"authorization", plan.admin.auth["Authorization"].encode())]}
+    with caplog.at_level("INFO"):
+        await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400, sent
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
