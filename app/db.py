@@ -55,8 +55,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:  # asyncpg's, already
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -204,6 +204,34 @@ def _terminate(pooled: Any) -> None:  # noqa: ANN401 - a pool's proxied DBAPI co
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class ReadOnlySession(Session):
+    """A session that may only read (the management API's GET requests): on PostgreSQL its
+    statements run without a transaction around them (AUTOCOMMIT: no BEGIN and COMMIT round
+    trips, two of a read's three), each seeing the data committed when it starts. A write
+    through it is a bug, refused before it reaches the database."""
+
+
+@event.listens_for(ReadOnlySession, "do_orm_execute")
+def _refuse_statement(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        raise RuntimeError("a read-only session cannot write")
+
+
+@event.listens_for(ReadOnlySession, "before_flush")
+def _refuse_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:  # noqa: ANN401
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a read-only session cannot write")
+
+
+def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read. On SQLite, where a transaction costs no round
+    trip, the same as any session's but for the guard against writes."""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False,
+                              sync_session_class=ReadOnlySession)
 
 
 class LazySession:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,9 +19,10 @@ from app.api import errors, openapi
 from app.api.content_type import JSONBodiesOnly
 from app.api.headers import SafeHeaders
 from app.api.responses import JSON
+from app.api.routing import RouteIndex
 from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
-from app.db import make_engine, make_sessionmaker
+from app.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from app.gateway.fast_path import FastChecks
 from app.oauth2.clients import ClientReader
 from app.oauth2.fast_path import FastForms
@@ -151,6 +153,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.clock = clock or SystemClock()
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.read_sessionmaker = make_read_sessionmaker(engine)
     app.state.metadata = authorization_server_metadata(settings)
     app.state.token_cache = token_cache
     app.state.token_batches = Batches.for_engine(engine)
@@ -176,19 +179,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     from app.tokens.endpoints import router as tokens_router
     from app.users.endpoints import router as users_router
 
-    # The hot paths first: routes are matched in order.
-    app.include_router(gateway_router)
-    app.include_router(introspection_router)
-    app.include_router(token_router)
-    # Their plain Starlette routes go to the very front of the application's own table, before
-    # FastAPI's documentation routes and the included routers, whose matching walks each router
-    # in turn (bench/NOTES.md). The copies inside the included routers are never reached.
-    hot = [route for router in (gateway_router, introspection_router, token_router)
-           for route in router.routes if type(route) is Route]
+    # Routes go into the application's own table as they are (each already carries its full
+    # path and tags), not through `include_router`: FastAPI matches an included router by
+    # walking every router in turn, route by route, with a context per router, which cost a
+    # request ~4 times a bare endpoint's whole work (bench/NOTES.md).
+    routers = (gateway_router, introspection_router, token_router, plans_router, tokens_router,
+               users_router, integrations_router, authorize_router, metadata_router,
+               audit_router, ops_router)
+    # The hot paths' plain Starlette routes first, before FastAPI's documentation routes: the
+    # documented copies behind them are never reached.
+    hot = [route for router in routers[:3] for route in router.routes if type(route) is Route]
+    for router in routers:
+        if router.dependencies or not all(isinstance(route, APIRoute | Route)
+                                          for route in router.routes):
+            app.include_router(router)  # what only inclusion knows how to apply
+        else:
+            app.router.routes.extend(route for route in router.routes
+                                     if not any(route is h for h in hot))
     app.router.routes[:0] = hot
-    for router in (plans_router, tokens_router, users_router, integrations_router,
-                   authorize_router, metadata_router,
-                   audit_router, ops_router):
-        app.include_router(router)
-
+    # And in front of them all, an index of them (`app.api.routing`).
+    app.router.routes.insert(0, RouteIndex(route for route in app.router.routes
+                                           if isinstance(route, APIRoute | Route)))
     return app

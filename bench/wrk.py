@@ -44,7 +44,7 @@ function request()
   elseif mode == "bearer_json" then
     return wrk.format(method, path, {["Authorization"] = "Bearer " .. item,
                                      ["Content-Type"] = "application/json"},
-                      '{"name":"bench"}')
+                      '%(body)s')
   elseif mode == "form" then
     return wrk.format(method, path, {["Authorization"] = "Basic " .. basic,
                                      ["Content-Type"] = "application/x-www-form-urlencoded"},
@@ -95,9 +95,11 @@ class Result:
 
 def run(url: str, *, path: str, method: str = "GET", mode: str = "get", basic: str = "",
         datafile: Path | None = None, seconds: float = 10, connections: int = 64,
-        threads: int = 2, workdir: Path, show_errors: bool = False) -> Result:
-    script = workdir / f"{mode}-{abs(hash((path, str(datafile))))}.lua"
+        threads: int = 2, workdir: Path, show_errors: bool = False,
+        body: str = '{"name":"bench"}') -> Result:
+    script = workdir / f"{mode}-{abs(hash((method, path, str(datafile), body)))}.lua"
     script.write_text(_LUA % {"method": method, "path": path, "mode": mode, "basic": basic,
+                              "body": body,
                               "threads": threads, "datafile": str(datafile or ""),
                               "response": _SHOW_ERRORS if show_errors else ""})
     out = subprocess.run(

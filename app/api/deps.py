@@ -17,9 +17,17 @@ from app.clock import Clock
 from app.config import Settings
 from app.db import session_scope
 
+# Requests that only read: the management API's GETs (a console's and a script's everyday
+# calls), served by read-only sessions without a transaction's round trips (`app.db`).
+_READS = frozenset({"GET", "HEAD"})
+
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with session_scope(request.app.state.sessionmaker) as session:
+    state = request.app.state
+    maker = state.read_sessionmaker if (
+        request.method in _READS and request.scope["path"].startswith("/v1/")) \
+        else state.sessionmaker
+    async with session_scope(maker) as session:
         yield session
 
 

@@ -12,12 +12,14 @@ from pydantic import BaseModel
 from sqlalchemy import and_, or_, select
 
 from app.api.deps import Session
+from app.api.openapi import operation_id
+from app.api.responses import Rendered
 from app.audit.models import AuditEvent
 from app.auth.dependencies import CurrentPrincipal
 from app.errors import InvalidRequest
 from app.integrations.models import Installation
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(generate_unique_id_function=operation_id, tags=["audit"])
 
 
 class AuditEventOut(BaseModel):
@@ -75,9 +77,9 @@ async def plan_audit(plan_id: uuid.UUID, principal: CurrentPrincipal, session: S
         query.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc()).limit(limit + 1)
     )).scalars())
     page = rows[:limit]
-    return AuditPage(
+    return Rendered(AuditPage(
         items=[AuditEventOut(id=e.id, occurred_at=e.occurred_at, actor=e.actor, action=e.action,
                              target_type=e.target_type, target_id=e.target_id, detail=e.detail)
                for e in page],
         next_cursor=_cursor(page[-1]) if len(rows) > limit else None,
-    )
+    ))

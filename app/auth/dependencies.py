@@ -20,7 +20,8 @@ from app.tokens import cache as token_cache
 from app.tokens import repository
 from app.tokens.cache import TokenCache
 from app.tokens.rules import Inactive, TokenKind, check
-from app.users.models import User
+from app.users import facts
+from app.users.facts import UserFacts
 
 _BEARER_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access}
 
@@ -67,12 +68,16 @@ async def principal_from_token(session: Session, secret: str, now: Now,
     if stored.user_id is None:
         return Principal(kind="client", plan_id=stored.plan_id, token_id=stored.id,
                          integration_id=stored.integration_id, scopes=scopes,
-                         credential=stored.kind)
-    role = (await session.execute(
-        select(User.role).where(User.id == stored.user_id))).scalar_one()
-    return Principal(kind="user", plan_id=stored.plan_id, user_id=stored.user_id, role=role,
+                         credential=stored.kind, token=stored)
+    user = cache.get_user(stored.user_id) if cache is not None else None
+    if user is None:
+        user = UserFacts(*(await session.execute(
+            facts.BY_ID, {"user_id": stored.user_id})).one())
+        if cache is not None:
+            cache.put_user(stored.user_id, user)
+    return Principal(kind="user", plan_id=stored.plan_id, user_id=stored.user_id, role=user.role,
                      token_id=stored.id, integration_id=stored.integration_id, scopes=scopes,
-                     credential=stored.kind)
+                     credential=stored.kind, user=user, token=stored)
 
 
 async def current_principal(request: Request, session: Session, now: Now) -> Principal:

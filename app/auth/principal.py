@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.errors import Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from app.tokens.repository import StoredToken
+    from app.users.facts import UserFacts
 
 DERIVED = frozenset({"access", "integration"})
 
@@ -25,6 +30,10 @@ class Principal:
     # `password`), a token derived from another credential (`access`: OAuth, `integration`),
     # or an `operator` token.
     credential: str = "personal"
+    # What was read to authenticate a bearer token, for handlers to use rather than read again:
+    # the user's facts, and the token's (its plan's period among them, as fresh as any check's).
+    user: UserFacts | None = None
+    token: StoredToken | None = None
 
     @property
     def actor(self) -> str:

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Body
 from sqlalchemy import select
 
 from app.api.deps import AppSettings, Now, Session
+from app.api.openapi import operation_id
+from app.api.responses import Rendered
 from app.audit import service as audit
 from app.auth.dependencies import CurrentPrincipal
 from app.errors import InvalidRequest, NotFound
@@ -36,7 +38,7 @@ from app.tokens import service as tokens
 from app.tokens.rules import TokenKind
 from app.tokens.schemas import IssuedTokenOut, TokenOut
 
-router = APIRouter(tags=["integrations"])
+router = APIRouter(generate_unique_id_function=operation_id, tags=["integrations"])
 
 
 @router.post("/v1/integrations", status_code=201, response_model=IssuedIntegrationOut)
@@ -166,7 +168,7 @@ async def list_plan_integrations(plan_id: uuid.UUID, principal: CurrentPrincipal
                                  session: Session, now: Now):
     """Every integration enabled in the plan, those needing attention first."""
     principal.require_plan_admin(plan_id, write=False)
-    return await lifecycle.list_for_plan(session, plan_id, now)
+    return Rendered(await lifecycle.list_for_plan(session, plan_id, now))
 
 
 @router.post("/v1/plans/{plan_id}/integrations/{integration_id}/deactivate",

@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app import credentials
 from app.api.deps import AppSettings, Now, Session
+from app.api.openapi import operation_id
 from app.audit import service as audit
 from app.config import Settings
 from app.credentials import SecretKind
@@ -38,7 +39,8 @@ from app.tokens import cache
 from app.users import service as users
 from app.users.models import User
 
-router = APIRouter(tags=["oauth2"], include_in_schema=False)
+router = APIRouter(generate_unique_id_function=operation_id, tags=["oauth2"],
+                   include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")  # BASE64URL(SHA-256), RFC 7636 §4.2

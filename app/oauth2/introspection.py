@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import credentials
-from app.api.openapi import Introspection
+from app.api.openapi import Introspection, operation_id
 from app.api.responses import JSON, NO_STORE
 from app.credentials import SecretKind
 from app.oauth2 import callers, clients
@@ -22,7 +22,7 @@ from app.tokens.cache import TokenCache
 from app.tokens.repository import StoredToken
 from app.tokens.rules import TokenKind, check
 
-router = APIRouter(tags=["oauth2"])
+router = APIRouter(generate_unique_id_function=operation_id, tags=["oauth2"])
 
 INACTIVE: dict[str, Any] = {"active": False}
 _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,

@@ -7,11 +7,12 @@ from typing import Any
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from fastapi import APIRouter, Request
 
+from app.api.openapi import operation_id
 from app.api.responses import JSON
 from app.config import Settings
 from app.oauth2 import scopes
 
-router = APIRouter(tags=["oauth2"])
+router = APIRouter(generate_unique_id_function=operation_id, tags=["oauth2"])
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 

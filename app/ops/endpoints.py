@@ -11,13 +11,13 @@ from sqlalchemy import func, select
 from starlette.responses import Response
 
 from app import db
-from app.api.openapi import Health, Readiness
+from app.api.openapi import Health, Readiness, operation_id
 from app.api.responses import JSON, NO_STORE
 from app.errors import NotFound, Unauthorized
 from app.notifications.models import OutboxMessage
 from app.ops import health, metrics
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(generate_unique_id_function=operation_id, tags=["operations"])
 
 
 @router.get("/healthz", summary="The process answers (liveness)", response_model=Health)

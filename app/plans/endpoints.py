@@ -3,37 +3,53 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from fastapi import APIRouter, Response
 
 from app.api.deps import Now, Session
+from app.api.openapi import operation_id
+from app.api.responses import Rendered
 from app.auth.dependencies import CurrentPrincipal
 from app.plans import service
+from app.plans.expiry import Period
 from app.plans.models import Plan
 from app.plans.schemas import DyingTokenOut, PeriodIn, PeriodOut, PolicyOut, PreviewOut
 
-router = APIRouter(prefix="/v1/plans/{plan_id}/token-expiration", tags=["token expiration"])
+router = APIRouter(generate_unique_id_function=operation_id,
+                   prefix="/v1/plans/{plan_id}/token-expiration", tags=["token expiration"])
 
 FINAL = ("Expiry is final: a token the period expires is dead for good. Lengthening or removing "
          "the period later spares only tokens that have not expired yet.")
 
 
 def _policy(plan: Plan) -> PolicyOut:
-    period = service.period_of(plan)
+    return _policy_of(plan.id, service.period_of(plan), plan.policy_updated_at,
+                      plan.expired_through)
+
+
+def _policy_of(plan_id: uuid.UUID, period: Period | None, updated_at: datetime | None,
+               expired_through: datetime | None) -> PolicyOut:
     return PolicyOut(
-        plan_id=plan.id,
+        plan_id=plan_id,
         period=PeriodOut(value=period.value, unit=period.unit) if period else None,
         description=(f"tokens expire {period.describe()} after they were generated"
                      if period else "tokens do not expire by policy; they live until revoked"),
-        updated_at=plan.policy_updated_at,
-        expired_through=plan.expired_through,
+        updated_at=updated_at,
+        expired_through=expired_through,
     )
 
 
 @router.get("", response_model=PolicyOut)
 async def read_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session):
     principal.require_plan_admin(plan_id, write=False)
-    return _policy(await service.get_plan(session, plan_id))
+    token = principal.token
+    if token is not None and token.plan_id == plan_id:
+        # The caller's token was judged by its plan's period: the same facts, as fresh as any
+        # token check's (a change evicts them on every replica), and no read more.
+        return Rendered(_policy_of(plan_id, token.facts.period, token.period_since,
+                                   token.facts.expired_through))
+    return Rendered(_policy(await service.get_plan(session, plan_id)))
 
 
 @router.put("", response_model=PolicyOut)

@@ -121,6 +121,9 @@ class TokenCache:
     _placements: dict[tuple[uuid.UUID, uuid.UUID | None], Any] = field(default_factory=dict)
     # Monotonic time until which answers may be served; moved on by each listener heartbeat.
     _fresh_until: float = 0.0
+    # Users' facts (`app.users.facts`), fixed when a user is made: kept whatever the listener's
+    # health, nothing can make them stale.
+    _users: dict[uuid.UUID, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _caches.add(self)
@@ -182,6 +185,16 @@ class TokenCache:
         self._clients[key] = (integration_id, facts)
         while len(self._clients) > self.size:
             self._clients.popitem(last=False)
+
+    def get_user(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a UserFacts
+        return self._users.get(user_id) if self.size > 0 else None
+
+    def put_user(self, user_id: uuid.UUID, facts: Any) -> None:  # noqa: ANN401
+        if self.size <= 0:
+            return
+        if len(self._users) >= self.size:
+            self._users.clear()
+        self._users[user_id] = facts
 
     def get_placement(self, integration_id: uuid.UUID,
                       plan_id: uuid.UUID | None) -> Any | None:  # noqa: ANN401

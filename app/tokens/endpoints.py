@@ -9,6 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.api.deps import Now, Session
+from app.api.openapi import operation_id
+from app.api.responses import Rendered
 from app.auth.dependencies import basic_credentials, current_principal
 from app.auth.principal import Principal
 from app.errors import NotFound, Unauthorized
@@ -26,7 +28,7 @@ from app.tokens.schemas import (
 )
 from app.users import service as users
 
-router = APIRouter(tags=["tokens"])
+router = APIRouter(generate_unique_id_function=operation_id, tags=["tokens"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 # Bounded: skipping rows costs the database a read of each, and a listing must finish within
@@ -66,7 +68,8 @@ async def create_personal_token(
         session, request.app.state.token_batches, plan_id=principal.plan_id,
         user_id=principal.user_id, name=body.name if body else None, now=now,
         via=principal.credential)
-    return IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret)
+    return Rendered(IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret),
+                    status_code=201)
 
 
 @router.get("/v1/me/tokens", response_model=TokenList)
@@ -147,7 +150,10 @@ async def _listing(session: Session, plan_id: uuid.UUID, items: list[StoredToken
                    now: datetime, limit: int, offset: int) -> TokenList:
     """A page of tokens; the plan's past periods are read only when one of them has expired
     (to say when it died)."""
-    expired = any(check(t.facts, now).reason is Inactive.expired for t in items)
+    verdicts = [check(t.facts, now) for t in items]
+    expired = any(v.reason is Inactive.expired for v in verdicts)
     history = await plans.history(session, plan_id) if expired else None
-    return TokenList(items=[TokenOut.of(t, now, history) for t in items], limit=limit,
-                     offset=offset)
+    return Rendered(TokenList(
+        items=[TokenOut.of(t, now, history, verdict=v) for t, v in zip(items, verdicts,
+                                                                       strict=True)],
+        limit=limit, offset=offset))

@@ -34,11 +34,12 @@ class TokenOut(BaseModel):
     client_id: str | None = None
 
     @classmethod
-    def of(cls, stored: StoredToken, now: datetime,
-           history: list[Spell] | None = None) -> TokenOut:
+    def of(cls, stored: StoredToken, now: datetime, history: list[Spell] | None = None, *,
+           verdict: Verdict | None = None) -> TokenOut:
         """`history`: the plan's periods (`plans.service.history`), for when an expired token
-        died; needed for any token that may have."""
-        verdict = check(stored.facts, now)
+        died; needed for any token that may have. `verdict`: `check(stored.facts, now)`, when
+        the caller has it already."""
+        verdict = verdict or check(stored.facts, now)
         died = _death(stored, verdict, now, history)
         return cls(
             id=stored.id, kind=stored.kind, name=stored.name, hint=stored.hint,

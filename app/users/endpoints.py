@@ -8,15 +8,18 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from app.api.deps import Now, Session
+from app.api.openapi import operation_id
+from app.api.responses import Rendered
 from app.auth.dependencies import CurrentPrincipal
 from app.users import service
+from app.users.facts import UserFacts
 from app.users.models import User
 from app.users.schemas import UserIn, UserOut
 
-router = APIRouter(tags=["users"])
+router = APIRouter(generate_unique_id_function=operation_id, tags=["users"])
 
 
-def _out(user: User) -> UserOut:
+def _out(user: User | UserFacts) -> UserOut:
     return UserOut(id=user.id, plan_id=user.plan_id, email=user.email, name=user.name,
                    role=user.role, created_at=user.created_at)
 
@@ -35,12 +38,14 @@ async def create_user(plan_id: uuid.UUID, body: UserIn, principal: CurrentPrinci
 @router.get("/v1/plans/{plan_id}/users", response_model=list[UserOut])
 async def list_users(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session):
     principal.require_plan_admin(plan_id, write=False)
-    return [_out(u) for u in await service.list_in_plan(session, plan_id)]
+    return Rendered([_out(u) for u in await service.list_in_plan(session, plan_id)])
 
 
 @router.get("/v1/me", response_model=UserOut)
 async def me(principal: CurrentPrincipal, session: Session):
     user_id = principal.require_user()
     principal.require_scope("profile")
-    user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
-    return _out(user)
+    user = principal.user  # read to authenticate the token (cached with it)
+    if user is None:
+        user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
+    return Rendered(_out(user))

@@ -1,0 +1,87 @@
+"""Finding a request's route without walking every route.
+
+The application's router tries its routes one after the other, each with a regular expression
+and, for FastAPI's routes, some bookkeeping of its own; with some fifty routes a request to one
+of the last paid more for finding its route than a bare endpoint pays for all its work
+(bench/NOTES.md). `RouteIndex` sits at the front of the router's table and tries only the
+routes whose path has as many segments as the request's and the same literal segments where
+they have literals (usually one route, or one per method): the same routes, matched by their
+own `matches`, in their own order, so the answer is the one the full walk would have given.
+The routes stay in the table behind it too, where the OpenAPI document and `url_for` find
+them, and where a request no route takes (a 404, a redirect of a trailing slash) is looked for
+as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from starlette._utils import get_route_path
+from starlette.routing import BaseRoute, Match, NoMatchFound
+
+_CHOSEN = "tessera.route"
+
+# A route: where its literal segments are, and what they say.
+_Shape = tuple[tuple[int, str], ...]
+
+
+def _shape(path: str) -> tuple[int, _Shape] | None:
+    """Segment count and literal segments of a route's path; None when a parameter may span
+    several segments (`{name:path}`) or shares a segment with text, which only its regular
+    expression can tell."""
+    segments = path.split("/")
+    literals = []
+    for i, segment in enumerate(segments):
+        if "{" in segment:
+            if not (segment.startswith("{") and segment.endswith("}")
+                    and segment.count("{") == 1 and ":path" not in segment):
+                return None
+            continue
+        literals.append((i, segment))
+    return len(segments), tuple(literals)
+
+
+class RouteIndex(BaseRoute):
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        shaped: list[tuple[int, BaseRoute, int | None, _Shape]] = []
+        for position, route in enumerate(routes):
+            path = getattr(route, "path", None)
+            shape = _shape(path) if isinstance(path, str) else None
+            # A route whose path the index cannot read is tried for every request, in its turn.
+            count, literals = shape if shape is not None else (None, ())
+            shaped.append((position, route, count, literals))
+        anywhere = [entry for entry in shaped if entry[2] is None]
+        self._anywhere = [(route, literals) for _p, route, _c, literals in anywhere]
+        self._buckets: dict[int, list[tuple[BaseRoute, _Shape]]] = {}
+        for count in {entry[2] for entry in shaped if entry[2] is not None}:
+            entries = sorted([e for e in shaped if e[2] == count] + anywhere,
+                             key=lambda e: e[0])
+            self._buckets[count] = [(route, literals) for _p, route, _c, literals in entries]
+
+    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        segments = get_route_path(scope).split("/")
+        partial: tuple[BaseRoute, dict[str, Any]] | None = None
+        for route, literals in self._buckets.get(len(segments), self._anywhere):
+            for i, literal in literals:
+                if segments[i] != literal:
+                    break
+            else:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    child[_CHOSEN] = route
+                    return match, child
+                if match is Match.PARTIAL and partial is None:
+                    partial = (route, child)
+        if partial is not None:
+            partial[1][_CHOSEN] = partial[0]
+            return Match.PARTIAL, partial[1]
+        return Match.NONE, {}
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
+        await scope.pop(_CHOSEN).handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:  # noqa: ANN401
+        raise NoMatchFound(name, path_params)  # the routes behind the index answer it
