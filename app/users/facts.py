@@ -24,5 +24,5 @@ class UserFacts:
 
 
 # Built once, with a bound parameter: a call costs no statement construction.
-BY_ID = select(User.id, User.plan_id, User.email, User.name, User.role, User.created_at) \
-    .where(User.id == bindparam("user_id"))
+COLUMNS = (User.id, User.plan_id, User.email, User.name, User.role, User.created_at)
+BY_ID = select(*COLUMNS).where(User.id == bindparam("user_id"))

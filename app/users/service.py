@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,7 @@ from app.errors import Busy, Conflict, TooManyAttempts
 from app.throttle import hashing
 from app.throttle import store as throttle
 from app.throttle.store import Throttles
+from app.users import facts
 from app.users.models import User
 
 T = TypeVar("T")
@@ -152,6 +153,12 @@ async def _rehash(session: AsyncSession, user: User, password: str) -> None:
                            .values(password_hash=new_hash))
 
 
-async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[User]:
-    return list((await session.execute(
-        select(User).where(User.plan_id == plan_id).order_by(User.created_at))).scalars())
+# The plan's users as the API shows them: columns, not ORM objects (a tenth of the work), by a
+# statement built once.
+_IN_PLAN = select(*facts.COLUMNS).where(User.plan_id == bindparam("plan_id")) \
+    .order_by(User.created_at, User.id)
+
+
+async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[facts.UserFacts]:
+    return [facts.UserFacts(*row) for row in await session.execute(_IN_PLAN,
+                                                                  {"plan_id": plan_id})]
