@@ -19,6 +19,7 @@ import base64
 import json
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx2
@@ -270,3 +271,57 @@ async def test_a_crafted_cursor_is_a_422(client, plan, crafted) -> None:
     r = await client.get(f"/v1/plans/{plan.plan_id}/audit", params={"cursor": cursor},
                          headers=plan.admin.auth)
     assert r.status_code == 422 and r.json()["error"] == "invalid_cursor", r.text
+
+
+async def test_pages_merge_the_plans_events_and_the_platforms_in_order(client, operator, plan,
+                                                                       other_plan, database,
+                                                                       clock) -> None:
+    """A plan's trail holds its own events and the platform's decisions on integrations
+    installed in it, read as two index walks and merged: paging through it, at any page size,
+    gives every event once, newest first, ties broken by id; other plans' events never."""
+    from app.integrations.models import Installation
+
+    third = await register_third_party(client, operator)
+    elsewhere = await register_third_party(client, operator)
+    now = clock.now()
+    rows = []
+    for i in range(12):
+        at = now.replace(microsecond=0) - timedelta(seconds=i // 3)
+        rows.append(AuditEvent(id=uuid.uuid4(), occurred_at=at, actor="user:x", action="mine",
+                               plan_id=plan.plan_id, target_type="plan",
+                               target_id=str(plan.plan_id), detail={"i": i}))
+        rows.append(AuditEvent(id=uuid.uuid4(), occurred_at=at, actor="operator:x",
+                               action="integration.reviewed", plan_id=None,
+                               target_type="integration", target_id=str(third.id),
+                               detail={"i": i}))
+        rows.append(AuditEvent(id=uuid.uuid4(), occurred_at=at, actor="operator:x",
+                               action="integration.reviewed", plan_id=None,
+                               target_type="integration", target_id=str(elsewhere.id),
+                               detail={"i": i}))
+        rows.append(AuditEvent(id=uuid.uuid4(), occurred_at=at, actor="user:y", action="theirs",
+                               plan_id=other_plan.plan_id, target_type="plan",
+                               target_id=str(other_plan.plan_id), detail={"i": i}))
+    async with make_sessionmaker(database.engine)() as session:
+        session.add(Installation(id=uuid.uuid4(), integration_id=uuid.UUID(str(third.id)),
+                                 plan_id=plan.plan_id,
+                                 state="active", installed_at=now, approved_scopes=[]))
+        session.add_all(rows)
+        await session.commit()
+    url = f"/v1/plans/{plan.plan_id}/audit"
+    everything = (await client.get(url, params={"limit": 200}, headers=plan.admin.auth)).json()
+    assert everything["next_cursor"] is None
+    listed = [(e["occurred_at"], e["id"]) for e in everything["items"]]
+    assert listed == sorted(listed, reverse=True)
+    ours = {str(r.id) for r in rows if r.plan_id == plan.plan_id or
+            r.target_id == str(third.id)}
+    assert ours <= {e["id"] for e in everything["items"]}
+    assert not {str(r.id) for r in rows} - ours & {e["id"] for e in everything["items"]}
+    for size in (1, 2, 5, 7):
+        seen, cursor = [], None
+        while True:
+            params = {"limit": size} | ({"cursor": cursor} if cursor else {})
+            page = (await client.get(url, params=params, headers=plan.admin.auth)).json()
+            seen += [e["id"] for e in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                break
+        assert seen == [e["id"] for e in everything["items"]], size
