@@ -73,6 +73,12 @@ LOOKUPS = [
     # argon2id check). Compare its p99 with "gateway check, cache hit".
     Scenario("check-guessed", f"gateway check, cache hit, beside {8} password guessers",
              "guessed", "GET", "/v1/gateway/check", "bearer", 0.8),
+    # What the metrics cost (issue: at most 5 %): the same hot paths on a server with
+    # TESSERA_METRICS_ENABLED=false, measured in the same rounds.
+    Scenario("check-hit-nometrics", "gateway check, cache hit, metrics off", "nometrics", "GET",
+             "/v1/gateway/check", "bearer", None),
+    Scenario("introspect-hit-nometrics", "introspection, cache hit, metrics off", "nometrics",
+             "POST", "/oauth2/introspect", "form", None),
 ]
 GUESSERS = 8
 MUTATIONS = [
@@ -306,7 +312,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 serve(tessera_cmd, {**env, "TESSERA_TOKEN_CACHE_SIZE": "1"}, "cold",
                       workdir) as (cold_url, cold_pid), \
                 serve(tessera_cmd, {**env, "TESSERA_TRUSTED_PROXIES": "127.0.0.1"},
-                      "guessed", workdir) as (guessed_url, guessed_pid):
+                      "guessed", workdir) as (guessed_url, guessed_pid), \
+                serve(tessera_cmd, {**env, "TESSERA_METRICS_ENABLED": "false"}, "nometrics",
+                      workdir) as (nometrics_url, nometrics_pid):
             sample = httpx2.post(f"{tessera_url}/oauth2/introspect", data={"token": known[0]},
                                  auth=(fx.gateway.client_id, fx.gateway.secret)).json()
             assert sample["active"] is True, sample
@@ -317,12 +325,15 @@ async def main_async(args: argparse.Namespace) -> int:
                            "nocache": (nocache_url, nocache_pid),
                            "cold": (cold_url, cold_pid),
                            "guessed": (guessed_url, guessed_pid),
+                           "nometrics": (nometrics_url, nometrics_pid),
                            "yardstick": (yard_url, 0)}
                 data = {"introspect-hit": (intro_hot, basic(fx.gateway)),
                         "introspect-miss": (intro_known, basic(fx.gateway)),
                         "introspect-cold": (intro_known, basic(fx.gateway)),
                         "check-hit": (hot_file, ""), "check-miss": (known_file, ""),
                         "check-guessed": (hot_file, ""),
+                        "check-hit-nometrics": (hot_file, ""),
+                        "introspect-hit-nometrics": (intro_hot, basic(fx.gateway)),
                         "client-credentials": (cc_file, basic(fx.app)),
                         "refresh": (None, basic(fx.app)), "revoke": (None, basic(fx.app)),
                         "personal-create": (hot_file, ""), "yardstick": (None, ""),

@@ -104,3 +104,33 @@ async def test_metrics_count_the_hot_paths_and_need_the_token(served) -> None:
                  "tessera_throttle_refusals_total", "tessera_cache_lookups_total",
                  "tessera_worker_cycle_seconds"):
         assert name in text, name
+
+
+async def test_the_loop_histogram_exposes_what_prometheus_clients_would() -> None:
+    """The request histogram and cache counter are counted in plain integers
+    (`app.ops.metrics`); scraped, they read exactly as prometheus-client's own would."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from app.ops.metrics import LoopCounter, LoopHistogram
+
+    bounds = (0.001, 0.01, 0.1, 1.0)
+    theirs_registry, ours_registry = CollectorRegistry(), CollectorRegistry()
+    theirs = Histogram("h_seconds", "doc", ["route"], buckets=bounds, registry=theirs_registry)
+    their_counter = Counter("c", "doc", ["kind"], registry=theirs_registry)
+    ours = LoopHistogram("h_seconds", "doc", ["route"], bounds)
+    our_counter = LoopCounter("c", "doc", ["kind"])
+    ours_registry.register(ours)
+    ours_registry.register(our_counter)
+    for value in (0.0005, 0.001, 0.002, 0.01, 0.5, 1.0, 3.0, 0.05):
+        for route in ("/a", "/b") if value < 1 else ("/a",):
+            theirs.labels(route).observe(value)
+            ours.observe((route,), value)
+    for kind in ("hit", "hit", "miss"):
+        their_counter.labels(kind).inc()
+        our_counter.inc(kind)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        return sorted(line for line in generate_latest(registry).decode().splitlines()
+                      if not line.startswith("#") and "_created" not in line)
+
+    assert lines(ours_registry) == lines(theirs_registry)

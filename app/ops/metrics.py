@@ -8,25 +8,86 @@ increment itself.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Buckets from a cached check (well under a millisecond of server time) to a slow sign-in.
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-REQUESTS = Histogram("tessera_http_request_duration_seconds",
-                     "HTTP requests by route, method and status, and how long they took "
-                     "(its _count is the number of requests)",
-                     ["route", "method", "status"], buckets=_LATENCY, registry=REGISTRY)
-CACHE = Counter("tessera_cache_lookups", "Token cache lookups by what was looked up and result",
-                ["kind", "result"], registry=REGISTRY)
+
+
+class LoopHistogram(Collector):
+    """A labelled histogram counted in plain integers, for what every request records: all
+    requests are counted on the event loop's one thread, so no lock is needed, and
+    prometheus-client's own histogram takes one per bucket and per sum (its cost on a cached
+    gateway check was about 9 % of the throughput, in `make bench`). Read when scraped."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str],
+                 buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.labels, self.bounds = name, documentation, \
+            labels, buckets
+        # labels -> [count in each bucket (the last: past every bound)..., sum]
+        self.children: dict[tuple[str, ...], list[Any]] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        child = self.children.get(labels)
+        if child is None:
+            child = self.children[labels] = [0] * (len(self.bounds) + 1) + [0.0]
+        child[bisect.bisect_left(self.bounds, value)] += 1
+        child[-1] += value
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, child in list(self.children.items()):
+            running, buckets = 0, []
+            for bound, count in zip(self.bounds, child, strict=False):
+                running += count
+                buckets.append((floatToGoString(bound), running))
+            buckets.append(("+Inf", running + child[len(self.bounds)]))
+            family.add_metric(list(labels), buckets, child[-1])
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+class LoopCounter(Collector):
+    """A labelled counter in plain integers, for the same reason (`LoopHistogram`)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.children: dict[tuple[str, ...], int] = {}
+
+    def inc(self, *labels: str) -> None:
+        self.children[labels] = self.children.get(labels, 0) + 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in list(self.children.items()):
+            family.add_metric(list(labels), value)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+REQUESTS = LoopHistogram("tessera_http_request_duration_seconds",
+                         "HTTP requests by route, method and status, and how long they took "
+                         "(its _count is the number of requests)",
+                         ["route", "method", "status"], _LATENCY)
+REGISTRY.register(REQUESTS)
+CACHE = LoopCounter("tessera_cache_lookups",
+                    "Token cache lookups by what was looked up and result", ["kind", "result"])
+REGISTRY.register(CACHE)
 DB_UNAVAILABLE = Counter("tessera_db_unavailable", "Requests answered 503 because the "
                          "database could not be had, by why", ["reason"], registry=REGISTRY)
 BATCH_SIZE = Histogram("tessera_batch_size", "Items per batched statement (group commit and "
@@ -44,14 +105,11 @@ WORKER_CYCLE = Histogram("tessera_worker_cycle_seconds", "Worker cycles and how 
 WORKER_ITEMS = Counter("tessera_worker_items", "What worker jobs did, by job and outcome",
                        ["job", "outcome"], registry=REGISTRY)
 
-_requests: dict[tuple[str, str, int], Any] = {}
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    child = _requests.get((route, method, status))
-    if child is None:
-        child = _requests[(route, method, status)] = REQUESTS.labels(route, method, str(status))
-    child.observe(seconds)
+    REQUESTS.observe((route, method, _STATUS.get(status) or str(status)), seconds)
 
 
 class _Bound:
@@ -67,7 +125,7 @@ class _Bound:
         child.inc(amount)
 
 
-cache = _Bound(CACHE)
+cache = CACHE
 db_unavailable = _Bound(DB_UNAVAILABLE)
 batch_retries = _Bound(BATCH_RETRIES)
 throttled = _Bound(THROTTLED)

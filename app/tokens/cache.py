@@ -50,8 +50,8 @@ from app.tokens.repository import StoredToken
 log = logging.getLogger("tessera.cache")
 
 # Bound once: the lookup is on the hottest path there is.
-_TOKEN_HIT, _TOKEN_MISS = CACHE.labels("token", "hit"), CACHE.labels("token", "miss")
-_CLIENT_HIT, _CLIENT_MISS = CACHE.labels("client", "hit"), CACHE.labels("client", "miss")
+_TOKEN_HIT, _TOKEN_MISS = ("token", "hit"), ("token", "miss")
+_CLIENT_HIT, _CLIENT_MISS = ("client", "hit"), ("client", "miss")
 
 CHANNEL = "tessera_invalidate"
 APP_NAME = "tessera-cache-listener"  # how the listener's connection shows in pg_stat_activity
@@ -150,9 +150,9 @@ class TokenCache:
         stored = self._entries.get(digest)
         if stored is not None:
             self._entries.move_to_end(digest)
-            _TOKEN_HIT.inc()
+            CACHE.inc(*_TOKEN_HIT)
         else:
-            _TOKEN_MISS.inc()
+            CACHE.inc(*_TOKEN_MISS)
         return stored
 
     def put(self, digest: str, stored: StoredToken, generation: int) -> None:
@@ -175,7 +175,7 @@ class TokenCache:
         if not self.serving:
             return None
         entry = self._clients.get(key)
-        (_CLIENT_HIT if entry is not None else _CLIENT_MISS).inc()
+        CACHE.inc(*(_CLIENT_HIT if entry is not None else _CLIENT_MISS))
         return entry[1] if entry is not None else None
 
     def put_client(self, key: str, integration_id: uuid.UUID, facts: Any,  # noqa: ANN401
