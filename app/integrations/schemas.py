@@ -28,7 +28,9 @@ def check_redirect_uri(uri: str) -> str:
 
 
 class IntegrationIn(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "Reporting app", "redirect_uris": ["https://app.example/callback"],
+        "scopes": ["profile", "data:read"], "confidential": True}]})
 
     name: str = Field(min_length=1, max_length=200)
     redirect_uris: list[str] = Field(default_factory=list, max_length=20)
@@ -90,7 +92,8 @@ class IssuedIntegrationOut(IntegrationOut):
 
 
 class IntegrationTokenIn(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"name": "nightly export", "scopes": ["data:read"]}]})
 
     name: str | None = Field(default=None, max_length=200)
     scopes: list[str] | None = Field(default=None, description="default: all of the "
@@ -111,7 +114,8 @@ class ReviewIn(Input):
 
 
 class ExceptionIn(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"until": "2027-06-30T00:00:00Z"}]})
 
     until: Instant
 
@@ -128,7 +132,8 @@ class JudgementIn(Input):
 
 
 class ReportIn(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "message": "This integration is run by our own team, not by a third party."}]})
 
     message: str = Field(min_length=1, max_length=2000)
 

@@ -17,7 +17,8 @@ _NARROWER_SCOPES = {"role", "roles", "user", "user_id", "users", "token", "token
 
 
 class PeriodIn(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"value": 90, "unit": "days"}, {"value": 1, "unit": "years"}]})
 
     value: StrictInt
     unit: Unit

@@ -12,7 +12,7 @@ from app.tokens.rules import Inactive, Verdict, check
 
 
 class PersonalTokenIn(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "ci"}]})
 
     # No control characters: a name is shown in listings and mails, and PostgreSQL stores no NUL.
     name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")

@@ -10,7 +10,9 @@ from app.api.types import Input
 
 
 class UserIn(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "email": "ada@example.com", "name": "Ada", "role": "member",
+        "password": "a long passphrase"}]})
 
     email: str = Field(min_length=3, max_length=320)
     name: str = Field(min_length=1, max_length=200)

@@ -40,3 +40,27 @@ async def test_the_documentation_needs_no_cdn(client, page) -> None:
     assert assets and all(a.startswith("/") for a in assets), assets
     for asset in assets:
         assert (await client.get(asset)).status_code == 200, asset
+
+
+async def test_every_request_example_is_a_valid_request(client) -> None:
+    """The examples shown in /docs for request bodies are accepted by the models that read
+    them: a reader who copies one gets past validation."""
+    from app.integrations.schemas import (
+        ExceptionIn,
+        IntegrationIn,
+        IntegrationTokenIn,
+        OperatorIntegrationIn,
+        ReportIn,
+    )
+    from app.plans.schemas import PeriodIn
+    from app.tokens.schemas import PersonalTokenIn
+    from app.users.schemas import UserIn
+
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    models = [PeriodIn, PersonalTokenIn, UserIn, IntegrationIn, OperatorIntegrationIn,
+              IntegrationTokenIn, ExceptionIn, ReportIn]
+    for model in models:
+        examples = schemas[model.__name__].get("examples")
+        assert examples, model.__name__
+        for example in examples:
+            model.model_validate(example)
