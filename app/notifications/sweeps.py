@@ -23,13 +23,14 @@ what changed since the last one.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Row, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -170,17 +171,36 @@ async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group:
 
 
 class Progress:
-    """Long work says how far it got (a first run over an old database can take minutes): a log
-    line with the counts so far, at most every `every` seconds."""
+    """Long work says how far it got (a first run over an old database can take minutes): in a
+    terminal, one line kept up to date (twice a second); elsewhere a log line with the counts
+    so far, at most every `every` seconds."""
 
-    def __init__(self, every: float = 10.0) -> None:
+    def __init__(self, every: float = 10.0, *, stream: TextIO | None = None) -> None:
         self.every, self.last = every, time.monotonic()
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = bool(isatty and isatty())
+        self.shown, self.last_shown = False, 0.0
 
     def tick(self, job: str, stats: Counter[str]) -> None:
-        if time.monotonic() - self.last >= self.every:
-            self.last = time.monotonic()
+        now = time.monotonic()
+        if self.live:
+            if now - self.last_shown >= 0.5:
+                self.last_shown, self.shown = now, True
+                counts = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.items()))
+                self.stream.write(f"\r{job}: {counts} so far\x1b[K")
+                self.stream.flush()
+        elif now - self.last >= self.every:
+            self.last = now
             log.info("%s: %s so far", job, dict(stats),
                      extra={"job": job, "counts": dict(stats), "progress": True})
+
+    def close(self) -> None:
+        """Ends the terminal's line, if one was drawn."""
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = False
 
 
 # --- mark expired, with the "expired" notice --------------------------------------------------
@@ -260,6 +280,7 @@ async def mark_expired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) ->
                 while await _mark_batch(maker, sweep, group, conditions, order, stats) \
                         >= sweep.batch_size:
                     progress.tick("expiry.mark", stats)
+    progress.close()
     return stats
 
 
@@ -313,4 +334,5 @@ async def enqueue_expiring(maker: async_sessionmaker[AsyncSession],
                 while await _expiring_batch(maker, sweep, group, conditions, order, stats) \
                         >= sweep.batch_size:
                     progress.tick("notices.expiring", stats)
+    progress.close()
     return stats

@@ -113,3 +113,31 @@ def test_long_sweeps_say_how_far_they_got(caplog) -> None:
     with caplog.at_level("INFO", logger="tessera.worker"):
         quiet.tick("expiry.mark", Counter(marked_expired=1))
     assert len(caplog.records) == 2
+
+
+def test_in_a_terminal_a_long_sweep_keeps_one_line_up_to_date(caplog) -> None:
+    """On a terminal (a real pseudo-terminal here) the counts so far are one line, redrawn in
+    place, ended when the sweep ends; no log lines meanwhile."""
+    import pty
+    import time
+    from collections import Counter
+
+    from app.notifications.sweeps import Progress
+
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as terminal:
+        progress = Progress(every=0, stream=terminal)
+        assert progress.live
+        with caplog.at_level("INFO", logger="tessera.worker"):
+            progress.tick("expiry.mark", Counter(marked_expired=500))
+            progress.last_shown -= 1  # half a second on, without sleeping
+            progress.tick("expiry.mark", Counter(marked_expired=1500))
+            progress.close()
+        drawn = b""
+        deadline = time.monotonic() + 5
+        while not drawn.endswith(b"\n") and time.monotonic() < deadline:
+            drawn += os.read(master, 4096)
+    os.close(master)
+    text = drawn.decode()
+    assert text.count("\rexpiry.mark: ") == 2 and "marked_expired 1,500 so far" in text
+    assert text.endswith("\n") and not caplog.records
