@@ -17,8 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fastapi import APIRouter
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, NoMatchFound
+
+from app.api.openapi import operation_id
+from app.api.responses import JSON
 
 _CHOSEN = "tessera.route"
 
@@ -85,3 +89,12 @@ class RouteIndex(BaseRoute):
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:  # noqa: ANN401
         raise NoMatchFound(name, path_params)  # the routes behind the index answer it
+
+
+def api_router(**kwargs: Any) -> APIRouter:  # noqa: ANN401
+    """A router for one of the application's packages. Its routes are put into the
+    application's table as they are (`app.main`), not through `include_router`, so they are
+    made here with what the application would have given them: its JSON responses and its
+    operation ids."""
+    return APIRouter(generate_unique_id_function=operation_id, default_response_class=JSON,
+                     **kwargs)

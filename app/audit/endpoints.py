@@ -7,19 +7,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import and_, or_, select, union_all
 
 from app.api.deps import Session
-from app.api.openapi import operation_id
 from app.api.responses import Rendered
+from app.api.routing import api_router
 from app.audit.models import AuditEvent
 from app.auth.dependencies import CurrentPrincipal
 from app.errors import InvalidRequest
 from app.integrations.models import Installation
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["audit"])
+router = api_router(tags=["audit"])
 
 _COLUMNS = (AuditEvent.id, AuditEvent.occurred_at, AuditEvent.actor, AuditEvent.action,
             AuditEvent.target_type, AuditEvent.target_id, AuditEvent.detail)

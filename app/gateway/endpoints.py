@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
-from app.api.openapi import GatewayPass, operation_id
+from app.api.openapi import GatewayPass
 from app.api.responses import JSON
+from app.api.routing import api_router
 from app.gateway import service
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["gateway"])
+router = api_router(tags=["gateway"])
 
 CHECK = "/v1/gateway/check"
 # Gateways forward the original request's method (nginx `auth_request`, Envoy): all are answered.

@@ -7,12 +7,12 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import Body
 from sqlalchemy import select
 
 from app.api.deps import AppSettings, Now, Session
-from app.api.openapi import operation_id
 from app.api.responses import Rendered
+from app.api.routing import api_router
 from app.audit import service as audit
 from app.auth.dependencies import CurrentPrincipal
 from app.errors import InvalidRequest, NotFound
@@ -38,7 +38,7 @@ from app.tokens import service as tokens
 from app.tokens.rules import TokenKind
 from app.tokens.schemas import IssuedTokenOut, TokenOut
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["integrations"])
+router = api_router(tags=["integrations"])
 
 
 @router.post("/v1/integrations", status_code=201, response_model=IssuedIntegrationOut)

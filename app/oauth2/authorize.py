@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from app import credentials
 from app.api.deps import AppSettings, Now, Session
-from app.api.openapi import operation_id
+from app.api.routing import api_router
 from app.audit import service as audit
 from app.config import Settings
 from app.credentials import SecretKind
@@ -39,8 +39,7 @@ from app.tokens import cache
 from app.users import service as users
 from app.users.models import User
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["oauth2"],
-                   include_in_schema=False)
+router = api_router(tags=["oauth2"], include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")  # BASE64URL(SHA-256), RFC 7636 §4.2

@@ -152,12 +152,15 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
                        *, allow_public: bool, throttles: Throttles | None = None,
                        source: str | None = None,
                        now: datetime | None = None) -> AuthenticatedClient:
-    """The client of a request with this `Authorization` header (None: absent) and form. A
-    wrong secret counts against the client id and the source address (rule 12); once either
-    failed too often, wrong secrets are answered `SlowDown` (429) and no longer counted. The
-    right secret is never refused: a client secret is long and random, so a block exists to
-    cost a guesser, not to guard the secret, and nobody can lock a client out by guessing at
-    its id. Checking it first costs one digest."""
+    """The client of a request with this `Authorization` header (None: absent) and form.
+
+    Guessing is slowed (rule 12) without letting a guesser lock a client out: a wrong secret
+    counts against the source address and the client id. An address that failed too often is
+    refused before anything is checked (`SlowDown`, 429): the guesser's own. A client id that
+    failed too often is not: its right secret still authenticates (from any other address),
+    and its wrong ones are answered `SlowDown`. A client secret holds 256 random bits, so what
+    the limits buy is the guesser's cost, counted per address; a legitimate client sharing a
+    blocked address gets through with credentials already known good (the token cache)."""
     basic = _basic(authorization)
     if basic is not None and ("client_secret" in form):
         raise InvalidRequestError(description="use one client authentication method, not two")
@@ -173,6 +176,10 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
     else:
         raise _invalid("client authentication is required")
 
+    guarded = throttles is not None and now is not None and method != "none"
+    keys = throttle.secret_keys(client_id, source)  # the client id's, then the address's
+    if guarded and len(keys) > 1 and (wait := await throttles.check(keys[1:], now)) is not None:
+        raise SlowDown(wait)
     client = await reader.find(client_id) if _could_exist(client_id) else None
     if method == "none":
         if client is None or client.facts.confidential:
@@ -181,14 +188,13 @@ async def authenticate(authorization: str | None, reader: ClientReader, form: di
     presented = credentials.digest(secret or "")
     stored = client.secret_digest if client and client.secret_digest else _NO_CLIENT
     if not credentials.digests_equal(presented, stored) or client is None:
-        if throttles is not None and now is not None:
+        if guarded:
             # An unknown client id counts against the address only: guessed ids must not
             # fill the table.
-            keys = throttle.secret_keys(client_id, source)
-            keys = keys if client is not None else keys[1:]
-            if (wait := await throttles.check(keys, now)) is not None:
+            wait = await throttles.check(keys[:1], now) if client is not None else None
+            await throttles.failed(keys if client is not None else keys[1:], now)
+            if wait is not None:
                 raise SlowDown(wait)
-            await throttles.failed(keys, now)
         raise _invalid("unknown client or wrong secret")
     return AuthenticatedClient(client.facts, method)
 

@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnauthorizedClientError
-from fastapi import APIRouter, Request
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import credentials
-from app.api.openapi import Introspection, operation_id
+from app.api.openapi import Introspection
 from app.api.responses import JSON, NO_STORE
+from app.api.routing import api_router
 from app.credentials import SecretKind
 from app.oauth2 import callers, clients
 from app.oauth2.clients import ClientFacts
@@ -22,7 +23,7 @@ from app.tokens.cache import TokenCache
 from app.tokens.repository import StoredToken
 from app.tokens.rules import TokenKind, check
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["oauth2"])
+router = api_router(tags=["oauth2"])
 
 INACTIVE: dict[str, Any] = {"active": False}
 _TOKEN_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access,

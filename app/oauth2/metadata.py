@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
-from fastapi import APIRouter, Request
+from fastapi import Request
 
-from app.api.openapi import operation_id
 from app.api.responses import JSON
+from app.api.routing import api_router
 from app.config import Settings
 from app.oauth2 import scopes
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["oauth2"])
+router = api_router(tags=["oauth2"])
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 

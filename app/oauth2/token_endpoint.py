@@ -11,17 +11,18 @@ from authlib.oauth2.rfc6749.errors import (
     UnauthorizedClientError,
     UnsupportedGrantTypeError,
 )
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from app import credentials
-from app.api.openapi import TokenResponse, operation_id
+from app.api.openapi import TokenResponse
 from app.api.responses import JSON, NO_STORE
+from app.api.routing import api_router
 from app.db import session_scope
 from app.oauth2 import callers, clients, grants
 from app.oauth2.requests import read_form
 from app.tokens import cache as token_cache
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["oauth2"])
+router = api_router(tags=["oauth2"])
 
 GRANTS = {
     "authorization_code": grants.authorization_code,

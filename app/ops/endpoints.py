@@ -6,18 +6,19 @@ import asyncio
 import hmac
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from sqlalchemy import func, select
 from starlette.responses import Response
 
 from app import db
-from app.api.openapi import Health, Readiness, operation_id
+from app.api.openapi import Health, Readiness
 from app.api.responses import JSON, NO_STORE
+from app.api.routing import api_router
 from app.errors import NotFound, Unauthorized
 from app.notifications.models import OutboxMessage
 from app.ops import health, metrics
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["operations"])
+router = api_router(tags=["operations"])
 
 
 @router.get("/healthz", summary="The process answers (liveness)", response_model=Health)

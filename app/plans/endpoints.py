@@ -5,19 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from app.api.deps import Now, Session
-from app.api.openapi import operation_id
 from app.api.responses import Rendered
+from app.api.routing import api_router
 from app.auth.dependencies import CurrentPrincipal
 from app.plans import service
 from app.plans.expiry import Period
 from app.plans.models import Plan
 from app.plans.schemas import DyingTokenOut, PeriodIn, PeriodOut, PolicyOut, PreviewOut
 
-router = APIRouter(generate_unique_id_function=operation_id,
-                   prefix="/v1/plans/{plan_id}/token-expiration", tags=["token expiration"])
+router = api_router(prefix="/v1/plans/{plan_id}/token-expiration", tags=["token expiration"])
 
 FINAL = ("Expiry is final: a token the period expires is dead for good. Lengthening or removing "
          "the period later spares only tokens that have not expired yet.")

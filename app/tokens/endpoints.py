@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import Body, Query, Request, Response
 
 from app.api.deps import Now, Session
-from app.api.openapi import operation_id
 from app.api.responses import Rendered
+from app.api.routing import api_router
 from app.auth.dependencies import basic_credentials, current_principal
 from app.auth.principal import Principal
 from app.errors import NotFound, Unauthorized
@@ -28,7 +28,7 @@ from app.tokens.schemas import (
 )
 from app.users import service as users
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["tokens"])
+router = api_router(tags=["tokens"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 # Bounded: skipping rows costs the database a read of each, and a listing must finish within

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
 from sqlalchemy import select
 
 from app.api.deps import Now, Session
-from app.api.openapi import operation_id
 from app.api.responses import Rendered
+from app.api.routing import api_router
 from app.auth.dependencies import CurrentPrincipal
 from app.users import service
 from app.users.facts import UserFacts
 from app.users.models import User
 from app.users.schemas import UserIn, UserOut
 
-router = APIRouter(generate_unique_id_function=operation_id, tags=["users"])
+router = api_router(tags=["users"])
 
 
 def _out(user: User | UserFacts) -> UserOut:

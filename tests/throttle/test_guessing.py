@@ -14,6 +14,7 @@ import httpx2
 import pytest
 
 from app.main import create_app
+from app.throttle.hashing import PER_SOURCE
 from app.throttle.policy import LIMITS, Guarded
 from tests.helpers import create_gateway_client
 from tests.oauth2.browser import Browser, form_of
@@ -107,8 +108,8 @@ async def test_client_secret_guessing_is_slowed_down(app, client, plan, clock,
         assert r.status_code == 429, r.text
         assert r.json()["error"] == "slow_down" and "error_description" in r.json()
         assert int(r.headers["retry-after"]) == int(limit.first_block.total_seconds())
-        # The right secret is never refused: guessing at a client's id cannot lock it out,
-        # from the guesser's own address either.
+        # A client id's block never refuses its right secret: guessing at a client's id cannot
+        # lock it out (this address is below its own limit still).
         r = await guesser.post(endpoint, data=form, auth=target)
         assert r.status_code in (200, 400) and r.status_code != 429, r.text
     async with from_address(app, "192.0.2.99") as elsewhere:
@@ -211,14 +212,45 @@ async def test_a_burst_of_guesses_at_once_gets_no_more_checks_than_the_limit(
 
 
 async def test_one_address_cannot_crowd_the_password_queue(app, plan) -> None:
-    """One source may have two sign-ins waiting or running at once; more from it at the same
-    moment are answered 429 at once, so a burst from one address leaves the queue to others."""
-    users = [await plan.add_user() for _ in range(10)]
+    """One source may have eight sign-ins waiting or running at once (offices share addresses);
+    more from it at the same moment are answered 429 at once, so a burst from one address
+    leaves most of the queue to others."""
+    users = [await plan.add_user() for _ in range(16)]
     async with from_address(app, "198.51.100.66") as burst:
         answers = await asyncio.gather(*(
             burst.post("/v1/me/tokens", json={}, auth=(u.email, "wrong-guess")) for u in users))
     codes = [r.status_code for r in answers]
-    assert codes.count(429) >= 1 and codes.count(401) >= 2, codes
+    assert codes.count(429) >= 1 and codes.count(401) >= PER_SOURCE, codes
     for r in answers:
         if r.status_code == 429:
             assert r.json()["error"] == "too_many_attempts" and "retry-after" in r.headers
+
+
+async def test_an_address_guessing_client_secrets_is_refused_before_any_check(app, client, plan,
+                                                                            clock) -> None:
+    """Wrong secrets for many clients from one address block the address: from it, even a right
+    secret is refused before it is checked (no oracle for the guesser), 429 slow_down; the
+    clients themselves, from anywhere else, are not; the block ends by itself."""
+    clients = [await register_custom(client, plan) for _ in range(4)]
+    limit = LIMITS[Guarded.secret_source]
+    form = {"grant_type": "client_credentials"}
+    async with from_address(app, "203.0.113.200") as guesser:
+        for i in range(limit.failures):
+            victim = clients[i % 3]
+            r = await guesser.post("/oauth2/token", data=form,
+                                   auth=(victim.client_id, f"tss_wrong-{i}"))
+            assert r.status_code in (401, 429), (i, r.text)
+        fresh = clients[3]  # never used: its credentials are not known good anywhere
+        r = await guesser.post("/oauth2/token", data=form,
+                               auth=(fresh.client_id, fresh.client_secret))
+        assert r.status_code == 429 and r.json()["error"] == "slow_down", r.text
+        assert int(r.headers["retry-after"]) >= 1
+    async with from_address(app, "192.0.2.98") as elsewhere:
+        r = await elsewhere.post("/oauth2/token", data=form,
+                                 auth=(fresh.client_id, fresh.client_secret))
+        assert r.status_code == 200, r.text
+    clock.advance(seconds=limit.longest_block.total_seconds())
+    async with from_address(app, "203.0.113.200") as guesser:
+        r = await guesser.post("/oauth2/token", data=form,
+                               auth=(fresh.client_id, fresh.client_secret))
+        assert r.status_code == 200, r.text
