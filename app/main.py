@@ -189,13 +189,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     # The hot paths' plain Starlette routes first, before FastAPI's documentation routes: the
     # documented copies behind them are never reached.
     hot = [route for router in routers[:3] for route in router.routes if type(route) is Route]
+    moved = {id(route) for route in hot}
     for router in routers:
         if router.dependencies or not all(isinstance(route, APIRoute | Route)
                                           for route in router.routes):
             app.include_router(router)  # what only inclusion knows how to apply
         else:
             app.router.routes.extend(route for route in router.routes
-                                     if not any(route is h for h in hot))
+                                     if id(route) not in moved)
     app.router.routes[:0] = hot
     # And in front of them all, an index of them (`app.api.routing`).
     app.router.routes.insert(0, RouteIndex(route for route in app.router.routes

@@ -21,7 +21,6 @@ from app.tokens import repository
 from app.tokens.cache import TokenCache
 from app.tokens.rules import Inactive, TokenKind, check
 from app.users import facts
-from app.users.facts import UserFacts
 
 _BEARER_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access}
 
@@ -71,8 +70,8 @@ async def principal_from_token(session: Session, secret: str, now: Now,
                          credential=stored.kind, token=stored)
     user = cache.get_user(stored.user_id) if cache is not None else None
     if user is None:
-        user = UserFacts(*(await session.execute(
-            facts.BY_ID, {"user_id": stored.user_id})).one())
+        user = facts.of((await session.execute(facts.BY_ID,
+                                               {"user_id": stored.user_id})).one())
         if cache is not None:
             cache.put_user(stored.user_id, user)
     return Principal(kind="user", plan_id=stored.plan_id, user_id=stored.user_id, role=user.role,

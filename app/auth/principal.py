@@ -10,7 +10,7 @@ from app.errors import Forbidden, NotFound
 
 if TYPE_CHECKING:
     from app.tokens.repository import StoredToken
-    from app.users.facts import UserFacts
+    from app.users.schemas import UserOut
 
 DERIVED = frozenset({"access", "integration"})
 
@@ -32,7 +32,7 @@ class Principal:
     credential: str = "personal"
     # What was read to authenticate a bearer token, for handlers to use rather than read again:
     # the user's facts, and the token's (its plan's period among them, as fresh as any check's).
-    user: UserFacts | None = None
+    user: UserOut | None = None
     token: StoredToken | None = None
 
     @property

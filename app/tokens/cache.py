@@ -186,7 +186,7 @@ class TokenCache:
         while len(self._clients) > self.size:
             self._clients.popitem(last=False)
 
-    def get_user(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a UserFacts
+    def get_user(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a UserOut
         return self._users.get(user_id) if self.size > 0 else None
 
     def put_user(self, user_id: uuid.UUID, facts: Any) -> None:  # noqa: ANN401

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
-
 from app.api.deps import Now, Session
 from app.api.responses import Rendered
 from app.api.routing import api_router
 from app.auth.dependencies import CurrentPrincipal
-from app.users import service
-from app.users.facts import UserFacts
-from app.users.models import User
+from app.users import facts, service
 from app.users.schemas import UserIn, UserOut
 
 router = api_router(tags=["users"])
-
-
-def _out(user: User | UserFacts) -> UserOut:
-    return UserOut(id=user.id, plan_id=user.plan_id, email=user.email, name=user.name,
-                   role=user.role, created_at=user.created_at)
 
 
 @router.post("/v1/plans/{plan_id}/users", status_code=201, response_model=UserOut)
@@ -31,13 +22,13 @@ async def create_user(plan_id: uuid.UUID, body: UserIn, principal: CurrentPrinci
     user = await service.create(session, plan_id=plan_id, email=body.email, name=body.name,
                                 role=body.role, password=body.password, actor=principal.actor,
                                 now=now)
-    return _out(user)
+    return facts.of(user)
 
 
 @router.get("/v1/plans/{plan_id}/users", response_model=list[UserOut])
 async def list_users(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session):
     principal.require_plan_admin(plan_id, write=False)
-    return Rendered([_out(u) for u in await service.list_in_plan(session, plan_id)])
+    return Rendered(await service.list_in_plan(session, plan_id))
 
 
 @router.get("/v1/me", response_model=UserOut)
@@ -46,5 +37,5 @@ async def me(principal: CurrentPrincipal, session: Session):
     principal.require_scope("profile")
     user = principal.user  # read to authenticate the token (cached with it)
     if user is None:
-        user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
-    return Rendered(_out(user))
+        user = facts.of((await session.execute(facts.BY_ID, {"user_id": user_id})).one())
+    return Rendered(user)

@@ -19,6 +19,7 @@ from app.throttle import store as throttle
 from app.throttle.store import Throttles
 from app.users import facts
 from app.users.models import User
+from app.users.schemas import UserOut
 
 T = TypeVar("T")
 log = logging.getLogger("tessera.users")
@@ -159,6 +160,5 @@ _IN_PLAN = select(*facts.COLUMNS).where(User.plan_id == bindparam("plan_id")) \
     .order_by(User.created_at, User.id)
 
 
-async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[facts.UserFacts]:
-    return [facts.UserFacts(*row) for row in await session.execute(_IN_PLAN,
-                                                                  {"plan_id": plan_id})]
+async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[UserOut]:
+    return [facts.of(row) for row in await session.execute(_IN_PLAN, {"plan_id": plan_id})]
