@@ -107,18 +107,44 @@ def _is_db_outage(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError | OSError)
 
 
+def _is_console(request: Request) -> bool:
+    return request.url.path == "/console" or request.url.path.startswith("/console/")
+
+
+def _page(request: Request, status: int, message: str) -> Response:
+    """A console page's error, as a page (`app.console`)."""
+    from app.console import web
+
+    return web.error_page(request, status, message)
+
+
 def install(app: FastAPI) -> None:
+    from app.console.web import FormRefused, SignInRequired, to_sign_in
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(_request: Request, exc: SignInRequired) -> Response:
+        return to_sign_in(exc.back)
+
+    @app.exception_handler(FormRefused)
+    async def _form_refused(request: Request, _exc: FormRefused) -> Response:
+        return _page(request, 403, "The form has expired or was not sent from this page. "
+                                   "Reload the page and try again.")
+
     @app.exception_handler(OAuth2Error)
     async def _oauth(_request: Request, exc: OAuth2Error) -> JSON:
         return oauth_response(exc)
 
     @app.exception_handler(ApiError)
-    async def _api(_request: Request, exc: ApiError) -> JSON:
+    async def _api(request: Request, exc: ApiError) -> Response:
+        if _is_console(request):
+            return _page(request, exc.status_code, exc.message)
         return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSON:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = _validation_details(exc)
+        if _is_console(request):
+            return _page(request, 422, "The request is not valid.")
         if _is_oauth(request):
             return oauth_response(InvalidRequestError(description="malformed request"))
         if any(d["type"] == "json_invalid" for d in details):
@@ -130,8 +156,14 @@ def install(app: FastAPI) -> None:
         return _wire(422, "invalid_request", "the request is not valid", details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSON:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
+        if _is_console(request) and exc.status_code in (404, 405):
+            response = _page(request, exc.status_code, {404: "There is no such page.",
+                                                        405: "This page cannot do that."}
+                             [exc.status_code])
+            response.headers.update(getattr(exc, "headers", None) or {})
+            return response
         if _is_oauth(request) and exc.status_code in (404, 405):
             # RFC 6749 §5.2's shape on the OAuth endpoints; RFC 9110 §15.5.6: a 405 names the
             # methods the resource allows (`Allow`).

@@ -1,9 +1,9 @@
 """Headers every answer of the application carries, whatever route made it.
 
-- `Cache-Control: no-store` on every `/v1` and `/oauth2` answer that does not set its own:
-  they carry secrets (a new token, a client secret), token data or a caller's identity, and no
-  cache between the caller and Tessera may keep them (RFC 9111 §5.2.2.5). The RFC 8414
-  metadata sets its own (public, short-lived).
+- `Cache-Control: no-store` on every `/v1`, `/oauth2` and `/console` answer that does not set
+  its own: they carry secrets (a new token, a client secret), token data or a caller's
+  identity, and no cache between the caller and Tessera may keep them (RFC 9111 §5.2.2.5). The
+  RFC 8414 metadata sets its own (public, short-lived).
 - Anti-framing and no sniffing on every HTML page, the API documentation included: no page of
   Tessera is meant to be shown inside another site's frame (clickjacking). (JSON answers are
   left as the hot paths in front of the application send them, so both answer alike.)
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_PRIVATE = ("/v1/", "/oauth2/")
+_PRIVATE = ("/v1/", "/oauth2/", "/console/")
 _ALWAYS = [
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),

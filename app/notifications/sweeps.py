@@ -76,10 +76,13 @@ class PlanGroup:
             yield self.plan_ids[start:start + PLAN_CHUNK]
 
 
-async def plan_groups(maker: async_sessionmaker[AsyncSession]) -> list[PlanGroup]:
+async def plan_groups(maker: async_sessionmaker[AsyncSession],
+                      only: uuid.UUID | None = None) -> list[PlanGroup]:
+    query = select(Plan.id, Plan.expiration_value, Plan.expiration_unit)
+    if only is not None:
+        query = query.where(Plan.id == only)
     async with maker() as session:
-        rows = (await session.execute(
-            select(Plan.id, Plan.expiration_value, Plan.expiration_unit))).all()
+        rows = (await session.execute(query)).all()
     groups: dict[str, PlanGroup] = {}
     for plan_id, value, unit in rows:
         period = plan_period(value, unit)
@@ -96,6 +99,8 @@ class Sweep:
     batch_size: int
     base_url: str
     lead: timedelta = timedelta(days=7)
+    # One plan's tokens only (an admin's "tell the affected users now"); every plan's if None.
+    plan_id: uuid.UUID | None = None
 
 
 _COLUMNS = (Token.id, Token.kind, Token.plan_id, Token.user_id, Token.created_by,
@@ -265,7 +270,7 @@ async def _mark_batch(maker: async_sessionmaker[AsyncSession], sweep: Sweep, gro
 async def mark_expired(maker: async_sessionmaker[AsyncSession], sweep: Sweep) -> Counter[str]:
     stats: Counter[str] = Counter()
     progress = Progress()
-    for group in await plan_groups(maker):
+    for group in await plan_groups(maker, sweep.plan_id):
         for chunk in group.chunks():
             ranges = [([LIVE_INTRINSIC, Token.plan_id.in_(chunk),
                         Token.expires_at <= sweep.now], _BY_EXPIRY),
@@ -320,7 +325,7 @@ async def enqueue_expiring(maker: async_sessionmaker[AsyncSession],
     stats: Counter[str] = Counter()
     progress = Progress()
     soon = sweep.now + sweep.lead
-    for group in await plan_groups(maker):
+    for group in await plan_groups(maker, sweep.plan_id):
         for chunk in group.chunks():
             ranges = [([LIVE_INTRINSIC, Token.plan_id.in_(chunk), Token.expires_at > sweep.now,
                         Token.expires_at <= soon], _BY_EXPIRY)]

@@ -1,4 +1,6 @@
-"""The browser side of `/oauth2/authorize`: the signed login session and CSRF tokens."""
+"""The browser side of `/oauth2/authorize` and of the console (`app.console`): the signed login
+session and CSRF tokens. One sign-in serves both (the cookies' path is the whole site); the
+management API never reads them (it takes bearer tokens only)."""
 
 from __future__ import annotations
 
@@ -66,7 +68,12 @@ def start_session(response: Response, settings: Settings, user_id: uuid.UUID) ->
     """A new session (and so a new CSRF token) at every login: none is carried over."""
     value = _serializer(settings).dumps({"uid": str(user_id), "sid": secrets.token_urlsafe(16)})
     response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_MAX_AGE, httponly=True,
-                        samesite="lax", secure=settings.cookies_secure, path="/oauth2/")
+                        samesite="lax", secure=settings.cookies_secure, path="/")
+
+
+def end_session(response: Response, settings: Settings) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
+                           secure=settings.cookies_secure)
 
 
 def _bound(settings: Settings, session: LoginSession, key: str | None = None) -> str:
@@ -90,7 +97,7 @@ def csrf_token(request: Request, settings: Settings) -> str:
 
 def set_csrf(response: Response, settings: Settings, token: str) -> None:
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="lax",
-                        secure=settings.cookies_secure, path="/oauth2/")
+                        secure=settings.cookies_secure, path="/")
 
 
 def csrf_ok(request: Request, settings: Settings, submitted: str | None) -> bool:

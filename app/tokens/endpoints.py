@@ -14,12 +14,15 @@ from app.api.routing import api_router
 from app.auth.dependencies import basic_credentials, current_principal
 from app.auth.principal import Principal
 from app.errors import NotFound, Unauthorized
+from app.oauth2 import connections
 from app.plans import service as plans
 from app.tokens import repository, service
 from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 from app.tokens.rules import Inactive, TokenKind, check
 from app.tokens.schemas import (
+    GrantList,
+    GrantOut,
     IssuedTokenOut,
     PersonalTokenIn,
     TokenList,
@@ -157,3 +160,27 @@ async def _listing(session: Session, plan_id: uuid.UUID, items: list[StoredToken
         items=[TokenOut.of(t, now, history, verdict=v) for t, v in zip(items, verdicts,
                                                                        strict=True)],
         limit=limit, offset=offset))
+
+
+@router.get("/v1/me/grants", response_model=GrantList)
+async def list_grants(request: Request, session: Session, now: Now):
+    """Connected apps: the integrations the caller authorized through OAuth, with the scopes
+    their live grants hold, when the first was authorized and when one was last refreshed."""
+    principal = await current_principal(request, session, now)
+    user_id = principal.require_user()
+    principal.require_scope("tokens:read")
+    found = await connections.of_user(session, user_id, now)
+    return Rendered(GrantList(items=[GrantOut.model_validate(c, from_attributes=True)
+                                     for c in found]))
+
+
+@router.delete("/v1/me/grants/{integration_id}", status_code=204)
+async def revoke_grants(integration_id: uuid.UUID, request: Request, session: Session,
+                        now: Now) -> Response:
+    """Disconnect an app: every access and refresh token the caller holds for it is revoked."""
+    principal = await current_principal(request, session, now)
+    principal.require_user()
+    principal.require_scope("tokens:write")
+    if not await connections.revoke(session, principal, integration_id, now):
+        raise NotFound("no such connected app")
+    return Response(status_code=204)

@@ -140,3 +140,19 @@ def _expired(stored: StoredToken, died: Death | None) -> dict:
                 f"counted from its generation on {generated}")
     return {"final": True, "expired_since": died.at, "explanation": text, "period": period,
             "period_set_at": set_at}
+
+
+class GrantOut(BaseModel):
+    """An app the user connected through OAuth (their live grants to it)."""
+
+    integration_id: uuid.UUID
+    client_id: str | None
+    name: str
+    scopes: list[str]
+    authorized_at: datetime
+    last_used_at: datetime
+    grants: int
+
+
+class GrantList(BaseModel):
+    items: list[GrantOut]

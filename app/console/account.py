@@ -1,0 +1,201 @@
+"""Signing in and out of the console, the language switch, and the viewer's personal settings:
+API access (personal tokens) and connected apps (the OAuth grants they authorized)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.responses import Response
+
+from app.api.deps import Now, Session
+from app.api.routing import api_router
+from app.audit import service as audit
+from app.console import i18n, web
+from app.console.web import PREFIX
+from app.errors import Busy, NotFound, TooManyAttempts
+from app.oauth2 import browser
+from app.oauth2 import connections as grants
+from app.oauth2 import scopes as catalogue
+from app.tokens import repository, service
+from app.tokens.models import Token
+from app.tokens.rules import TokenKind
+from app.tokens.schemas import TokenOut
+from app.users import service as users
+
+router = api_router(tags=["console"], include_in_schema=False)
+
+# A person has a handful of personal tokens; the page shows the newest this many.
+TOKENS_SHOWN = 200
+
+
+@router.get(PREFIX)
+async def console_home() -> Response:
+    return web.redirect(web.HOME)
+
+
+@router.get(f"{PREFIX}/login")
+async def login_page(request: Request, session: Session) -> Response:
+    back = web.safe_back(request.query_params.get("next"))
+    if browser.login_session(request, request.app.state.settings) is not None:
+        return web.redirect(back)
+    return web.render(request, "login.html", {"back": back, "email": "", "error": None})
+
+
+@router.post(f"{PREFIX}/login")
+async def login(request: Request, session: Session, now: Now) -> Response:
+    raw = await request.form(max_files=0, max_fields=10)
+    fields = {k: v for k, v in raw.items() if isinstance(v, str)}
+    settings = request.app.state.settings
+    back = web.safe_back(fields.get("next"))
+    email = fields.get("email", "")[:320]
+    if not (browser.posted_from_here(request, settings)
+            and browser.csrf_ok(request, settings, fields.get("csrf_token"))):
+        raise web.FormRefused
+    speech = i18n.speech(request)
+    try:
+        user = await users.sign_in(
+            session, email, fields.get("password", ""), via="console", now=now,
+            throttles=request.app.state.throttles,
+            source=request.client.host if request.client else None)
+    except TooManyAttempts as exc:
+        return web.render(request, "login.html", {
+            "back": back, "email": email,
+            "error": speech.gettext("Too many failed sign-ins. Try again in %(seconds)s "
+                                    "seconds.") % {"seconds": exc.retry_after}},
+            status=exc.status_code, headers=exc.headers)
+    except Busy as exc:
+        return web.render(request, "login.html", {
+            "back": back, "email": email,
+            "error": speech.gettext("Too many sign-ins at once. Try again in a moment.")},
+            status=exc.status_code, headers=exc.headers)
+    if user is None:
+        return web.render(request, "login.html", {
+            "back": back, "email": email, "error": speech.gettext("Wrong email or password.")},
+            status=401)
+    response = web.redirect(back)
+    browser.start_session(response, settings, user.id)
+    await audit.record(session, f"user:{user.id}", "user.signed_in", user.plan_id, "user",
+                       user.id, now, via="console")
+    return response
+
+
+@router.post(f"{PREFIX}/logout")
+async def logout(request: Request) -> Response:
+    await web.form(request)
+    response = web.redirect(f"{PREFIX}/login")
+    browser.end_session(response, request.app.state.settings)
+    return response
+
+
+@router.post(f"{PREFIX}/language")
+async def language(request: Request) -> Response:
+    """The viewer's language, kept by this browser for a year."""
+    fields = await web.form(request)
+    chosen = fields.get("language")
+    response = web.redirect(web.safe_back(fields.get("next")))
+    if chosen in i18n.LANGUAGES:
+        response.set_cookie(i18n.LANG_COOKIE, chosen, max_age=365 * 86400, httponly=True,
+                            samesite="lax", secure=request.app.state.settings.cookies_secure,
+                            path="/")
+    return response
+
+
+# Personal settings > API access -------------------------------------------------------------
+
+
+async def _my_tokens(session: Session, seen: web.Viewer, now) -> list[TokenOut]:  # noqa: ANN001
+    items = await repository.list_where(
+        session, Token.user_id == seen.user.id, Token.kind == TokenKind.personal.value,
+        limit=TOKENS_SHOWN, offset=0)
+    return [TokenOut.of(t, now) for t in items]
+
+
+@router.get(f"{PREFIX}/me/api-access")
+async def api_access(request: Request, session: Session, now: Now) -> Response:
+    seen = await web.viewer(request, session)
+    return web.render(request, "api_access.html", {
+        "tokens": await _my_tokens(session, seen, now), "issued": None,
+        "done": request.query_params.get("done")}, seen=seen)
+
+
+async def _issue(request: Request, session: Session, seen: web.Viewer, now, name: str | None,
+                 *, replaced: TokenOut | None = None) -> Response:  # noqa: ANN001
+    stored, secret = await service.create_personal(
+        session, request.app.state.token_batches, plan_id=seen.user.plan_id,
+        user_id=seen.user.id, name=name, now=now, via="console")
+    # Shown once, on this answer only: no redirect, whose URL or history could keep it.
+    return web.render(request, "api_access.html", {
+        "tokens": [TokenOut.of(stored, now)] + [
+            t for t in await _my_tokens(session, seen, now) if t.id != stored.id],
+        "issued": {"secret": secret, "name": stored.name, "replaced": replaced},
+        "done": None}, seen=seen, status=201)
+
+
+def _name(raw: str | None) -> str | None:
+    name = (raw or "").strip()
+    return name[:200] or None
+
+
+@router.post(f"{PREFIX}/me/api-access/generate")
+async def generate(request: Request, session: Session, now: Now) -> Response:
+    seen = await web.viewer(request, session)
+    fields = await web.form(request)
+    return await _issue(request, session, seen, now, _name(fields.get("name")))
+
+
+async def _own_token(session: Session, seen: web.Viewer, raw: str):  # noqa: ANN202
+    token_id = web.parse_id(raw)
+    if token_id is None:
+        raise NotFound("no such token")
+    stored = await service.get_in_plan(session, seen.user.plan_id, token_id,
+                                       user_id=seen.user.id)
+    if stored.kind != TokenKind.personal:
+        raise NotFound("no such token")
+    return stored
+
+
+@router.post(PREFIX + "/me/api-access/{token_id}/revoke")
+async def revoke(token_id: str, request: Request, session: Session, now: Now) -> Response:
+    seen = await web.viewer(request, session)
+    await web.form(request)
+    stored = await _own_token(session, seen, token_id)
+    await service.revoke(session, stored, actor=seen.principal.actor,
+                         reason="revoked by its owner", now=now)
+    return web.redirect(f"{PREFIX}/me/api-access", done="revoked")
+
+
+@router.post(PREFIX + "/me/api-access/{token_id}/regenerate")
+async def regenerate(token_id: str, request: Request, session: Session, now: Now) -> Response:
+    """A new token with the old one's name; the old one revoked in the same transaction."""
+    seen = await web.viewer(request, session)
+    await web.form(request)
+    stored = await _own_token(session, seen, token_id)
+    old = TokenOut.of(stored, now)
+    # The new one first (committed by its group write), then the old one revoked: a failure
+    # between them leaves two tokens, never none.
+    answer = await _issue(request, session, seen, now, stored.name, replaced=old)
+    await service.revoke(session, stored, actor=seen.principal.actor,
+                         reason="regenerated by its owner", now=now)
+    return answer
+
+
+# Personal settings > Connected apps ---------------------------------------------------------
+
+
+@router.get(f"{PREFIX}/me/connected-apps")
+async def connected_apps(request: Request, session: Session, now: Now) -> Response:
+    seen = await web.viewer(request, session)
+    found = await grants.of_user(session, seen.user.id, now)
+    return web.render(request, "connected_apps.html", {
+        "grants": found, "describe": catalogue.CATALOGUE,
+        "done": request.query_params.get("done")}, seen=seen)
+
+
+@router.post(PREFIX + "/me/connected-apps/{integration_id}/revoke")
+async def disconnect(integration_id: str, request: Request, session: Session,
+                     now: Now) -> Response:
+    seen = await web.viewer(request, session)
+    await web.form(request)
+    ident = web.parse_id(integration_id)
+    if ident is None or not await grants.revoke(session, seen.principal, ident, now):
+        raise NotFound("no such connected app")
+    return web.redirect(f"{PREFIX}/me/connected-apps", done="disconnected")

@@ -1,0 +1,109 @@
+"""The console's languages: English (the source text) and French.
+
+The language is the viewer's choice (a cookie the language switcher sets), else the best match
+of the browser's `Accept-Language` (Babel's negotiation), else English. Translations are
+gettext catalogues (`locales/<lang>.po`, extracted from the templates and the code with
+`pybabel extract`), read once with Babel. Dates are shown in the viewer's time zone when the
+browser told it (the `tz` cookie the console's script sets), in UTC otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, dates
+from babel.messages.pofile import read_po
+from starlette.requests import Request
+
+LANGUAGES = ("en", "fr")
+DEFAULT = "en"
+LANG_COOKIE = "tessera_lang"
+TZ_COOKIE = "tessera_tz"
+_LOCALES = Path(__file__).parent / "locales"
+
+
+@functools.cache
+def _catalogue(language: str) -> dict[str, str]:
+    path = _LOCALES / f"{language}.po"
+    if language == DEFAULT or not path.exists():
+        return {}
+    with path.open("rb") as handle:
+        catalogue = read_po(handle, locale=language)
+    return {str(m.id): str(m.string) for m in catalogue
+            if m.id and m.string and not m.fuzzy and isinstance(m.id, str)}
+
+
+def _accepted(header: str) -> list[str]:
+    """`Accept-Language`'s tags, best first (RFC 9110 §12.5.4); malformed weights count as 0."""
+    tags = []
+    for part in header.split(",")[:20]:
+        tag, _, params = part.strip().partition(";")
+        weight = 1.0
+        if params.strip().startswith("q="):
+            try:
+                weight = float(params.strip()[2:])
+            except ValueError:
+                weight = 0.0
+        if tag and weight > 0:
+            tags.append((weight, tag.strip()))
+    return [tag.replace("-", "_") for _w, tag in sorted(tags, key=lambda t: -t[0])]
+
+
+def negotiate(request: Request) -> str:
+    chosen = request.cookies.get(LANG_COOKIE)
+    if chosen in LANGUAGES:
+        return chosen
+    found = Locale.negotiate(_accepted(request.headers.get("accept-language", "")),
+                             list(LANGUAGES), sep="_")
+    return str(found.language) if found is not None else DEFAULT
+
+
+def zone(request: Request) -> tzinfo:
+    name = unquote(request.cookies.get(TZ_COOKIE, ""))  # the script sets it URI-encoded
+    if not name or len(name) > 64 or not name.isascii():
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """How a page speaks to its viewer: language and time zone."""
+
+    language: str = DEFAULT
+    tz: tzinfo = UTC
+
+    def gettext(self, message: str) -> str:
+        return _catalogue(self.language).get(message, message)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        # The catalogues hold the plural forms of English and French, which agree on
+        # "one" for n in {0, 1} only in French; each form is a message of its own here.
+        if self.language == "fr":
+            return self.gettext(singular if n in (0, 1) else plural)
+        return self.gettext(singular if n == 1 else plural)
+
+    def when(self, at: datetime | None, style: str = "medium") -> str:
+        if at is None:
+            return ""
+        return dates.format_datetime(at.astimezone(self.tz), style, locale=self.language)
+
+    def day(self, at: datetime | None) -> str:
+        if at is None:
+            return ""
+        return dates.format_date(at.astimezone(self.tz), "medium", locale=self.language)
+
+    @property
+    def zone_name(self) -> str:
+        return "UTC" if self.tz is UTC else str(self.tz)
+
+
+def speech(request: Request) -> Speech:
+    return Speech(negotiate(request), zone(request))

@@ -1,0 +1,162 @@
+"""What every console page shares: who is viewing, how a page is rendered, how a form is
+trusted.
+
+A viewer is the signed-in user of the login session the consent screen uses (`app.oauth2.
+browser`): a password sign-in, so the user's own credentials (rule 11). Pages act through the
+same services as the management API, with a `Principal` made from the viewer; they hold no rule
+of their own. Every form is a POST carrying the session's CSRF token, sent from a page of this
+site (`posted_from_here`), and answered with a redirect (post/redirect/get), except where the
+answer shows a secret once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import Request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth.principal import Principal
+from app.console import i18n
+from app.oauth2 import browser
+from app.plans.models import Plan
+from app.users.models import User
+
+PREFIX = "/console"
+HOME = f"{PREFIX}/me/api-access"
+
+HEADERS = {
+    **browser.PAGE_HEADERS,
+    # The console's own stylesheet and script, nothing inline, nothing from elsewhere.
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
+                               "img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'",
+}
+
+env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                  autoescape=select_autoescape(default=True), trim_blocks=True,
+                  lstrip_blocks=True)
+
+
+class SignInRequired(Exception):
+    """No (valid) login session: the viewer is sent to the sign-in page, then back."""
+
+    def __init__(self, back: str) -> None:
+        super().__init__(back)
+        self.back = back
+
+
+class FormRefused(Exception):
+    """A form without this session's CSRF token, or posted from another site."""
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    user: User
+    plan: Plan
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.role == "admin"
+
+    @property
+    def principal(self) -> Principal:
+        """The viewer as the services know callers: a password sign-in, so every permission
+        of the user's role and the user's own credentials (rule 11)."""
+        return Principal(kind="user", plan_id=self.user.plan_id, user_id=self.user.id,
+                         role=self.user.role, credential="password")
+
+
+def safe_back(target: str | None) -> str:
+    """Where to go after signing in: a console page of this site, nothing else (no open
+    redirect: not `//host`, not `/\\host`, not another path)."""
+    if not target or not target.startswith(PREFIX + "/") or target.startswith("//") \
+            or "\\" in target or not target.isascii() or any(c < " " for c in target):
+        return HOME
+    return target
+
+
+async def viewer(request: Request, session: AsyncSession) -> Viewer:
+    """The signed-in user and their plan, or `SignInRequired`."""
+    settings = request.app.state.settings
+    login = browser.login_session(request, settings)
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if login is None:
+        raise SignInRequired(back)
+    user = await session.get(User, login.user_id)
+    if user is None:
+        raise SignInRequired(back)
+    plan = await session.get(Plan, user.plan_id)
+    assert plan is not None  # a user's plan is a foreign key
+    return Viewer(user, plan)
+
+
+async def admin(request: Request, session: AsyncSession) -> Viewer:
+    """A system admin of the viewer's plan; members see the refusal page."""
+    seen = await viewer(request, session)
+    if not seen.is_admin:
+        from app.errors import Forbidden
+
+        raise Forbidden("only a system admin of this plan may open this page",
+                        code="admin_required")
+    return seen
+
+
+async def form(request: Request) -> dict[str, str]:
+    """A posted form of a signed-in page, once its CSRF token and origin are checked."""
+    raw = await request.form(max_files=0, max_fields=40)
+    fields = {k: v for k, v in raw.items() if isinstance(v, str)}
+    settings = request.app.state.settings
+    if not (browser.posted_from_here(request, settings)
+            and browser.csrf_ok(request, settings, fields.get("csrf_token"))):
+        raise FormRefused
+    return fields
+
+
+def render(request: Request, name: str, context: dict[str, Any], *, status: int = 200,
+           seen: Viewer | None = None, headers: dict[str, str] | None = None) -> Response:
+    settings = request.app.state.settings
+    speech = i18n.speech(request)
+    csrf = browser.csrf_token(request, settings)
+    html = env.get_template(name).render(
+        **context, request=request, csrf=csrf, viewer=seen, speech=speech,
+        _=speech.gettext, gettext=speech.gettext, ngettext=speech.ngettext,
+        lang=speech.language, languages=i18n.LANGUAGES, path=request.url.path,
+        here=request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    response = HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
+    if browser.login_session(request, settings) is None:  # before login: double submit
+        browser.set_csrf(response, settings, csrf)
+    return response
+
+
+def redirect(to: str, **query: str | None) -> RedirectResponse:
+    """Post/redirect/get: 303, so a reload does not post the form again."""
+    shown = {k: v for k, v in query.items() if v is not None}
+    return RedirectResponse(to + (f"?{urlencode(shown)}" if shown else ""), status_code=303,
+                            headers=HEADERS)
+
+
+def to_sign_in(back: str) -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}/login?next={quote(safe_back(back), safe='/')}",
+                            status_code=303, headers=HEADERS)
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    """A console page's refusal or error, as a page (the API's JSON elsewhere)."""
+    titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed",
+              422: "Check what you entered", 503: "Unavailable"}
+    return render(request, "error.html", {"title": titles.get(status, "Something went wrong"),
+                                          "message": message}, status=status)
+
+
+def parse_id(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
