@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from fastapi import Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -76,8 +76,11 @@ class Viewer:
 def safe_back(target: str | None) -> str:
     """Where to go after signing in: a console page of this site, nothing else (no open
     redirect: not `//host`, not `/\\host`, not another path)."""
-    if not target or not target.startswith(PREFIX + "/") or target.startswith("//") \
-            or "\\" in target or not target.isascii() or any(c < " " for c in target):
+    if not target or not target.startswith(PREFIX + "/") or "\\" in target \
+            or not target.isascii() or any(c < " " or c == "\x7f" for c in target):
+        return HOME
+    path = unquote(target.split("?", 1)[0])
+    if any(segment in (".", "..") for segment in path.split("/")) or "//" in path:
         return HOME
     return target
 

@@ -1,0 +1,238 @@
+"""Writes fr.po: the French catalogue of the console (pages and mails).
+
+Run from the repository's root after changing a message: `python app/console/locales/make_fr.py`
+(it checks that every message `pybabel extract` finds has a translation here).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.pofile import read_po, write_po
+
+HERE = Path(__file__).parent
+
+FR = {
+    # Sign-in
+    "Sign in": "Connexion",
+    "Email": "Adresse e-mail",
+    "Password": "Mot de passe",
+    "Wrong email or password.": "Adresse e-mail ou mot de passe incorrect.",
+    "Too many failed sign-ins. Try again in %(seconds)s seconds.":
+        "Trop d'échecs de connexion. Réessayez dans %(seconds)s secondes.",
+    "Too many sign-ins at once. Try again in a moment.":
+        "Trop de connexions simultanées. Réessayez dans un instant.",
+    # Layout
+    "Skip to content": "Aller au contenu",
+    "Main": "Principal",
+    "Language": "Langue",
+    "Change": "Changer",
+    "Sign out": "Déconnexion",
+    "Signed in as %(email)s · plan %(plan)s": "Connecté en tant que %(email)s · offre %(plan)s",
+    "Dates are shown in %(zone)s.": "Les dates sont affichées en %(zone)s.",
+    "Back to the console": "Retour à la console",
+    "Pages": "Pages",
+    "Older": "Plus anciens",
+    "Newer": "Plus récents",
+    "Actions": "Actions",
+    "Filter": "Filtrer",
+    "All": "Tous",
+    "Done.": "C'est fait.",
+    # Errors
+    "Not allowed": "Non autorisé",
+    "Not found": "Introuvable",
+    "Check what you entered": "Vérifiez votre saisie",
+    "Unavailable": "Indisponible",
+    "Something went wrong": "Une erreur est survenue",
+    "There is no such page.": "Cette page n'existe pas.",
+    "This page cannot do that.": "Cette page ne permet pas cette action.",
+    "The request is not valid.": "La requête n'est pas valide.",
+    "The form has expired or was not sent from this page. Reload the page and try again.":
+        "Le formulaire a expiré ou n'a pas été envoyé depuis cette page. Rechargez la page et "
+        "réessayez.",
+    "only a system admin of this plan may open this page":
+        "seul un administrateur système de cette offre peut ouvrir cette page",
+    "no such token": "jeton introuvable",
+    "no such connected app": "application connectée introuvable",
+    "no such integration in this plan": "intégration introuvable dans cette offre",
+    "enter a whole number and a unit": "saisissez un nombre entier et une unité",
+    "enter whole numbers": "saisissez des nombres entiers",
+    "Confirm the tokens this change expires before activating it.":
+        "Confirmez les jetons que ce changement fait expirer avant de l'activer.",
+    # Personal settings
+    "Personal settings": "Paramètres personnels",
+    "API access": "Accès API",
+    "The token was revoked.": "Le jeton a été révoqué.",
+    "Your new token": "Votre nouveau jeton",
+    "It replaces the token ending in %(hint)s, which no longer works.":
+        "Il remplace le jeton se terminant par %(hint)s, qui ne fonctionne plus.",
+    "Copy it now: it is shown only once.": "Copiez-le maintenant : il n'est affiché qu'une fois.",
+    "New token": "Nouveau jeton",
+    "Copy": "Copier",
+    "Generate a token": "Générer un jeton",
+    "Name": "Nom",
+    "e.g. reporting script": "p. ex. script de rapports",
+    "Generate": "Générer",
+    "Your tokens": "Vos jetons",
+    "You have no personal token yet.": "Vous n'avez pas encore de jeton personnel.",
+    "Ends in": "Se termine par",
+    "Created": "Créé le",
+    "Expires": "Expire le",
+    "Status": "Statut",
+    "(no name)": "(sans nom)",
+    "Never (until revoked)": "Jamais (jusqu'à révocation)",
+    "Regenerate %(name)s": "Régénérer %(name)s",
+    "Regenerate": "Régénérer",
+    "Revoke %(name)s": "Révoquer %(name)s",
+    "Revoke": "Révoquer",
+    "active": "actif",
+    "expired": "expiré",
+    "revoked": "révoqué",
+    "rotated": "renouvelé",
+    "integration refused": "refusé (intégration)",
+    "Connected apps": "Applications connectées",
+    "The app was disconnected: its tokens no longer work.":
+        "L'application a été déconnectée : ses jetons ne fonctionnent plus.",
+    "You have not connected any app.": "Vous n'avez connecté aucune application.",
+    "Authorized %(when)s · last used %(last)s":
+        "Autorisée le %(when)s · dernière utilisation le %(last)s",
+    "Disconnect %(name)s": "Déconnecter %(name)s",
+    "Disconnect": "Déconnecter",
+    # Admin Center
+    "Admin Center": "Centre d'administration",
+    "Security & Control": "Sécurité et contrôle",
+    "API access tokens": "Jetons d'accès API",
+    "The expiration period is active.": "La période d'expiration est active.",
+    "Tokens no longer expire by policy.": "Les jetons n'expirent plus par règle.",
+    "Notices queued: %(n)s.": "Avis mis en file d'envoi : %(n)s.",
+    "Token expiration": "Expiration des jetons",
+    "Tokens expire %(count)s %(unit)s after they were generated.":
+        "Les jetons expirent %(count)s %(unit)s après leur génération.",
+    "Since %(when)s.": "Depuis le %(when)s.",
+    "Turn off expiration": "Désactiver l'expiration",
+    "Tell the affected users now": "Prévenir maintenant les utilisateurs concernés",
+    "Off: tokens live until they are revoked.":
+        "Désactivée : les jetons restent valides jusqu'à leur révocation.",
+    "Set the expiration period": "Définir la période d'expiration",
+    "Expire tokens after": "Faire expirer les jetons après",
+    "Unit": "Unité",
+    "minutes": "minutes",
+    "hours": "heures",
+    "days": "jours",
+    "months": "mois",
+    "years": "ans",
+    "Preview": "Aperçu",
+    "What %(count)s %(unit)s would do": "Effet d'une période de %(count)s %(unit)s",
+    "Expire now, for good": "Expirent tout de suite, définitivement",
+    "Expire within 7 days": "Expirent sous 7 jours",
+    "Expire later": "Expirent plus tard",
+    "Tokens this change expires within 7 days":
+        "Jetons que ce changement fait expirer sous 7 jours",
+    "Owner": "Titulaire",
+    "Token": "Jeton",
+    "Dies": "Expire le",
+    "(integration)": "(intégration)",
+    "Only the first tokens are listed.": "Seuls les premiers jetons sont listés.",
+    "Expiry is final: a token the period expires stays dead even if you lengthen or turn off "
+    "the period later.":
+        "L'expiration est définitive : un jeton expiré le reste même si vous allongez ou "
+        "désactivez la période plus tard.",
+    "I understand that %(n)s tokens will stop working within 7 days, %(now)s of them at once.":
+        "Je comprends que %(n)s jetons cesseront de fonctionner sous 7 jours, dont %(now)s tout "
+        "de suite.",
+    "This includes your own tokens: %(names)s.": "Cela inclut vos propres jetons : %(names)s.",
+    "Some of them stop working at once, including the one you may be using.":
+        "Certains cessent de fonctionner tout de suite, peut-être celui que vous utilisez.",
+    "Activate": "Activer",
+    "Tokens": "Jetons",
+    "Kind": "Type",
+    "User": "Utilisateur",
+    "Expiring within (days)": "Expirant sous (jours)",
+    "No token matches.": "Aucun jeton ne correspond.",
+    "personal": "personnel",
+    "integration": "intégration",
+    "access": "accès",
+    "refresh": "renouvellement",
+    "Integrations": "Intégrations",
+    "No integration is installed in this plan.":
+        "Aucune intégration n'est installée dans cette offre.",
+    "Needs attention": "À traiter",
+    "Review": "Examen",
+    "Deadline": "Échéance",
+    "Exception until": "Exception jusqu'au",
+    "State": "État",
+    "Decision in force": "Décision en vigueur",
+    "Why it is not third-party": "Pourquoi elle n'est pas tierce",
+    "custom": "personnalisée",
+    "third party": "tierce",
+    "approved": "approuvée",
+    "not reviewed": "non examinée",
+    "in review": "en cours d'examen",
+    "deactivated": "désactivée",
+    "Deactivate": "Désactiver",
+    "Reactivate": "Réactiver",
+    "Confirm keep": "Confirmer le maintien",
+    "Report misjudgement": "Signaler une erreur d'appréciation",
+    "Directory": "Annuaire",
+    "Search": "Rechercher",
+    "No approved integration matches.": "Aucune intégration approuvée ne correspond.",
+    "Data access: %(access)s": "Accès aux données : %(access)s",
+    "limited": "limité",
+    "full": "complet",
+    "Installed for the plan when a system admin allows it on the consent screen the app opens.":
+        "Installée pour l'offre lorsqu'un administrateur système l'autorise sur l'écran de "
+        "consentement que l'application ouvre.",
+    "Audit log": "Journal d'audit",
+    "Action starts with": "L'action commence par",
+    "No event on this page.": "Aucun événement sur cette page.",
+    "When": "Quand",
+    "Who": "Qui",
+    "Action": "Action",
+    "Target": "Cible",
+    # Scopes (app/oauth2/scopes.py)
+    "See your name, email address and role": "Voir votre nom, votre adresse e-mail et votre rôle",
+    "See your personal API tokens and when they expire":
+        "Voir vos jetons d'API personnels et leur date d'expiration",
+    "Create and revoke your personal API tokens": "Créer et révoquer vos jetons d'API personnels",
+    "Read your plan's data through the platform API":
+        "Lire les données de votre offre via l'API de la plateforme",
+    "Create, change and delete your plan's data through the platform API":
+        "Créer, modifier et supprimer les données de votre offre via l'API de la plateforme",
+    "See your plan's token policy, tokens, integrations and audit log (admins only)":
+        "Voir la règle d'expiration, les jetons, les intégrations et le journal d'audit de votre "
+        "offre (administrateurs)",
+    "Change your plan's token policy, users, tokens and integrations (admins only)":
+        "Modifier la règle d'expiration, les utilisateurs, les jetons et les intégrations de "
+        "votre offre (administrateurs)",
+}
+
+
+def extracted() -> set[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pot = Path(tmp) / "console.pot"
+        command = [sys.executable, "-m", "babel.messages.frontend", "extract",
+                   "-F", str(HERE / "babel.cfg"), "-o", str(pot), "."]
+        subprocess.run(command, check=True, capture_output=True,  # noqa: S603 - fixed
+                       cwd=HERE.parent.parent.parent)
+        with pot.open("rb") as handle:
+            return {str(m.id) for m in read_po(handle) if m.id}
+
+
+def main() -> int:
+    catalog = Catalog(locale="fr", project="Tessera", fuzzy=False)
+    for source, text in FR.items():
+        catalog.add(source.strip(), text)
+    with (HERE / "fr.po").open("wb") as handle:
+        write_po(handle, catalog, width=100, omit_header=False, sort_output=True)
+    missing = extracted() - set(FR)
+    for message in sorted(missing):
+        print(f"no French for: {message!r}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The console over HTTP, as an attacker and as its users: who may open which page, forms
+without their CSRF token or from another site, the actions' effects through the same services
+as the API (checked through the API), languages and time zones."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx2
+import pytest
+from sqlalchemy import func, select
+
+from app.db import make_sessionmaker, session_scope
+from app.notifications.models import OutboxMessage
+from tests.conftest import PlanFixture
+from tests.console.conftest import csrf_of, sign_in
+
+pytestmark = pytest.mark.asyncio
+
+ADMIN_PAGES = ["/console/admin/security/api-tokens",
+               "/console/admin/security/api-tokens?value=30&unit=days",
+               "/console/admin/tokens", "/console/admin/integrations",
+               "/console/admin/directory", "/console/admin/audit"]
+USER_PAGES = ["/console/me/api-access", "/console/me/connected-apps"]
+FORMS = ["/console/me/api-access/generate", "/console/admin/security/api-tokens/activate",
+         "/console/admin/security/api-tokens/turn-off",
+         "/console/admin/security/api-tokens/notify", "/console/logout", "/console/language"]
+
+
+@pytest.fixture
+async def browser_client(app):  # noqa: ANN001, ANN201
+    """A second, cookie-keeping client: another person's browser."""
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app),
+                                  base_url="https://tessera.test") as c:
+        yield c
+
+
+async def _tokens(client: httpx2.AsyncClient, auth: dict[str, str]) -> list[dict]:
+    r = await client.get("/v1/me/tokens", headers=auth)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+async def test_without_a_session_every_page_sends_to_sign_in_and_back(client) -> None:
+    for path in USER_PAGES + ADMIN_PAGES:
+        r = await client.get(path)
+        assert r.status_code == 303, path
+        assert r.headers["location"].startswith("/console/login?next=/console/"), path
+        assert r.headers["cache-control"] == "no-store"
+    for path in FORMS[:4]:
+        r = await client.post(path, data={"csrf_token": "x"})
+        assert r.status_code in (303, 403), path
+        assert r.status_code == 403 or r.headers["location"].startswith("/console/login")
+
+
+async def test_sign_in_goes_back_only_to_a_console_page(client, plan: PlanFixture) -> None:
+    page = await client.get("/console/login?next=/console/admin/tokens")
+    assert 'value="/console/admin/tokens"' in page.text
+    for hostile in ["https://evil.example/", "//evil.example/console/", "/\\evil.example",
+                    "/v1/me", "/console/../v1", "/console/%2e%2e/v1", "/console//evil",
+                    "javascript:alert(1)", "/console/\r\nX: y"]:
+        client.cookies.clear()
+        page = await client.get("/console/login", params={"next": hostile})
+        r = await client.post("/console/login", data={
+            "email": plan.admin.email, "password": plan.admin.password,
+            "csrf_token": csrf_of(page.text), "next": hostile})
+        assert r.status_code == 303
+        location = r.headers["location"]
+        assert location == "/console/me/api-access", hostile
+
+
+async def test_wrong_password_and_cross_site_login_are_refused(client, plan: PlanFixture) -> None:
+    page = await client.get("/console/login")
+    token = csrf_of(page.text)
+    r = await client.post("/console/login", data={
+        "email": plan.admin.email, "password": "wrong password!", "csrf_token": token})
+    assert r.status_code == 401 and "Wrong email or password." in r.text
+    assert "tessera_session" not in r.cookies
+    # Login CSRF: another site posting the form (with the victim's cookie) is refused.
+    r = await client.post("/console/login", headers={"Origin": "https://evil.example"}, data={
+        "email": plan.admin.email, "password": plan.admin.password, "csrf_token": token})
+    assert r.status_code == 403 and "tessera_session" not in r.cookies
+    r = await client.post("/console/login", data={
+        "email": plan.admin.email, "password": plan.admin.password, "csrf_token": "forged"})
+    assert r.status_code == 403 and "tessera_session" not in r.cookies
+
+
+async def test_members_see_their_pages_and_are_refused_admin_pages(
+        client, plan: PlanFixture) -> None:
+    member = await plan.add_user("member")
+    csrf = await sign_in(client, member)
+    for path in USER_PAGES:
+        r = await client.get(path)
+        assert r.status_code == 200, path
+        assert "Security &amp; Control" not in r.text  # no admin navigation
+    for path in ADMIN_PAGES:
+        r = await client.get(path)
+        assert r.status_code == 403, path
+        assert "only a system admin" in r.text
+    before = (await client.get(f"/v1/plans/{plan.plan_id}/token-expiration",
+                               headers=plan.admin.auth)).json()
+    r = await client.post("/console/admin/security/api-tokens/activate",
+                          data={"csrf_token": csrf, "value": "1", "unit": "minutes",
+                                "confirm": "yes", "confirm_own": "yes", "seen": "0"})
+    assert r.status_code == 403
+    after = (await client.get(f"/v1/plans/{plan.plan_id}/token-expiration",
+                              headers=plan.admin.auth)).json()
+    assert after["period"] == before["period"] is None
+
+
+async def test_forms_without_the_session_token_or_from_another_site_change_nothing(
+        client, plan: PlanFixture) -> None:
+    csrf = await sign_in(client, plan.admin)
+    count = len(await _tokens(client, plan.admin.auth))
+    for data, headers in [({}, {}), ({"csrf_token": "x" * 43}, {}),
+                          ({"csrf_token": "é"}, {}),
+                          ({"csrf_token": csrf}, {"Origin": "https://evil.example"}),
+                          ({"csrf_token": csrf}, {"Sec-Fetch-Site": "cross-site"}),
+                          ({"csrf_token": csrf}, {"Origin": "null"})]:
+        r = await client.post("/console/me/api-access/generate", data={**data, "name": "x"},
+                              headers=headers)
+        assert r.status_code == 403, (data, headers)
+        assert "tsp_" not in r.text
+    assert len(await _tokens(client, plan.admin.auth)) == count
+
+
+async def test_a_token_generated_is_shown_once_and_works_regenerate_and_revoke(
+        client, plan: PlanFixture) -> None:
+    member = await plan.add_user("member")
+    csrf = await sign_in(client, member)
+    r = await client.post("/console/me/api-access/generate",
+                          data={"csrf_token": csrf, "name": "nightly <script>"})
+    assert r.status_code == 201
+    secret = re.search(r'id="secret" type="text" readonly value="([^"]+)"', r.text).group(1)
+    assert "nightly &lt;script&gt;" in r.text and "<script>" not in r.text.split("</head>")[1]
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert (await client.get("/v1/me", headers=auth)).status_code == 200
+    # Never shown again.
+    page = await client.get("/console/me/api-access")
+    assert secret not in page.text and secret[-4:] in page.text
+    new = next(t for t in await _tokens(client, auth) if t["name"] == "nightly <script>")
+    r = await client.post(f"/console/me/api-access/{new['id']}/regenerate",
+                          data={"csrf_token": csrf})
+    assert r.status_code == 201
+    second = re.search(r'id="secret" type="text" readonly value="([^"]+)"', r.text).group(1)
+    assert second != secret and f"ending in {secret[-4:]}" in r.text
+    assert (await client.get("/v1/me", headers=auth)).status_code == 401
+    auth2 = {"Authorization": f"Bearer {second}"}
+    items = await _tokens(client, auth2)
+    assert [t["status"] for t in items if t["name"] == "nightly <script>"].count("active") == 1
+    again = next(t for t in items if t["name"] == "nightly <script>" and t["status"] == "active")
+    r = await client.post(f"/console/me/api-access/{again['id']}/revoke",
+                          data={"csrf_token": csrf})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=revoked")
+    assert (await client.get("/v1/me", headers=auth2)).status_code == 401
+
+
+async def test_no_one_acts_on_another_persons_or_plans_tokens(
+        client, browser_client, plan: PlanFixture, other_plan: PlanFixture) -> None:
+    member = await plan.add_user("member")
+    victim = (await _tokens(client, member.auth))[0]
+    other_admin_csrf = await sign_in(browser_client, other_plan.admin)
+    colleague_csrf = await sign_in(client, await plan.add_user("member"))
+    for c, csrf, path in [
+        (client, colleague_csrf, f"/console/me/api-access/{victim['id']}/revoke"),
+        (client, colleague_csrf, f"/console/me/api-access/{victim['id']}/regenerate"),
+        (browser_client, other_admin_csrf, f"/console/me/api-access/{victim['id']}/revoke"),
+        (browser_client, other_admin_csrf, f"/console/admin/tokens/{victim['id']}/revoke"),
+        (browser_client, other_admin_csrf, "/console/admin/tokens/not-a-uuid/revoke"),
+        (browser_client, other_admin_csrf, "/console/me/api-access/%2e%2e/revoke"),
+    ]:
+        r = await c.post(path, data={"csrf_token": csrf})
+        assert r.status_code == 404, path
+    assert (await client.get("/v1/me", headers=member.auth)).status_code == 200
+    # And the other plan's admin sees none of this plan's tokens in their list.
+    page = await browser_client.get("/console/admin/tokens")
+    assert victim["hint"] not in page.text and member.email not in page.text
+
+
+async def test_the_period_is_activated_only_after_confirming_what_dies(
+        client, plan: PlanFixture) -> None:
+    member = await plan.add_user("member")
+    plan.clock.advance(days=10)
+    csrf = await sign_in(client, plan.admin)
+    preview = await client.get("/console/admin/security/api-tokens",
+                               params={"value": "5", "unit": "days"})
+    assert preview.status_code == 200
+    assert re.search(r'id="count-now">\s*2<', preview.text), preview.text  # both tokens, now
+    assert member.email in preview.text and plan.admin.email in preview.text
+    assert "your own tokens" in preview.text
+    form = {"csrf_token": csrf, "value": "5", "unit": "days"}
+    for missing in [{}, {"confirm": "yes", "seen": "2"}, {"confirm_own": "yes"},
+                    {"confirm": "yes", "confirm_own": "yes", "seen": "1"}]:
+        r = await client.post("/console/admin/security/api-tokens/activate",
+                              data={**form, **missing})
+        assert r.status_code == 409, missing
+    assert (await client.get("/v1/me", headers=member.auth)).status_code == 200
+    r = await client.post("/console/admin/security/api-tokens/activate",
+                          data={**form, "confirm": "yes", "confirm_own": "yes", "seen": "2"})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=activated")
+    assert (await client.get("/v1/me", headers=member.auth)).status_code == 401
+    page = await client.get(r.headers["location"])
+    assert "Tokens expire 5 days after they were generated." in page.text
+    # The console's session is not a token: the admin still signs in and turns it off.
+    r = await client.post("/console/admin/security/api-tokens/turn-off",
+                          data={"csrf_token": csrf})
+    assert r.status_code == 303
+    # Rule 4: what expired stays expired.
+    assert (await client.get("/v1/me", headers=member.auth)).status_code == 401
+
+
+async def test_bad_periods_are_explained_not_failed(client, plan: PlanFixture) -> None:
+    csrf = await sign_in(client, plan.admin)
+    for value, unit in [("0", "days"), ("-1", "days"), ("abc", "days"), ("1", "weeks"),
+                        ("99999999999999999999", "years"), ("", ""), ("1e3", "days")]:
+        r = await client.get("/console/admin/security/api-tokens",
+                             params={"value": value, "unit": unit})
+        assert r.status_code == 422, (value, unit)
+        assert 'role="alert"' in r.text
+        r = await client.post("/console/admin/security/api-tokens/activate",
+                              data={"csrf_token": csrf, "value": value, "unit": unit,
+                                    "confirm": "yes", "confirm_own": "yes"})
+        assert r.status_code == 422, (value, unit)
+
+
+async def test_tell_the_affected_users_now_queues_each_notice_once(
+        client, plan: PlanFixture, database) -> None:  # noqa: ANN001
+    await plan.add_user("member")
+    plan.clock.advance(days=27)
+    csrf = await sign_in(client, plan.admin)
+    r = await client.put(f"/v1/plans/{plan.plan_id}/token-expiration",
+                         json={"value": 30, "unit": "days"}, headers=plan.admin.auth)
+    assert r.status_code == 200
+
+    async def queued() -> int:
+        async with session_scope(make_sessionmaker(database.engine)) as s:
+            return (await s.execute(select(func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.plan_id == plan.plan_id))).scalar_one()
+
+    r = await client.post("/console/admin/security/api-tokens/notify", data={"csrf_token": csrf})
+    assert r.status_code == 303 and "n=2" in r.headers["location"]
+    assert await queued() == 2
+    answers = await asyncio.gather(*(client.post(
+        "/console/admin/security/api-tokens/notify", data={"csrf_token": csrf})
+        for _ in range(5)))
+    assert {a.status_code for a in answers} <= {303, 409, 503}
+    assert await queued() == 2
+
+
+async def test_plan_tokens_filters_and_explanations(client, plan: PlanFixture) -> None:
+    member = await plan.add_user("member")
+    await sign_in(client, plan.admin)
+    r = await client.delete(f"/v1/me/tokens/{(await _tokens(client, member.auth))[0]['id']}",
+                            headers=member.auth)
+    assert r.status_code == 204
+    page = await client.get("/console/admin/tokens", params={"status": "revoked"})
+    assert page.status_code == 200 and member.email in page.text
+    assert "revoked by its owner" in page.text and plan.admin.email not in page.text.split(
+        "<tbody>")[1]
+    page = await client.get("/console/admin/tokens", params={"user": str(plan.admin.user_id),
+                                                            "status": "active"})
+    assert member.email not in page.text.split("<tbody>")[1]
+    for hostile in [{"within": "x"}, {"offset": "-5"}, {"kind": "<b>"}, {"user": "zz"},
+                    {"status": "' OR 1=1"}, {"offset": "99999999999"}]:
+        r = await client.get("/console/admin/tokens", params=hostile)
+        assert r.status_code in (200, 422), hostile
+        assert "<b>" not in r.text.split("</head>")[1]
+
+
+async def test_audit_log_pages_and_refuses_crafted_cursors(client, plan: PlanFixture) -> None:
+    await sign_in(client, plan.admin)
+    for _ in range(3):
+        await client.post("/v1/me/tokens", json={"name": "a"}, headers=plan.admin.auth)
+    page = await client.get("/console/admin/audit")
+    assert page.status_code == 200 and "token.created" in page.text
+    assert "user.signed_in" in page.text
+    for cursor in ["garbage", "x" * 300, "MjAyNi0wMS0xNVQxMjowMDowMHw="]:
+        r = await client.get("/console/admin/audit", params={"cursor": cursor})
+        assert r.status_code == 422, cursor
+
+
+async def test_pages_speak_french_when_asked_and_show_the_viewers_time_zone(
+        client, plan: PlanFixture) -> None:
+    csrf = await sign_in(client, plan.admin)
+    r = await client.get("/console/me/api-access", headers={"Accept-Language": "fr-CA,fr;q=0.9"})
+    assert '<html lang="fr">' in r.text and "Vos jetons" in r.text
+    r = await client.get("/console/me/api-access", headers={"Accept-Language": "de, en;q=0.5"})
+    assert '<html lang="en">' in r.text and "Your tokens" in r.text
+    r = await client.post("/console/language", data={"csrf_token": csrf, "language": "fr",
+                                                     "next": "/console/admin/tokens"})
+    assert r.status_code == 303 and r.headers["location"] == "/console/admin/tokens"
+    r = await client.get("/console/me/api-access", headers={"Accept-Language": "en"})
+    assert "Vos jetons" in r.text  # the choice outranks the browser's
+    client.cookies.set("tessera_tz", "Europe%2FParis", domain="tessera.test")
+    r = await client.get("/console/me/api-access")
+    assert "Europe/Paris" in r.text and "13:00" in r.text  # T0 is 12:00 UTC, in winter
+    client.cookies.set("tessera_tz", "Not/AZone", domain="tessera.test")
+    r = await client.get("/console/me/api-access")
+    assert r.status_code == 200 and "UTC" in r.text
+
+
+async def test_console_pages_forbid_framing_scripts_from_elsewhere_and_caching(
+        client, plan: PlanFixture) -> None:
+    await sign_in(client, plan.admin)
+    for path in USER_PAGES + ADMIN_PAGES + ["/console/login", "/console/nope"]:
+        r = await client.get(path)
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+        assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
+    r = await client.get("/console/static/console.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert (await client.get("/console/static/..%2Fweb.py")).status_code == 404
