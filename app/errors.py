@@ -76,10 +76,18 @@ class TooManyAttempts(ApiError):
     status_code = 429
     code = "too_many_attempts"
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed attempts; try again in {retry_after} s",
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message or f"too many failed attempts; try again in {retry_after} s",
                          headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class TooManyAtOnce(TooManyAttempts):
+    """Rule 12: this address has as many sign-ins waiting for a password check as it may (none
+    of them need have failed)."""
+
+    def __init__(self) -> None:
+        super().__init__(1, "too many sign-ins from this address at once; try again in 1 s")
 
 
 class Busy(ApiError):

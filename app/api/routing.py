@@ -19,12 +19,14 @@ from typing import Any
 
 from fastapi import APIRouter
 from starlette._utils import get_route_path
+from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, NoMatchFound
 
 from app.api.openapi import operation_id
 from app.api.responses import JSON
 
 _CHOSEN = "tessera.route"
+_ALLOWED = "tessera.allowed"
 
 # A route: where its literal segments are, and what they say.
 _Shape = tuple[tuple[int, str], ...]
@@ -68,6 +70,7 @@ class RouteIndex(BaseRoute):
             return Match.NONE, {}
         segments = get_route_path(scope).split("/")
         partial: tuple[BaseRoute, dict[str, Any]] | None = None
+        allowed: set[str] = set()
         for route, literals in self._buckets.get(len(segments), self._anywhere):
             for i, literal in literals:
                 if segments[i] != literal:
@@ -77,15 +80,24 @@ class RouteIndex(BaseRoute):
                 if match is Match.FULL:
                     child[_CHOSEN] = route
                     return match, child
-                if match is Match.PARTIAL and partial is None:
-                    partial = (route, child)
+                if match is Match.PARTIAL:
+                    allowed.update(getattr(route, "methods", None) or ())
+                    if partial is None:
+                        partial = (route, child)
         if partial is not None:
+            # The path is a resource, the method not one of its routes': RFC 9110 §15.5.6,
+            # the 405 names every method the resource allows, not the first route's.
             partial[1][_CHOSEN] = partial[0]
+            partial[1][_ALLOWED] = allowed
             return Match.PARTIAL, partial[1]
         return Match.NONE, {}
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
-        await scope.pop(_CHOSEN).handle(scope, receive, send)
+        allowed = scope.pop(_ALLOWED, None)
+        route = scope.pop(_CHOSEN)
+        if allowed:
+            raise HTTPException(status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
+        await route.handle(scope, receive, send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:  # noqa: ANN401
         raise NoMatchFound(name, path_params)  # the routes behind the index answer it

@@ -11,7 +11,7 @@ from app.api.routing import api_router
 from app.audit import service as audit
 from app.console import i18n, web
 from app.console.web import PREFIX
-from app.errors import Busy, NotFound, TooManyAttempts
+from app.errors import Busy, NotFound, TooManyAtOnce, TooManyAttempts
 from app.oauth2 import browser
 from app.oauth2 import connections as grants
 from app.oauth2 import scopes as catalogue
@@ -57,6 +57,11 @@ async def login(request: Request, session: Session, now: Now) -> Response:
             throttles=request.app.state.throttles,
             source=request.client.host if request.client else None)
     except TooManyAttempts as exc:
+        if isinstance(exc, TooManyAtOnce):
+            return web.render(request, "login.html", {
+                "back": back, "email": email,
+                "error": speech.gettext("Too many sign-ins at once. Try again in a moment.")},
+                status=exc.status_code, headers=exc.headers)
         return web.render(request, "login.html", {
             "back": back, "email": email,
             "error": speech.gettext("Too many failed sign-ins. Try again in %(seconds)s "

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
+from app.db import write_lock
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.integrations import review
 from app.integrations.access import Access, decide
@@ -117,13 +118,19 @@ async def reports(session: AsyncSession, integration_id: uuid.UUID) -> list[Repo
 
 # --- a plan admin's side -------------------------------------------------------------------
 
-async def _installed(session: AsyncSession, plan_id: uuid.UUID,
-                     integration_id: uuid.UUID) -> tuple[Integration, Installation]:
-    row = (await session.execute(
-        select(Integration, Installation)
-        .join(Installation, Installation.integration_id == Integration.id)
-        .where(Installation.plan_id == plan_id, Integration.id == integration_id)
-    )).first()
+async def _installed(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID,
+                     *, lock: bool = False) -> tuple[Integration, Installation]:
+    """The integration and its installation in the plan; with `lock`, the installation is
+    locked until the transaction ends, so concurrent changes of its state run one after the
+    other and each sees the state the previous one left (one audit event per real change)."""
+    query = (select(Integration, Installation)
+             .join(Installation, Installation.integration_id == Integration.id)
+             .where(Installation.plan_id == plan_id, Integration.id == integration_id))
+    if lock:
+        await write_lock(session, Installation, (Installation.plan_id == plan_id)
+                         & (Installation.integration_id == integration_id))
+        query = query.with_for_update(of=Installation)
+    row = (await session.execute(query)).first()
     if row is None:
         raise NotFound("no such integration in this plan")
     return row[0], row[1]
@@ -166,7 +173,7 @@ async def list_for_plan(session: AsyncSession, plan_id: uuid.UUID,
 
 async def deactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID, *,
                      actor: str, now: datetime, reason: str) -> InstallationOut:
-    integ, inst = await _installed(session, plan_id, integration_id)
+    integ, inst = await _installed(session, plan_id, integration_id, lock=True)
     if inst.state != "deactivated":
         inst.state, inst.deactivated_at = "deactivated", now
         inst.deactivated_by, inst.deactivation_reason = actor, reason
@@ -178,7 +185,7 @@ async def deactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: 
 
 async def reactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID, *,
                      actor: str, now: datetime) -> InstallationOut:
-    integ, inst = await _installed(session, plan_id, integration_id)
+    integ, inst = await _installed(session, plan_id, integration_id, lock=True)
     if inst.state == "deactivated":
         if not review.may_reactivate(facts_of(integ), now):
             raise Conflict("the review deadline has passed and no exception runs; the "
@@ -197,7 +204,7 @@ async def reactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: 
 async def confirm_keep(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID,
                        *, user_id: uuid.UUID | None, actor: str,
                        now: datetime) -> InstallationOut:
-    integ, inst = await _installed(session, plan_id, integration_id)
+    integ, inst = await _installed(session, plan_id, integration_id, lock=True)
     if integ.judged_third_party_at is None:
         raise InvalidRequest("only an integration judged third-party needs confirming",
                              code="not_judged")

@@ -16,6 +16,10 @@ _LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1"}
 def check_redirect_uri(uri: str) -> str:
     """RFC 6749 §3.1.2: absolute, no fragment; https, or http only on a loopback host
     (RFC 8252 §7.3); private-use schemes for native apps."""
+    if len(uri) > 2000 or not uri.isascii() or any(c <= " " or c == "\x7f" for c in uri):
+        # RFC 3986: a URI has no spaces, controls or raw non-ASCII (percent-encode them).
+        raise ValueError("a redirect URI is at most 2000 ASCII characters, without spaces or "
+                         "control characters")
     parts = urlsplit(uri)
     if not parts.scheme or parts.fragment or not (parts.netloc or parts.scheme not in {
             "http", "https"}):

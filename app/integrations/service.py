@@ -111,3 +111,39 @@ async def installation(session: AsyncSession, integration_id: uuid.UUID,
         await write_lock(session, Installation, where)
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def install(session: AsyncSession, integ: Integration, plan_id: uuid.UUID,
+                  user_id: uuid.UUID, scopes: list[str], now: datetime) -> Installation:
+    """A plan admin's consent installs a third-party integration for the plan with the scopes
+    the consent screen showed, and no more (rule 11); an audit event, and every replica's cache
+    told. A concurrent second install of the same one fails on the unique (integration, plan)."""
+    from app.tokens import cache
+
+    inst = Installation(id=uuid.uuid4(), integration_id=integ.id, plan_id=plan_id,
+                        state="active", approved_scopes=list(scopes), installed_by=user_id,
+                        installed_at=now)
+    session.add(inst)
+    await audit.record(session, f"user:{user_id}", "integration.installed", plan_id,
+                       "integration", integ.id, now, name=integ.name,
+                       approved_scopes=list(scopes))
+    await cache.changed(session, plan_id=plan_id, integration_id=integ.id)
+    return inst
+
+
+async def widen(session: AsyncSession, integ: Integration, plan_id: uuid.UUID,
+                user_id: uuid.UUID, scopes: list[str], now: datetime) -> Installation:
+    """An admin's consent to scopes the installation had not approved yet adds them."""
+    from app.oauth2 import scopes as catalogue
+    from app.tokens import cache
+
+    inst = await installation(session, integ.id, plan_id, lock=True)
+    if inst is None:
+        raise NotFound("no such integration in this plan")
+    before = list(inst.approved_scopes or ())
+    inst.approved_scopes = catalogue.join({*before, *scopes}).split()
+    await audit.record(session, f"user:{user_id}", "installation.scopes_approved", plan_id,
+                       "integration", integ.id, now, previous=before,
+                       approved_scopes=inst.approved_scopes)
+    await cache.changed(session, plan_id=plan_id, integration_id=integ.id)
+    return inst

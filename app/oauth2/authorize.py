@@ -25,17 +25,16 @@ from app.api.routing import api_router
 from app.audit import service as audit
 from app.config import Settings
 from app.credentials import SecretKind
-from app.errors import Busy, TooManyAttempts
+from app.errors import Busy, TooManyAtOnce, TooManyAttempts
 from app.integrations import review
 from app.integrations import service as integrations
 from app.integrations.access import Access, ReviewStatus, Rule, decide
-from app.integrations.models import Installation, Integration
+from app.integrations.models import Integration
 from app.integrations.service import facts_of
 from app.oauth2 import browser, callers
 from app.oauth2 import scopes as catalogue
 from app.oauth2.models import AuthorizationCode
 from app.plans.models import Plan
-from app.tokens import cache
 from app.users import service as users
 from app.users.models import User
 
@@ -155,7 +154,7 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 
 
 def _slow_down_words(exc: TooManyAttempts | Busy) -> str:
-    if isinstance(exc, TooManyAttempts):
+    if isinstance(exc, TooManyAttempts) and not isinstance(exc, TooManyAtOnce):
         return (f"Too many failed sign-ins. Try again in {exc.retry_after} seconds.")
     return "Too many sign-ins at once. Try again in a moment."
 
@@ -366,22 +365,12 @@ async def _approve(session: AsyncSession, req: AuthRequest, user: User, standing
     """An admin's consent installs a third-party integration for the plan with the scopes it
     asked for, or widens an installation's approved scopes by those it newly asked for: what
     the screen said (rule 11). Both are audit events and reach every replica's cache."""
-    integ, actor = req.integration, f"user:{user.id}"
+    scopes = catalogue.join(req.scopes).split()
     if standing.install:
-        approved = catalogue.join(req.scopes).split()
-        session.add(Installation(id=uuid.uuid4(), integration_id=integ.id, plan_id=user.plan_id,
-                                 state="active", approved_scopes=approved, installed_by=user.id,
-                                 installed_at=now))
-        await audit.record(session, actor, "integration.installed", user.plan_id, "integration",
-                           integ.id, now, name=integ.name, approved_scopes=approved)
+        await integrations.install(session, req.integration, user.plan_id, user.id, scopes, now)
     else:
-        inst = await integrations.installation(session, integ.id, user.plan_id, lock=True)
-        before = list(inst.approved_scopes or ())
-        inst.approved_scopes = catalogue.join({*before, *standing.widen}).split()
-        await audit.record(session, actor, "installation.scopes_approved", user.plan_id,
-                           "integration", integ.id, now, previous=before,
-                           approved_scopes=inst.approved_scopes)
-    await cache.changed(session, plan_id=user.plan_id, integration_id=integ.id)
+        await integrations.widen(session, req.integration, user.plan_id, user.id,
+                                 list(standing.widen), now)
 
 
 @router.get("/oauth2/authorize")

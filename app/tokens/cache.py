@@ -100,6 +100,10 @@ class Keys:
             return cls(everything=True)
 
 
+# How long a user's cached facts (email, name, role) are used before they are read again.
+USER_FACTS_SECONDS = 60.0
+
+
 @dataclass(eq=False)
 class TokenCache:
     """A bounded LRU map digest -> StoredToken with secondary indexes for eviction."""
@@ -121,9 +125,11 @@ class TokenCache:
     _placements: dict[tuple[uuid.UUID, uuid.UUID | None], Any] = field(default_factory=dict)
     # Monotonic time until which answers may be served; moved on by each listener heartbeat.
     _fresh_until: float = 0.0
-    # Users' facts (`app.users.facts`), fixed when a user is made: kept whatever the listener's
-    # health, nothing can make them stale.
-    _users: dict[uuid.UUID, Any] = field(default_factory=dict)
+    # Users' facts (`app.users.facts`): no API changes them once a user is made, but an
+    # operator may (a compromised admin demoted in the database): each is read again after
+    # `USER_FACTS_SECONDS`, and, like every answer here, served only while the listener is
+    # healthy. user id -> (facts, monotonic time read).
+    _users: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _caches.add(self)
@@ -187,14 +193,19 @@ class TokenCache:
             self._clients.popitem(last=False)
 
     def get_user(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a UserOut
-        return self._users.get(user_id) if self.size > 0 else None
+        if not self.serving:
+            return None
+        entry = self._users.get(user_id)
+        if entry is None or time.monotonic() - entry[1] > USER_FACTS_SECONDS:
+            return None
+        return entry[0]
 
     def put_user(self, user_id: uuid.UUID, facts: Any) -> None:  # noqa: ANN401
-        if self.size <= 0:
+        if not self.serving:
             return
         if len(self._users) >= self.size:
             self._users.clear()
-        self._users[user_id] = facts
+        self._users[user_id] = (facts, time.monotonic())
 
     def get_placement(self, integration_id: uuid.UUID,
                       plan_id: uuid.UUID | None) -> Any | None:  # noqa: ANN401
@@ -245,6 +256,7 @@ class TokenCache:
         self._by_family.clear()
         self._clients.clear()
         self._placements.clear()
+        self._users.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

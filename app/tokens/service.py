@@ -132,10 +132,15 @@ async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reas
         # on these locks and then finds its token revoked (`batches`, rotations).
         await session.execute(select(Token.id).where(Token.family_id == family_id)
                               .order_by(Token.id).with_for_update())
-    await session.execute(
+    changed = await session.execute(
         update(Token).where(condition, Token.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason, revoked_by=actor)
     )
+    if not changed.rowcount and action == "token.revoked":
+        # Revoked already (by this request's twin, or earlier): the answer is the same, but
+        # nothing happened, so nothing is recorded or announced. (A replay is recorded
+        # whatever it found: it is an attack's trace.)
+        return
     await cache.changed(session, token_ids=[stored.id], family_id=family_id)
     await audit.record(session, actor, action, stored.plan_id, "token", stored.id, now,
                        reason=reason, kind=stored.kind, family_id=family_id and str(family_id))

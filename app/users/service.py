@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import credentials
 from app.audit import service as audit
 from app.db import connection, has_only_read, persist_before_refusing
-from app.errors import Busy, Conflict, TooManyAttempts
+from app.errors import Busy, Conflict, TooManyAtOnce, TooManyAttempts
 from app.throttle import hashing
 from app.throttle import store as throttle
 from app.throttle.store import Throttles
@@ -39,7 +39,7 @@ async def _hashed(work: Callable[..., T], *args: Any,  # noqa: ANN401
     except hashing.Busy:
         raise Busy() from None
     except hashing.Crowding:
-        raise TooManyAttempts(1) from None
+        raise TooManyAtOnce() from None
 
 
 async def create(session: AsyncSession, *, plan_id: uuid.UUID, email: str, name: str, role: str,

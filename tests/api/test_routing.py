@@ -89,3 +89,18 @@ async def test_wrong_methods_and_unknown_paths_are_answered_as_before(client, pl
     assert r.status_code == 404
     r = await client.get("/v1/me", headers=plan.admin.auth)
     assert r.status_code == 200 and r.json()["email"] == plan.admin.email
+
+
+async def test_a_405_names_every_method_the_resource_allows(client, plan) -> None:  # noqa: ANN001
+    """RFC 9110 §15.5.6: `Allow` lists the methods of every route of the path, not only the
+    first route's."""
+    period = f"/v1/plans/{plan.plan_id}/token-expiration"
+    for method, path, allowed in [("POST", period, "DELETE, GET, PUT"),
+                                  ("PATCH", "/v1/me/tokens", "GET, POST"),
+                                  ("PUT", f"/v1/plans/{plan.plan_id}/users", "GET, POST"),
+                                  ("PUT", "/v1/integrations", "GET, POST"),
+                                  ("PATCH", "/v1/me", "GET")]:
+        r = await client.request(method, path, headers=plan.admin.auth)
+        assert r.status_code == 405, (method, path)
+        assert r.headers["allow"] == allowed, (method, path)
+        assert r.json()["error"] == "method_not_allowed"

@@ -181,3 +181,24 @@ def test_clients_are_cached_by_their_credentials_and_evicted_with_their_integrat
     assert c.get_client("key-a") is None
     c.disable()
     assert c.get_client("key-b") is None
+
+
+def test_users_facts_are_read_again_after_a_while_and_only_while_serving(monkeypatch) -> None:  # noqa: ANN001
+    """A role changed outside the API (an admin demoted in the database) is seen within
+    USER_FACTS_SECONDS; nothing is answered while the listener is unhealthy, or after a clear."""
+    c = serving()
+    user = uuid.uuid4()
+    c.put_user(user, "admin facts")
+    assert c.get_user(user) == "admin facts"
+    start = time.monotonic()
+    monkeypatch.setattr(cache.time, "monotonic", lambda: start + cache.USER_FACTS_SECONDS + 1)
+    c.heartbeat(start + cache.USER_FACTS_SECONDS + 1)
+    assert c.get_user(user) is None  # too old: read again
+    c.put_user(user, "member facts")
+    assert c.get_user(user) == "member facts"
+    c.clear()
+    assert c.get_user(user) is None
+    c.put_user(user, "member facts")
+    c.disable()
+    c.put_user(user, "again")
+    assert c.get_user(user) is None
