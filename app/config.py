@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     review_period_days: int = Field(default=30, ge=1, le=3650)
     # Days before a token's effective expiry that its owner is told.
     notice_lead_days: int = Field(default=7, ge=1, le=365)
+    # Days before an integration's review deadline that the plan's admins are reminded, e.g.
+    # "30,7" (`app.notifications.reminders`); empty: no such reminder.
+    reminder_days: str = "30,7"
     # Outgoing mail (expiry notices). No host: notices wait in the outbox until one is set
     # (or, with `mail_log_only`, are written to the log and count as delivered).
     smtp_host: str | None = None
@@ -106,6 +109,19 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     # Cookies marked Secure; unset: when the issuer is https.
     secure_cookies: bool | None = None
+
+    @field_validator("reminder_days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.isdigit() and 1 <= int(p) <= 365 for p in parts):
+            raise ValueError("a comma-separated list of days between 1 and 365, e.g. 30,7")
+        return ",".join(parts)
+
+    @property
+    def reminder_lead_days(self) -> tuple[int, ...]:
+        """The reminders' days before a deadline, longest first."""
+        return tuple(sorted({int(p) for p in self.reminder_days.split(",") if p}, reverse=True))
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

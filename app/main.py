@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     from app.console.account import router as console_account_router
     from app.console.admin import router as console_admin_router
     from app.console.assets import router as console_assets_router
+    from app.console.operator import router as console_operator_router
     from app.gateway.endpoints import router as gateway_router
     from app.integrations.endpoints import router as integrations_router
     from app.oauth2.authorize import router as authorize_router
@@ -189,7 +190,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     routers = (gateway_router, introspection_router, token_router, plans_router, tokens_router,
                users_router, integrations_router, authorize_router, metadata_router,
                audit_router, ops_router, console_account_router, console_admin_router,
-               console_assets_router)
+               console_assets_router, console_operator_router)
     # The hot paths' plain Starlette routes first, before FastAPI's documentation routes: the
     # documented copies behind them are never reached.
     hot = [route for router in routers[:3] for route in router.routes if type(route) is Route]

@@ -123,7 +123,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(_request: Request, exc: SignInRequired) -> Response:
-        return to_sign_in(exc.back)
+        return to_sign_in(exc.back, exc.to)
 
     @app.exception_handler(FormRefused)
     async def _form_refused(request: Request, _exc: FormRefused) -> Response:

@@ -20,6 +20,7 @@ from app.tokens.models import Token
 from app.tokens.rules import TokenKind
 from app.tokens.schemas import TokenOut
 from app.users import service as users
+from app.users.models import User
 
 router = api_router(tags=["console"], include_in_schema=False)
 
@@ -92,15 +93,27 @@ async def logout(request: Request) -> Response:
 
 
 @router.post(f"{PREFIX}/language")
-async def language(request: Request) -> Response:
-    """The viewer's language, kept by this browser for a year."""
-    fields = await web.form(request)
+async def language(request: Request, session: Session) -> Response:
+    """The viewer's language, kept by this browser for a year (and by the user's account, for
+    their mails)."""
+    from app.console import operator
+
+    raw = await request.form(max_files=0, max_fields=10)
+    fields = {k: v for k, v in raw.items() if isinstance(v, str)}
+    settings = request.app.state.settings
+    if not browser.posted_from_here(request, settings) or not (
+            browser.csrf_ok(request, settings, fields.get("csrf_token"))
+            or operator.form_ok(request, fields)):
+        raise web.FormRefused
     chosen = fields.get("language")
     response = web.redirect(web.safe_back(fields.get("next")))
     if chosen in i18n.LANGUAGES:
         response.set_cookie(i18n.LANG_COOKIE, chosen, max_age=365 * 86400, httponly=True,
-                            samesite="lax", secure=request.app.state.settings.cookies_secure,
-                            path="/")
+                            samesite="lax", secure=settings.cookies_secure, path="/")
+        login = browser.login_session(request, settings)
+        user = await session.get(User, login.user_id) if login is not None else None
+        if user is not None:
+            user.locale = chosen
     return response
 
 

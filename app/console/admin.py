@@ -18,6 +18,7 @@ from app.console import web
 from app.console.web import PREFIX
 from app.errors import InvalidRequest, NotFound
 from app.integrations import lifecycle
+from app.integrations import service as integration_service
 from app.integrations.models import Integration
 from app.notifications import sweeps
 from app.oauth2 import scopes as catalogue
@@ -201,7 +202,8 @@ async def revoke_token(token_id: str, request: Request, session: Session, now: N
 
 # Admin Center > Integrations, and the directory ---------------------------------------------
 
-ACTIONS = ("deactivate", "reactivate", "confirm_keep", "report_misjudgement")
+ACTIONS = ("deactivate", "reactivate", "confirm_keep", "report_misjudgement",
+           "request_exception")
 
 
 @router.get(f"{PREFIX}/admin/integrations")
@@ -231,6 +233,12 @@ async def integration_action(integration_id: str, action: str, request: Request,
     elif action == "confirm_keep":
         await lifecycle.confirm_keep(session, plan_id, ident, user_id=seen.user.id,
                                      actor=actor, now=now)
+    elif action == "request_exception":
+        message = (fields.get("message") or "").strip()
+        if not message:
+            raise InvalidRequest("say why it must keep working")
+        await lifecycle.request_exception(session, plan_id, ident, message[:2000], actor=actor,
+                                          now=now)
     else:
         message = (fields.get("message") or "").strip()
         if not message:
@@ -254,6 +262,41 @@ async def directory(request: Request, session: Session) -> Response:
                  .scalars())
     return web.render(request, "admin_directory.html", {
         "items": found, "q": query, "describe": catalogue.CATALOGUE}, seen=seen)
+
+
+async def _approved(session: Session, raw: str) -> Integration:
+    """An approved third-party integration of the directory; anything else is not there."""
+    ident = web.parse_id(raw)
+    integ = await session.get(Integration, ident) if ident is not None else None
+    if integ is None or integ.kind != "third_party" or integ.review_status != "approved":
+        raise NotFound("no such integration in the directory")
+    return integ
+
+
+@router.get(PREFIX + "/admin/directory/{integration_id}/install")
+async def install_page(integration_id: str, request: Request, session: Session) -> Response:
+    """The consent screen of an installation: what the integration will be able to do in every
+    member's name, and with which data, before the admin allows it."""
+    seen = await web.admin(request, session)
+    integ = await _approved(session, integration_id)
+    installed = await integration_service.installation(session, integ.id, seen.plan.id)
+    return web.render(request, "admin_install.html", {
+        "integration": integ, "installed": installed is not None,
+        "describe": catalogue.CATALOGUE}, seen=seen)
+
+
+@router.post(PREFIX + "/admin/directory/{integration_id}/install")
+async def install(integration_id: str, request: Request, session: Session, now: Now) -> Response:
+    """Allowing installs it for the plan with exactly the permissions the screen listed."""
+    seen = await web.admin(request, session)
+    fields = await web.form(request)
+    integ = await _approved(session, integration_id)
+    if fields.get("decision") != "allow":
+        return web.redirect(f"{PREFIX}/admin/directory")
+    if await integration_service.installation(session, integ.id, seen.plan.id) is None:
+        await integration_service.install(session, integ, seen.plan.id, seen.user.id,
+                                          catalogue.join(integ.scopes or []).split(), now)
+    return web.redirect(f"{PREFIX}/admin/integrations", done="installed")
 
 
 # Admin Center > Audit log -------------------------------------------------------------------

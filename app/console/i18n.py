@@ -1,7 +1,8 @@
 """The console's languages: English (the source text) and French.
 
-The language is the viewer's choice (a cookie the language switcher sets), else the best match
-of the browser's `Accept-Language` (Babel's negotiation), else English. Translations are
+The language is the viewer's choice (a cookie the language switcher sets, also kept on the
+user's account for their mails and other browsers), else the best match of the browser's
+`Accept-Language` (Babel's negotiation), else English. Translations are
 gettext catalogues (`locales/<lang>.po`, extracted from the templates and the code with
 `pybabel extract`), read once with Babel. Dates are shown in the viewer's time zone when the
 browser told it (the `tz` cookie the console's script sets), in UTC otherwise.
@@ -54,10 +55,13 @@ def _accepted(header: str) -> list[str]:
     return [tag.replace("-", "_") for _w, tag in sorted(tags, key=lambda t: -t[0])]
 
 
-def negotiate(request: Request) -> str:
+def negotiate(request: Request, preferred: str | None = None) -> str:
+    """This browser's choice, else the account's (`preferred`), else `Accept-Language`."""
     chosen = request.cookies.get(LANG_COOKIE)
     if chosen in LANGUAGES:
         return chosen
+    if preferred in LANGUAGES:
+        return preferred
     found = Locale.negotiate(_accepted(request.headers.get("accept-language", "")),
                              list(LANGUAGES), sep="_")
     return str(found.language) if found is not None else DEFAULT
@@ -105,5 +109,5 @@ class Speech:
         return "UTC" if self.tz is UTC else str(self.tz)
 
 
-def speech(request: Request) -> Speech:
-    return Speech(negotiate(request), zone(request))
+def speech(request: Request, preferred: str | None = None) -> Speech:
+    return Speech(negotiate(request, preferred), zone(request))

@@ -47,9 +47,9 @@ env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
 class SignInRequired(Exception):
     """No (valid) login session: the viewer is sent to the sign-in page, then back."""
 
-    def __init__(self, back: str) -> None:
+    def __init__(self, back: str, to: str = f"{PREFIX}/login") -> None:
         super().__init__(back)
-        self.back = back
+        self.back, self.to = back, to
 
 
 class FormRefused(Exception):
@@ -123,18 +123,21 @@ async def form(request: Request) -> dict[str, str]:
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status: int = 200,
-           seen: Viewer | None = None, headers: dict[str, str] | None = None) -> Response:
+           seen: Viewer | None = None, headers: dict[str, str] | None = None,
+           csrf: str | None = None) -> Response:
+    """A page; `csrf` is its forms' token when not the login session's (the operator's)."""
     settings = request.app.state.settings
-    speech = i18n.speech(request)
-    csrf = browser.csrf_token(request, settings)
+    speech = i18n.speech(request, seen.user.locale if seen is not None else None)
+    own = csrf is not None
+    csrf = csrf or browser.csrf_token(request, settings)
     html = env.get_template(name).render(
         **context, request=request, csrf=csrf, viewer=seen, speech=speech,
         _=speech.gettext, gettext=speech.gettext, ngettext=speech.ngettext,
         lang=speech.language, languages=i18n.LANGUAGES, path=request.url.path,
         here=request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     response = HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
-    if browser.login_session(request, settings) is None:  # before login: double submit
-        browser.set_csrf(response, settings, csrf)
+    if not own and browser.login_session(request, settings) is None:  # before login
+        browser.set_csrf(response, settings, csrf)  # a double-submit token
     return response
 
 
@@ -145,8 +148,8 @@ def redirect(to: str, **query: str | None) -> RedirectResponse:
                             headers=HEADERS)
 
 
-def to_sign_in(back: str) -> RedirectResponse:
-    return RedirectResponse(f"{PREFIX}/login?next={quote(safe_back(back), safe='/')}",
+def to_sign_in(back: str, to: str = f"{PREFIX}/login") -> RedirectResponse:
+    return RedirectResponse(f"{to}?next={quote(safe_back(back), safe='/')}",
                             status_code=303, headers=HEADERS)
 
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Body
+from fastapi import Body, Response
 from sqlalchemy import select
 
 from app.api.deps import AppSettings, Now, Session
@@ -20,6 +20,9 @@ from app.integrations import lifecycle, service
 from app.integrations.models import Integration
 from app.integrations.schemas import (
     ExceptionIn,
+    ExceptionRefusalIn,
+    ExceptionRequestIn,
+    ExceptionRequestOut,
     InstallationOut,
     IntegrationIn,
     IntegrationOut,
@@ -112,19 +115,21 @@ async def read_integration(integration_id: uuid.UUID, principal: CurrentPrincipa
 
 @router.put("/v1/integrations/{integration_id}/review", response_model=ReviewOut)
 async def change_review(integration_id: uuid.UUID, body: ReviewIn, principal: CurrentPrincipal,
-                        session: Session, now: Now):
+                        session: Session, now: Now, settings: AppSettings):
     principal.require_operator()
     integ = await lifecycle.set_review(session, integration_id, body, actor=principal.actor,
-                                       now=now)
+                                       now=now, base_url=settings.issuer)
     return lifecycle.review_out(integ)
 
 
 @router.put("/v1/integrations/{integration_id}/exception", response_model=ReviewOut)
 async def grant_exception(integration_id: uuid.UUID, body: ExceptionIn,
-                          principal: CurrentPrincipal, session: Session, now: Now):
+                          principal: CurrentPrincipal, session: Session, now: Now,
+                          settings: AppSettings):
     principal.require_operator()
     integ = await lifecycle.set_exception(session, integration_id, body.until,
-                                          actor=principal.actor, now=now)
+                                          actor=principal.actor, now=now,
+                                          base_url=settings.issuer)
     return lifecycle.review_out(integ)
 
 
@@ -139,9 +144,11 @@ async def withdraw_exception(integration_id: uuid.UUID, principal: CurrentPrinci
 
 @router.put("/v1/integrations/{integration_id}/judgement", response_model=ReviewOut)
 async def judge_third_party(integration_id: uuid.UUID, body: JudgementIn,
-                            principal: CurrentPrincipal, session: Session, now: Now):
+                            principal: CurrentPrincipal, session: Session, now: Now,
+                            settings: AppSettings):
     principal.require_operator()
-    integ = await lifecycle.judge(session, integration_id, body, actor=principal.actor, now=now)
+    integ = await lifecycle.judge(session, integration_id, body, actor=principal.actor, now=now,
+                                  base_url=settings.issuer)
     return lifecycle.review_out(integ)
 
 
@@ -209,3 +216,35 @@ async def report_misjudgement(plan_id: uuid.UUID, integration_id: uuid.UUID, bod
     principal.require_plan_admin(plan_id, write=True)
     return await lifecycle.report_misjudgement(session, plan_id, integration_id, body.message,
                                                actor=principal.actor, now=now)
+
+
+@router.post("/v1/plans/{plan_id}/integrations/{integration_id}/exception-requests",
+             status_code=201, response_model=ExceptionRequestOut)
+async def request_exception(plan_id: uuid.UUID, integration_id: uuid.UUID,
+                            body: ExceptionRequestIn, principal: CurrentPrincipal,
+                            session: Session, now: Now):
+    """Ask the platform for an exception for a limited-data integration not approved yet; the
+    operator grants it (`PUT /v1/integrations/{id}/exception`) or refuses it. One open request
+    per plan and integration."""
+    principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("asking for an exception")
+    return await lifecycle.request_exception(session, plan_id, integration_id, body.message,
+                                             actor=principal.actor, now=now)
+
+
+@router.get("/v1/exception-requests", response_model=list[ExceptionRequestOut])
+async def list_exception_requests(principal: CurrentPrincipal, session: Session):
+    """The plans' exception requests the platform has not answered, oldest first."""
+    principal.require_operator()
+    return await lifecycle.open_requests(session)
+
+
+@router.post("/v1/integrations/{integration_id}/exception-refusals", status_code=204)
+async def refuse_exception(integration_id: uuid.UUID, body: ExceptionRefusalIn,
+                           principal: CurrentPrincipal, session: Session, now: Now,
+                           settings: AppSettings) -> Response:
+    """Refuse a plan's open exception request; its admins are told (reminders)."""
+    principal.require_operator()
+    await lifecycle.refuse_exception(session, integration_id, body.plan_id, body.note,
+                                     actor=principal.actor, now=now, base_url=settings.issuer)
+    return Response(status_code=204)

@@ -18,6 +18,7 @@ from app.integrations.access import Access, decide
 from app.integrations.models import Installation, Integration
 from app.integrations.schemas import (
     AccessOut,
+    ExceptionRequestOut,
     InstallationOut,
     JudgementIn,
     ReportOut,
@@ -25,6 +26,8 @@ from app.integrations.schemas import (
     ReviewOut,
 )
 from app.integrations.service import facts_of, get, out
+from app.notifications import reminders
+from app.notifications.messages import iso
 from app.tokens import cache
 
 REPORT_ACTION = "integration.misjudgement_reported"
@@ -45,7 +48,7 @@ async def _changed(session: AsyncSession, integ: Integration, actor: str, action
 
 
 async def set_review(session: AsyncSession, integration_id: uuid.UUID, body: ReviewIn, *,
-                     actor: str, now: datetime) -> Integration:
+                     actor: str, now: datetime, base_url: str = "") -> Integration:
     integ = await get(session, integration_id)
     steps = dict(integ.review_steps or {})
     for step, done in (body.steps or {}).items():
@@ -69,11 +72,25 @@ async def set_review(session: AsyncSession, integration_id: uuid.UUID, body: Rev
                    previous_deadline=before[1].isoformat() if before[1] else None,
                    deadline=integ.review_deadline.isoformat() if integ.review_deadline else None,
                    steps=sorted(steps), note=body.note)
+    await _deadline_moved(session, integ, before[1], now, base_url)
     return integ
 
 
+async def _deadline_moved(session: AsyncSession, integ: Integration,
+                          previous: datetime | None, now: datetime, base_url: str) -> None:
+    """The admins of every plan it is installed in are told of a new deadline, once, while
+    it is not approved (reminders)."""
+    if (previous is None or integ.review_deadline is None or integ.review_deadline == previous
+            or integ.review_status == "approved"):
+        return
+    await reminders.for_decision(session, "deadline_moved", integ,
+                                 await reminders.installed_in(session, integ.id),
+                                 iso(integ.review_deadline), now, base_url)
+
+
 async def set_exception(session: AsyncSession, integration_id: uuid.UUID,
-                        until: datetime | None, *, actor: str, now: datetime) -> Integration:
+                        until: datetime | None, *, actor: str, now: datetime,
+                        base_url: str = "") -> Integration:
     integ = await get(session, integration_id)
     if until is not None and not review.exception_allowed(integ.data_access):
         raise InvalidRequest("integrations with extended data access cannot hold an exception",
@@ -82,11 +99,15 @@ async def set_exception(session: AsyncSession, integration_id: uuid.UUID,
     await _changed(session, integ, actor, "integration.exception_set" if until else
                    "integration.exception_removed", now,
                    until=until.isoformat() if until else None)
+    if until is not None:
+        await reminders.for_decision(session, "exception_granted", integ,
+                                     await reminders.installed_in(session, integ.id),
+                                     iso(until), now, base_url, until=until)
     return integ
 
 
 async def judge(session: AsyncSession, integration_id: uuid.UUID, body: JudgementIn | None, *,
-                actor: str, now: datetime) -> Integration:
+                actor: str, now: datetime, base_url: str = "") -> Integration:
     """Judge (or, with None, un-judge) a custom integration as operated by a third party."""
     integ = await get(session, integration_id)
     if integ.kind != "custom":
@@ -97,9 +118,11 @@ async def judge(session: AsyncSession, integration_id: uuid.UUID, body: Judgemen
         integ.deactivation_scheduled_at = None
         await _changed(session, integ, actor, "integration.judgement_withdrawn", now)
         return integ
+    previous = integ.review_deadline if integ.judged_third_party_at is not None else None
     integ.judged_third_party_at = now
     integ.deactivation_scheduled_at = body.deactivate_at
     integ.review_deadline = body.review_deadline or body.deactivate_at
+    await _deadline_moved(session, integ, previous, now, base_url)
     await _changed(session, integ, actor, "integration.judged_third_party", now,
                    deactivate_at=body.deactivate_at.isoformat(),
                    review_deadline=integ.review_deadline.isoformat(), note=body.note)
@@ -225,3 +248,95 @@ async def report_misjudgement(session: AsyncSession, plan_id: uuid.UUID,
                        message=message)
     return ReportOut(integration_id=integ.id, plan_id=plan_id, reported_by=actor,
                      message=message, reported_at=now)
+
+
+# --- exception requests: a plan admin asks, the operator decides ----------------------------
+
+REQUEST_ACTION = "integration.exception_requested"
+REFUSAL_ACTION = "integration.exception_refused"
+GRANT_ACTION = "integration.exception_set"
+# Open requests the operator's queue shows at most (the newest requests are read).
+REQUESTS_READ = 500
+
+
+async def request_exception(session: AsyncSession, plan_id: uuid.UUID,
+                            integration_id: uuid.UUID, message: str, *, actor: str,
+                            now: datetime) -> ExceptionRequestOut:
+    """A plan admin asks the platform for an exception (limited-data integrations only, while
+    not approved and no exception runs); the operator grants (`set_exception`) or refuses."""
+    integ, _inst = await _installed(session, plan_id, integration_id)
+    facts = facts_of(integ)
+    if not review.exception_allowed(integ.data_access):
+        raise InvalidRequest("integrations with extended data access cannot hold an exception",
+                             code="exception_not_allowed")
+    if not facts.subject_to_review or integ.review_status == "approved":
+        raise InvalidRequest("this integration needs no exception", code="exception_not_needed")
+    if review.exception_runs(facts, now):
+        raise InvalidRequest("an exception already runs for this integration",
+                             code="exception_running")
+    if await _open_request(session, integration_id, plan_id) is not None:
+        raise Conflict("this plan already asked for an exception; the platform has not "
+                       "answered yet", code="exception_already_requested")
+    await audit.record(session, actor, REQUEST_ACTION, plan_id, "integration", integ.id, now,
+                       message=message)
+    return ExceptionRequestOut(integration_id=integ.id, integration_name=integ.name,
+                               plan_id=plan_id, requested_by=actor, message=message,
+                               requested_at=now)
+
+
+async def _decisions(session: AsyncSession, integration_ids: set[str]) -> list[AuditEvent]:
+    if not integration_ids:
+        return []
+    return list((await session.execute(
+        select(AuditEvent).where(AuditEvent.action.in_((REFUSAL_ACTION, GRANT_ACTION)),
+                                 AuditEvent.target_id.in_(integration_ids)))).scalars())
+
+
+def _still_open(request: AuditEvent, decisions: list[AuditEvent]) -> bool:
+    """Not answered since: no exception granted for the integration, no refusal to the plan."""
+    return not any(d.target_id == request.target_id and d.occurred_at >= request.occurred_at
+                   and (d.action == GRANT_ACTION or d.plan_id == request.plan_id)
+                   for d in decisions)
+
+
+async def _open_request(session: AsyncSession, integration_id: uuid.UUID,
+                        plan_id: uuid.UUID) -> AuditEvent | None:
+    requests = list((await session.execute(
+        select(AuditEvent).where(AuditEvent.action == REQUEST_ACTION,
+                                 AuditEvent.plan_id == plan_id,
+                                 AuditEvent.target_id == str(integration_id))
+        .order_by(AuditEvent.occurred_at.desc()).limit(1))).scalars())
+    if not requests:
+        return None
+    decisions = await _decisions(session, {str(integration_id)})
+    return requests[0] if _still_open(requests[0], decisions) else None
+
+
+async def open_requests(session: AsyncSession) -> list[ExceptionRequestOut]:
+    """The exception requests the platform has not answered, oldest first."""
+    requests = list((await session.execute(
+        select(AuditEvent).where(AuditEvent.action == REQUEST_ACTION)
+        .order_by(AuditEvent.occurred_at.desc()).limit(REQUESTS_READ))).scalars())
+    decisions = await _decisions(session, {r.target_id for r in requests})
+    names = dict((await session.execute(
+        select(Integration.id, Integration.name).where(
+            Integration.id.in_({uuid.UUID(r.target_id) for r in requests})))).all()) \
+        if requests else {}
+    return [ExceptionRequestOut(
+        integration_id=uuid.UUID(r.target_id), integration_name=names.get(
+            uuid.UUID(r.target_id), "?"), plan_id=r.plan_id, requested_by=r.actor,
+        message=r.detail.get("message", ""), requested_at=r.occurred_at)
+        for r in reversed(requests) if _still_open(r, decisions)]
+
+
+async def refuse_exception(session: AsyncSession, integration_id: uuid.UUID,
+                           plan_id: uuid.UUID, note: str | None, *, actor: str, now: datetime,
+                           base_url: str = "") -> None:
+    """The operator refuses a plan's open request; the plan's admins are told."""
+    integ = await get(session, integration_id)
+    if await _open_request(session, integration_id, plan_id) is None:
+        raise NotFound("no open exception request of this plan for this integration")
+    await audit.record(session, actor, REFUSAL_ACTION, plan_id, "integration", integ.id, now,
+                       note=note)
+    await reminders.for_decision(session, "exception_refused", integ, [plan_id], iso(now), now,
+                                 base_url, note=note or "")

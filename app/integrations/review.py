@@ -72,9 +72,19 @@ def admin_actions(integ: IntegrationFacts, installation_state: str | None,
         actions.append("report_misjudgement")
         if installation_state == "active" and not confirmed_keep:
             actions.append("confirm_keep")
+    if installation_state is not None and may_request_exception(integ, now):
+        actions.append("request_exception")
     return actions
 
 
+def may_request_exception(integ: IntegrationFacts, now: datetime) -> bool:
+    """A plan admin may ask for an exception: limited data, subject to review and not
+    approved, and no exception running."""
+    return (exception_allowed(integ.data_access) and integ.subject_to_review
+            and integ.review_status != ReviewStatus.approved
+            and not exception_runs(integ, now))
+
+
 __all__ = ["Rule", "Step", "admin_actions", "exception_allowed", "exception_runs",
-           "may_reactivate", "missing_steps", "needs_attention", "required_steps",
-           "spared_from_scheduled_deactivation"]
+           "may_reactivate", "may_request_exception", "missing_steps", "needs_attention",
+           "required_steps", "spared_from_scheduled_deactivation"]

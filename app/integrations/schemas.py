@@ -184,3 +184,28 @@ class ReportOut(BaseModel):
     reported_by: str
     message: str
     reported_at: datetime
+
+
+class ExceptionRequestIn(Input):
+    """A plan admin's request for an exception: why the integration must keep working."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"message": "Our payroll export runs on it until the vendor finishes its review."}]})
+
+    message: str = Field(min_length=1, max_length=2000)
+
+
+class ExceptionRequestOut(BaseModel):
+    integration_id: uuid.UUID
+    integration_name: str
+    plan_id: uuid.UUID | None
+    requested_by: str
+    message: str
+    requested_at: datetime
+
+
+class ExceptionRefusalIn(Input):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: uuid.UUID
+    note: str | None = Field(default=None, max_length=500)

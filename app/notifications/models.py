@@ -2,7 +2,9 @@
 
 One row per email to send. The UNIQUE key (token, kind of notice, effective-expiry value) is what
 makes a notice exist at most once, whatever the number of workers (rule 5); `status`, `attempts`,
-`next_attempt_at` and the claim lease (`claimed_until`) drive delivery.
+`next_attempt_at` and the claim lease (`claimed_until`) drive delivery. A plan admin's reminder
+about an integration (`app.notifications.reminders`) is about no token: its UNIQUE `topic` (what
+it says, to whom, about which deadline or decision) makes it exist at most once.
 """
 
 from __future__ import annotations
@@ -31,14 +33,18 @@ class OutboxMessage(Base):
     __tablename__ = "notification_outbox"
     __table_args__ = (
         UniqueConstraint("token_id", "kind", "expires_at"),
+        UniqueConstraint("topic"),
         Index("ix_notification_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    token_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tokens.id"))
-    kind: Mapped[str] = mapped_column(String(20))  # expiring | expired
-    # The token's effective expiry (rule 1) this notice is about.
+    # None for a reminder to a plan admin (which has a `topic` instead).
+    token_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tokens.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # expiring | expired | a reminder's kind
+    # The token's effective expiry (rule 1) this notice is about; for a reminder, the deadline
+    # or the decision's time it is about.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    topic: Mapped[str | None] = mapped_column(String(300))
     # The plan's period that expiry was computed under, canonical ("90 days"), or "none".
     # The sweeps' anti-join matches on it: for one token and one period the expiry is fixed.
     period: Mapped[str] = mapped_column(String(40))

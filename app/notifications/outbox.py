@@ -92,7 +92,7 @@ async def enqueue(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 @dataclass(frozen=True, slots=True)
 class Claimed:
     id: uuid.UUID
-    token_id: uuid.UUID
+    token_id: uuid.UUID | None  # None: a reminder to a plan admin
     kind: str
     expires_at: datetime
     attempts: int  # including this one
@@ -187,6 +187,7 @@ async def _stale(session: AsyncSession, claimed: list[Claimed],
                  now: datetime) -> dict[str, list[uuid.UUID]]:
     """Notices that no longer say something true, by reason. Rules 1 and 4 are evaluated
     afresh: an expired token stays expired whatever the period is now."""
+    claimed = [c for c in claimed if c.token_id is not None]  # reminders are about no token
     if not claimed:
         return {}
     facts = {r[0]: r[1:] for r in (await session.execute(
@@ -320,6 +321,9 @@ def digest(group: list[Claimed]) -> Email:
     expired = sum(c.kind == NoticeKind.expired for c in group)
     subject = (f"{len(group)} of your Tessera tokens expire soon" if not expired else
                f"{len(group)} notices about your Tessera tokens ({expired} expired)")
+    if any(c.token_id is None for c in group):  # a plan admin's reminders among them
+        subject = f"{len(group)} notices from Tessera"
+        parts[0] = f"You have {len(group)} notices from Tessera:\n\n{lines}"
     ident = uuid.uuid5(uuid.NAMESPACE_URL, ",".join(sorted(str(c.id) for c in group)))
     return Email(to=group[0].email.to, subject=subject, body="\n\n".join(parts) + "\n",
                  message_id=str(ident))

@@ -76,13 +76,22 @@ def end_session(response: Response, settings: Settings) -> None:
                            secure=settings.cookies_secure)
 
 
-def _bound(settings: Settings, session: LoginSession, key: str | None = None) -> str:
+def bound_token(settings: Settings, sid: str, key: str | None = None) -> str:
     """The CSRF token of a signed-in session's forms: an HMAC of its id (with the signing key,
     or `key`), so it cannot be planted (a cookie set by a sibling host) or carried to another
     session."""
     secret = (key or settings.secret_keys[0]).encode()
-    mac = hmac.new(secret, f"tessera-csrf\0{session.sid}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(secret, f"tessera-csrf\0{sid}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def bound_ok(settings: Settings, sid: str, submitted: str | None) -> bool:
+    """`submitted` is the session's CSRF token under any of the keys (a page made before a key
+    rotation still works); anything not ASCII cannot match."""
+    if not submitted or not submitted.isascii():
+        return False
+    return any(hmac.compare_digest(bound_token(settings, sid, key).encode(), submitted.encode())
+               for key in settings.secret_keys)
 
 
 def csrf_token(request: Request, settings: Settings) -> str:
@@ -91,7 +100,7 @@ def csrf_token(request: Request, settings: Settings) -> str:
     one to set."""
     session = login_session(request, settings)
     if session is not None:
-        return _bound(settings, session)
+        return bound_token(settings, session.sid)
     return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
 
 
@@ -106,9 +115,8 @@ def csrf_ok(request: Request, settings: Settings, submitted: str | None) -> bool
     if not submitted or not submitted.isascii():
         return False
     session = login_session(request, settings)
-    if session is not None:  # any key verifies: a page made before a key rotation still works
-        return any(hmac.compare_digest(_bound(settings, session, key).encode(),
-                                       submitted.encode()) for key in settings.secret_keys)
+    if session is not None:
+        return bound_ok(settings, session.sid, submitted)
     expected = request.cookies.get(CSRF_COOKIE)
     if not expected or not expected.isascii():
         return False

@@ -24,3 +24,5 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(10))  # member | admin
     password_hash: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The language the person chose in the console (`app.console.i18n`): their pages and mails.
+    locale: Mapped[str | None] = mapped_column(String(8))

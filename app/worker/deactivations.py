@@ -22,6 +22,7 @@ from app.db import session_scope
 from app.integrations.models import Installation, Integration
 from app.integrations.review import spared_from_scheduled_deactivation
 from app.integrations.service import facts_of
+from app.notifications import reminders
 from app.tokens import cache
 
 ACTOR = "system"
@@ -46,7 +47,7 @@ async def _already_done(session: AsyncSession, inst: Installation, integ: Integr
 
 
 async def deactivate_due(maker: async_sessionmaker[AsyncSession], now: datetime, *,
-                         batch_size: int) -> Counter[str]:
+                         batch_size: int, base_url: str = "") -> Counter[str]:
     stats: Counter[str] = Counter()
     after = None  # keyset: installations left alone are not looked at twice in a cycle
     while True:
@@ -78,6 +79,9 @@ async def deactivate_due(maker: async_sessionmaker[AsyncSession], now: datetime,
                 await audit.record(session, ACTOR, ACTION, inst.plan_id, "integration", integ.id,
                                    now, reason=why, scheduled=True)
                 await cache.changed(session, integration_id=integ.id)
+                # The plan's admins are told, in the same transaction: once.
+                await reminders.for_decision(session, "deactivated", integ, [inst.plan_id],
+                                             now.isoformat(), now, base_url, why=why)
                 stats["deactivated"] += 1
         if len(rows) < batch_size:
             return stats

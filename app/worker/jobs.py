@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.clock import Clock
 from app.config import Settings
 from app.notifications import mailer as mail
-from app.notifications import outbox, sweeps
+from app.notifications import outbox, reminders, sweeps
 from app.throttle.store import Throttles
 from app.worker import deactivations
 
@@ -91,17 +91,25 @@ async def prune_throttles(ctx: Context) -> Counter[str]:
 
 async def deactivate_due(ctx: Context) -> Counter[str]:
     return await deactivations.deactivate_due(ctx.maker, ctx.clock.now(),
-                                              batch_size=ctx.settings.worker_batch_size)
+                                              batch_size=ctx.settings.worker_batch_size,
+                                              base_url=ctx.settings.issuer)
 
 
-# Mark (with its "expired" notice) before the "expiring" notices, both before delivery, so a
-# period change is mailed about in the cycle that sees it. (Nothing is ever unmarked: expiry is
-# final, rule 4.)
+async def remind_admins(ctx: Context) -> Counter[str]:
+    return await reminders.sweep(ctx.maker, now=ctx.clock.now(), base_url=ctx.settings.issuer,
+                                 lead_days=ctx.settings.reminder_lead_days,
+                                 batch_size=ctx.settings.worker_batch_size)
+
+
+# Mark (with its "expired" notice) before the "expiring" notices, and write the admins'
+# reminders, all before delivery, so what a cycle sees is mailed about in that cycle. (Nothing
+# is ever unmarked: expiry is final, rule 4.)
 JOBS: list[tuple[str, Job]] = [
     ("expiry.mark", mark_expired),
     ("notices.expiring", enqueue_expiring),
+    ("integrations.deactivate", deactivate_due),
+    ("integrations.remind", remind_admins),
     ("notices.deliver", deliver_notices),
     ("notices.prune", prune_notices),
-    ("integrations.deactivate", deactivate_due),
     ("throttles.prune", prune_throttles),
 ]

@@ -171,7 +171,6 @@ FR = {
     "third party": "tierce",
     "approved": "approuvée",
     "not reviewed": "non examinée",
-    "in review": "en cours d'examen",
     "deactivated": "désactivée",
     "Deactivate": "Désactiver",
     "Reactivate": "Réactiver",
@@ -182,10 +181,16 @@ FR = {
     "No approved integration matches.": "Aucune intégration approuvée ne correspond.",
     "Data access: %(access)s": "Accès aux données : %(access)s",
     "limited": "limité",
-    "full": "complet",
-    "Installed for the plan when a system admin allows it on the consent screen the app opens.":
-        "Installée pour l'offre lorsqu'un administrateur système l'autorise sur l'écran de "
-        "consentement que l'application ouvre.",
+    "Install": "Installer",
+    "Install %(name)s": "Installer %(name)s",
+    "Install %(name)s?": "Installer %(name)s ?",
+    "%(name)s will be able to, for every member of the plan who connects it:":
+        "%(name)s pourra, pour chaque membre de l'offre qui la connecte :",
+    "It is already installed in this plan.": "Elle est déjà installée dans cette offre.",
+    "Deny": "Refuser",
+    "Allow": "Autoriser",
+    "no such integration in the directory": "intégration introuvable dans l'annuaire",
+    "extended": "étendu",
     "Audit log": "Journal d'audit",
     "Action starts with": "L'action commence par",
     "No event on this page.": "Aucun événement sur cette page.",
@@ -193,6 +198,80 @@ FR = {
     "Who": "Qui",
     "Action": "Action",
     "Target": "Cible",
+    "Why it must keep working": "Pourquoi elle doit continuer de fonctionner",
+    "Your request was sent to the platform; you will be told of its answer.":
+        "Votre demande a été transmise à la plateforme ; vous serez informé de sa réponse.",
+    "say why it must keep working": "dites pourquoi elle doit continuer de fonctionner",
+    "say why the platform misjudged it": "dites pourquoi la plateforme s'est trompée",
+    "Request exception": "Demander une exception",
+    # Operator console
+    "Operator sign-in": "Connexion opérateur",
+    "Operator token": "Jeton d'opérateur",
+    "That is not an operator token.": "Ce n'est pas un jeton d'opérateur.",
+    "Platform operator %(email)s": "Opérateur de la plateforme %(email)s",
+    "Review queue": "File d'examen",
+    "Requests and reports": "Demandes et signalements",
+    "No integration to review.": "Aucune intégration à examiner.",
+    "Data access": "Accès aux données",
+    "Missing steps": "Étapes manquantes",
+    "Review steps done": "Étapes d'examen réalisées",
+    "business verification": "vérification de l'entreprise",
+    "terms accepted": "conditions acceptées",
+    "review": "examen",
+    "penetration test": "test d'intrusion",
+    "security questionnaire": "questionnaire de sécurité",
+    "Deadline (UTC)": "Échéance (UTC)",
+    "Note": "Note",
+    "Save review": "Enregistrer l'examen",
+    "Save the review of %(name)s": "Enregistrer l'examen de %(name)s",
+    "Exception until (UTC)": "Exception jusqu'au (UTC)",
+    "Set exception": "Définir l'exception",
+    "Set the exception of %(name)s": "Définir l'exception de %(name)s",
+    "Exception requests": "Demandes d'exception",
+    "No request waits for an answer.": "Aucune demande n'attend de réponse.",
+    "Asked by %(who)s on %(when)s for plan %(plan)s":
+        "Demandée par %(who)s le %(when)s pour l'offre %(plan)s",
+    "Grant": "Accorder",
+    "Why not": "Motif du refus",
+    "Refuse": "Refuser",
+    "Misjudgement reports": "Signalements d'erreur d'appréciation",
+    "No report.": "Aucun signalement.",
+    "Integration": "Intégration",
+    "Message": "Message",
+    "in review": "en cours d'examen",
+    "not approved": "non approuvée",
+    # Reminders to plan admins (app/notifications/reminders.py)
+    "%(name)s needs your attention before %(deadline)s":
+        "%(name)s demande votre attention avant le %(deadline)s",
+    "The deadline for %(name)s moved to %(deadline)s":
+        "L'échéance de %(name)s a été déplacée au %(deadline)s",
+    "%(days)s days left to act on %(name)s": "Plus que %(days)s jours pour agir sur %(name)s",
+    "%(name)s was deactivated in %(plan)s": "%(name)s a été désactivée dans %(plan)s",
+    "An exception was granted for %(name)s until %(until)s":
+        "Une exception a été accordée à %(name)s jusqu'au %(until)s",
+    "The exception for %(name)s was refused": "L'exception demandée pour %(name)s a été refusée",
+    "%(name)s, installed in %(plan)s, is not approved by the platform's review. It keeps "
+    "working until %(deadline)s; after that its calls are refused unless its review is "
+    "approved or an exception is granted.":
+        "%(name)s, installée dans %(plan)s, n'est pas approuvée par l'examen de la plateforme. "
+        "Elle fonctionne jusqu'au %(deadline)s ; ensuite ses appels sont refusés, sauf si son "
+        "examen est approuvé ou si une exception est accordée.",
+    "The review deadline of %(name)s, installed in %(plan)s, is now %(deadline)s.":
+        "L'échéance d'examen de %(name)s, installée dans %(plan)s, est désormais le "
+        "%(deadline)s.",
+    "%(name)s, installed in %(plan)s, stops working on %(deadline)s unless its review is "
+    "approved or an exception is granted.":
+        "%(name)s, installée dans %(plan)s, cessera de fonctionner le %(deadline)s, sauf si son "
+        "examen est approuvé ou si une exception est accordée.",
+    "%(name)s was deactivated in %(plan)s on the date the platform set: %(why)s":
+        "%(name)s a été désactivée dans %(plan)s à la date fixée par la plateforme : %(why)s",
+    "%(name)s keeps working in %(plan)s until %(until)s under an exception.":
+        "%(name)s continue de fonctionner dans %(plan)s jusqu'au %(until)s grâce à une "
+        "exception.",
+    "The platform refused the exception requested for %(name)s in %(plan)s. %(note)s":
+        "La plateforme a refusé l'exception demandée pour %(name)s dans %(plan)s. %(note)s",
+    "Open the Admin Center's integrations page: %(url)s":
+        "Ouvrez la page des intégrations du Centre d'administration : %(url)s",
     # Scopes (app/oauth2/scopes.py)
     "See your name, email address and role": "Voir votre nom, votre adresse e-mail et votre rôle",
     "See your personal API tokens and when they expire":
@@ -214,7 +293,7 @@ FR = {
 def extracted() -> set[str]:
     with tempfile.TemporaryDirectory() as tmp:
         pot = Path(tmp) / "console.pot"
-        command = [sys.executable, "-m", "babel.messages.frontend", "extract",
+        command = [sys.executable, "-m", "babel.messages.frontend", "extract", "-k", "N_",
                    "-F", str(HERE / "babel.cfg"), "-o", str(pot), "."]
         subprocess.run(command, check=True, capture_output=True,  # noqa: S603 - fixed
                        cwd=HERE.parent.parent.parent)
