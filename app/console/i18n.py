@@ -99,6 +99,12 @@ class Speech:
             return ""
         return dates.format_datetime(at.astimezone(self.tz), style, locale=self.language)
 
+    def written(self, at: datetime) -> str:
+        """A date and time for a mail: spelled out, 24-hour, in UTC (a mail has no browser
+        to say its reader's zone), e.g. "24 February 2026, 12:00 UTC"."""
+        return dates.format_datetime(at.astimezone(UTC), "d MMMM y, HH:mm",
+                                     locale=self.language) + " UTC"
+
     def day(self, at: datetime | None) -> str:
         if at is None:
             return ""

@@ -88,8 +88,8 @@ def compose(kind: str, about: About, admin_email: str, language: str | None, bas
     """A reminder's mail, in the admin's language (English by default); dates in UTC."""
     speech = Speech(language if language in ("en", "fr") else "en")
     facts = {"name": about.integration_name, "plan": about.plan_name,
-             "deadline": speech.when(about.deadline, "long") if about.deadline else "-",
-             **{k: (speech.when(v, "long") if isinstance(v, datetime) else v)
+             "deadline": speech.written(about.deadline) if about.deadline else "-",
+             **{k: (speech.written(v) if isinstance(v, datetime) else v)
                 for k, v in extra.items()}}
     facts.setdefault("note", "")
     facts.setdefault("why", "")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
+from datetime import timedelta
 
 import httpx2
 import pytest
@@ -311,3 +313,163 @@ async def test_console_pages_forbid_framing_scripts_from_elsewhere_and_caching(
     r = await client.get("/console/static/console.js")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
     assert (await client.get("/console/static/..%2Fweb.py")).status_code == 404
+
+
+async def _operator_sign_in(client: httpx2.AsyncClient, operator: dict[str, str]) -> str:
+    page = await client.get("/console/operator/login")
+    token = operator["Authorization"].removeprefix("Bearer ")
+    r = await client.post("/console/operator/login",
+                          data={"token": token, "csrf_token": csrf_of(page.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/console/operator"
+    queue = await client.get("/console/operator")
+    assert queue.status_code == 200 and token not in queue.text
+    return csrf_of(queue.text)
+
+
+async def test_the_operator_console_needs_an_operator(client, browser_client, operator,
+                                                      plan: PlanFixture) -> None:
+    for path in ["/console/operator", "/console/operator/requests"]:
+        r = await client.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith(
+            "/console/operator/login?next=")
+    # A signed-in user, even an admin, is no operator.
+    await sign_in(client, plan.admin)
+    assert (await client.get("/console/operator")).status_code == 303
+    page = await client.get("/console/operator/login")
+    for token in [plan.admin.token, "tso_" + "x" * 40, "", "é" * 10]:
+        r = await client.post("/console/operator/login",
+                              data={"token": token, "csrf_token": csrf_of(page.text)})
+        assert r.status_code in (401, 403) and "tessera_operator" not in r.cookies
+    csrf = await _operator_sign_in(browser_client, operator)
+    # Its forms need its own token: a user's session token is not it.
+    from tests.oauth2.conftest import register_third_party
+
+    tp = await register_third_party(client, operator)
+    user_csrf = csrf_of((await client.get("/console/me/api-access")).text)
+    r = await browser_client.post(f"/console/operator/integrations/{tp.id}/review",
+                                  data={"csrf_token": user_csrf, "status": "revoked"})
+    assert r.status_code == 403
+    r = await browser_client.post(f"/console/operator/integrations/{tp.id}/review",
+                                  headers={"Origin": "https://evil.example"},
+                                  data={"csrf_token": csrf, "status": "revoked"})
+    assert r.status_code == 403
+    review = (await client.get(f"/v1/integrations/{tp.id}", headers=operator)).json()
+    assert review["review_status"] == "not_reviewed"
+
+
+async def test_an_operator_approves_a_review_in_the_console(client, browser_client, operator,
+                                                            plan: PlanFixture) -> None:
+    from tests.oauth2.conftest import register_third_party
+
+    tp = await register_third_party(client, operator)
+    csrf = await _operator_sign_in(browser_client, operator)
+    queue = await browser_client.get("/console/operator")
+    assert "Acme Analytics" in queue.text and "business_verification" in queue.text
+    # Approval without the steps is refused, and says why.
+    r = await browser_client.post(f"/console/operator/integrations/{tp.id}/review",
+                                  data={"csrf_token": csrf, "status": "approved"})
+    assert r.status_code == 422 and "review step" in r.text
+    r = await browser_client.post(f"/console/operator/integrations/{tp.id}/review", data={
+        "csrf_token": csrf, "status": "approved", "step_business_verification": "yes",
+        "step_terms_accepted": "yes", "step_review": "yes", "deadline": "2026-03-01T10:00"})
+    assert r.status_code == 303
+    review = (await client.get(f"/v1/integrations/{tp.id}", headers=operator)).json()
+    assert review["review_status"] == "approved"
+    assert review["review_deadline"].startswith("2026-03-01T10:00:00")
+    for bad in ["yesterday", "0001-01-01", "9999-12-31T00:00"]:
+        r = await browser_client.post(f"/console/operator/integrations/{tp.id}/review",
+                                      data={"csrf_token": csrf, "deadline": bad})
+        assert r.status_code == 422, bad
+
+
+async def test_an_admin_installs_from_the_directory_and_asks_for_an_exception(
+        client, operator, plan: PlanFixture, other_plan: PlanFixture, browser_client) -> None:
+    from tests.oauth2.conftest import register_custom, register_third_party
+
+    steps = {"business_verification": True, "terms_accepted": True, "review": True}
+    approved = await register_third_party(client, operator)
+    await client.put(f"/v1/integrations/{approved.id}/review", headers=operator,
+                     json={"status": "approved", "steps": steps})
+    pending = await register_third_party(client, operator, name="Not Yet")
+    csrf = await sign_in(client, plan.admin)
+    page = await client.get("/console/admin/directory", params={"q": "acme"})
+    assert "Acme Analytics" in page.text and "Not Yet" not in page.text
+    assert (await client.get("/console/admin/directory", params={"q": "%_"})).status_code == 200
+    # Not approved, or not a third-party app: not in the directory, not installable.
+    for ident in [pending.id, uuid.uuid4(), "x"]:
+        r = await client.post(f"/console/admin/directory/{ident}/install",
+                              data={"csrf_token": csrf, "decision": "allow"})
+        assert r.status_code == 404
+    consent = await client.get(f"/console/admin/directory/{approved.id}/install")
+    assert "data:write" in consent.text
+    answers = await asyncio.gather(*(client.post(
+        f"/console/admin/directory/{approved.id}/install",
+        data={"csrf_token": csrf, "decision": "allow"}) for _ in range(5)))
+    assert {a.status_code for a in answers} <= {303, 409}
+    views = (await client.get(f"/v1/plans/{plan.plan_id}/integrations",
+                              headers=plan.admin.auth)).json()
+    [view] = [v for v in views if v["integration_id"] == str(approved.id)]
+    assert view["approved_scopes"] == ["profile", "data:read", "data:write"]
+    # Installed in this plan only.
+    assert (await client.get(f"/v1/plans/{other_plan.plan_id}/integrations",
+                             headers=other_plan.admin.auth)).json() == []
+
+    custom = await register_custom(client, plan)
+    await client.put(f"/v1/integrations/{custom.id}/judgement", headers=operator,
+                     json={"deactivate_at": "2026-03-01T00:00:00Z"})
+    page = await client.get("/console/admin/integrations")
+    assert "Needs attention" in page.text and "Request exception" in page.text
+    r = await client.post(f"/console/admin/integrations/{custom.id}/request_exception",
+                          data={"csrf_token": csrf, "message": ""})
+    assert r.status_code == 422
+    r = await client.post(f"/console/admin/integrations/{custom.id}/request_exception",
+                          data={"csrf_token": csrf, "message": "Payroll"})
+    assert r.status_code == 303
+    queue = (await client.get("/v1/exception-requests", headers=operator)).json()
+    assert [q["message"] for q in queue] == ["Payroll"]
+    # Another plan's admin can act on none of it.
+    other_csrf = await sign_in(browser_client, other_plan.admin)
+    for action in ["deactivate", "reactivate", "request_exception", "confirm_keep", "nope"]:
+        r = await browser_client.post(f"/console/admin/integrations/{custom.id}/{action}",
+                                      data={"csrf_token": other_csrf, "message": "x"})
+        assert r.status_code == 404, action
+
+
+async def test_connected_apps_list_and_disconnect_in_the_api(client, plan: PlanFixture) -> None:
+    from app.db import make_sessionmaker as maker_of
+    from app.tokens import service as tokens
+    from app.tokens.rules import TokenKind
+    from tests.oauth2.conftest import register_custom
+
+    custom = await register_custom(client, plan)
+    member = await plan.add_user("member")
+    family = uuid.uuid4()
+    async with session_scope(maker_of(plan.db.engine)) as s:
+        _t, access = tokens.issue(s, kind=TokenKind.access, plan_id=plan.plan_id,
+                                  user_id=member.user_id, integration_id=uuid.UUID(custom.id),
+                                  scopes="profile tokens:read", now=plan.clock.now(),
+                                  family_id=family, expires_at=plan.clock.now() + timedelta(
+                                      hours=1))
+        _t, _refresh = tokens.issue(s, kind=TokenKind.refresh, plan_id=plan.plan_id,
+                                    user_id=member.user_id, integration_id=uuid.UUID(custom.id),
+                                    scopes="profile tokens:read", now=plan.clock.now(),
+                                    family_id=family)
+    r = await client.get("/v1/me/grants", headers=member.auth)
+    assert r.status_code == 200
+    [grant] = r.json()["items"]
+    assert grant["name"] == "In-house app" and grant["scopes"] == ["profile", "tokens:read"]
+    assert grant["grants"] == 1
+    # Nobody else sees it; the app's own token may list (tokens:read) but not disconnect.
+    assert (await client.get("/v1/me/grants", headers=plan.admin.auth)).json()["items"] == []
+    oauth = {"Authorization": f"Bearer {access}"}
+    assert (await client.get("/v1/me/grants", headers=oauth)).status_code == 200
+    r = await client.delete(f"/v1/me/grants/{custom.id}", headers=oauth)
+    assert r.status_code == 403
+    r = await client.delete(f"/v1/me/grants/{custom.id}", headers=plan.admin.auth)
+    assert r.status_code == 404
+    r = await client.delete(f"/v1/me/grants/{custom.id}", headers=member.auth)
+    assert r.status_code == 204
+    assert (await client.get("/v1/me", headers=oauth)).status_code == 401
+    assert (await client.get("/v1/me/grants", headers=member.auth)).json()["items"] == []
+    assert (await client.delete(f"/v1/me/grants/{custom.id}",
+                                headers=member.auth)).status_code == 404

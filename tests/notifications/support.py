@@ -155,11 +155,12 @@ async def add_integration(db: Database, plan: PlanFixture, name: str = "Billing 
                           **extra: object) -> Integration:
     now = plan.clock.now()
     async with session_scope(make_sessionmaker(db.engine)) as session:
-        integ = Integration(
+        values: dict[str, object] = dict(
             id=uuid.uuid4(), client_id=f"tc_{uuid.uuid4().hex[:24]}", name=name, kind="custom",
             plan_id=plan.plan_id, redirect_uris=[], scopes=[], confidential=True,
             can_introspect=False, data_access="limited", review_status="not_reviewed",
-            review_steps={}, created_at=now, created_by="test", **extra)
+            review_steps={}, created_at=now, created_by="test")
+        integ = Integration(**{**values, **extra})
         session.add(integ)
         await session.flush()
         session.add(Installation(id=uuid.uuid4(), integration_id=integ.id, plan_id=plan.plan_id,
