@@ -204,6 +204,7 @@ FR = {
     "say why it must keep working": "dites pourquoi elle doit continuer de fonctionner",
     "say why the platform misjudged it": "dites pourquoi la plateforme s'est trompée",
     "Request exception": "Demander une exception",
+    "Scrollable table": "Tableau défilant",
     # Operator console
     "Operator sign-in": "Connexion opérateur",
     "Operator token": "Jeton d'opérateur",
