@@ -54,9 +54,10 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def page(session: AsyncSession, plan_id: uuid.UUID, limit: int,
-               cursor: str | None) -> tuple[list[Row], str | None]:
+               cursor: str | None, action: str | None = None) -> tuple[list[Row], str | None]:
     """A page of the plan's trail, newest first: its own events, and the platform's decisions
-    on integrations installed in it; and the cursor of the next page, if there is one."""
+    on integrations installed in it (only the actions starting with `action`, if given); and
+    the cursor of the next page, if there is one."""
     installed = select(Installation.integration_id).where(Installation.plan_id == plan_id)
     installed_ids = [str(i) for i in (await session.execute(installed)).scalars()]
     # Two reads, each along the (plan_id, occurred_at) index and cut at the page's size, then
@@ -67,6 +68,10 @@ async def page(session: AsyncSession, plan_id: uuid.UUID, limit: int,
         at, ident = _parse_cursor(cursor)
         after = or_(AuditEvent.occurred_at < at,
                     and_(AuditEvent.occurred_at == at, AuditEvent.id < ident))
+    if action:
+        escaped = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        matching = AuditEvent.action.like(f"{escaped}%", escape="\\")
+        after = matching if after is None else and_(after, matching)
     kinds = [AuditEvent.plan_id == plan_id]
     if installed_ids:
         kinds.append(and_(AuditEvent.plan_id.is_(None), AuditEvent.target_type == "integration",

@@ -309,8 +309,6 @@ async def audit_log(request: Request, session: Session) -> Response:
     cursor = request.query_params.get("cursor") or None
     if cursor is not None and len(cursor) > 200:
         raise InvalidRequest("the cursor is not one this page gave out")
-    events, next_cursor = await audit.page(session, seen.plan.id, 50, cursor)
-    if action:
-        events = [e for e in events if e.action.startswith(action)]
+    events, next_cursor = await audit.page(session, seen.plan.id, 50, cursor, action or None)
     return web.render(request, "admin_audit.html", {
         "events": events, "next_cursor": next_cursor, "action": action}, seen=seen)

@@ -171,6 +171,8 @@ def installation_out(integ: Integration, inst: Installation, now: datetime) -> I
         approved_scopes=list(inst.approved_scopes or ()),
         judged_third_party=facts.judged_third_party, data_access=integ.data_access,
         review_status=integ.review_status, review_deadline=integ.review_deadline,
+        missing_steps=review.missing_steps(integ.data_access, integ.review_steps or {})
+        if facts.subject_to_review else [],
         exception_until=integ.exception_until,
         deactivation_scheduled_at=integ.deactivation_scheduled_at, state=inst.state,
         deactivated_at=inst.deactivated_at, deactivation_reason=inst.deactivation_reason,

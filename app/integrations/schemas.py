@@ -166,6 +166,8 @@ class InstallationOut(BaseModel):
     judged_third_party: bool
     data_access: str
     review_status: str
+    missing_steps: list[str] = Field(default_factory=list,
+                                     description="review steps not recorded as done yet")
     review_deadline: datetime | None
     exception_until: datetime | None
     deactivation_scheduled_at: datetime | None

@@ -185,6 +185,9 @@ async def test_a_user_regenerates_a_token_and_disconnects_an_app(
         assert r.status_code == 200, r.text
         refresh = r.json()["refresh_token"]
 
+    await page.goto(f"{live}/console/admin/tokens")  # a member: the refusal, as a page
+    await expect(page.get_by_role("alert")).to_contain_text("only a system admin")
+    await checked(page, "refused", artifacts)
     await page.goto(f"{live}/console/me/connected-apps")
     card = page.locator("li.card", has_text="In-house app")
     await expect(card).to_contain_text("profile")

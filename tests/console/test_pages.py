@@ -277,6 +277,10 @@ async def test_audit_log_pages_and_refuses_crafted_cursors(client, plan: PlanFix
     page = await client.get("/console/admin/audit")
     assert page.status_code == 200 and "token.created" in page.text
     assert "user.signed_in" in page.text
+    page = await client.get("/console/admin/audit", params={"action": "token."})
+    assert page.text.count("token.created") == 3 and "user.signed_in" not in page.text
+    page = await client.get("/console/admin/audit", params={"action": "%"})
+    assert page.status_code == 200 and "token.created" not in page.text  # a literal %
     for cursor in ["garbage", "x" * 300, "MjAyNi0wMS0xNVQxMjowMDowMHw="]:
         r = await client.get("/console/admin/audit", params={"cursor": cursor})
         assert r.status_code == 422, cursor
