@@ -113,6 +113,20 @@ MANAGEMENT = [
              "/v1/plans/{plan}/token-expiration", "bearer_json", 0.25,
              body='{"value":1,"unit":"years"}', p99_ms=50),
 ]
+# The console's pages (HTML, signed in with a login session cookie): a person's API access
+# page (users of every plan in turn), and the Admin Center's pages of the first plan.
+CONSOLE = [
+    Scenario("page-api-access", "console: Personal settings > API access", "tessera", "GET",
+             "/console/me/api-access", "cookie", 0.25, p99_ms=50),
+    Scenario("page-security", "console: Admin Center > API access tokens", "tessera", "GET",
+             "/console/admin/security/api-tokens", "cookie", 0.25, p99_ms=50),
+    Scenario("page-tokens", "console: Admin Center > Tokens (100)", "tessera", "GET",
+             "/console/admin/tokens", "cookie", 0.25, p99_ms=50),
+    Scenario("page-integrations", "console: Admin Center > Integrations", "tessera", "GET",
+             "/console/admin/integrations", "cookie", 0.25, p99_ms=50),
+]
+# The bench servers' cookie-signing key, so the bench can make their login sessions.
+SECRET_KEY = "bench-only-secret-key-for-console-sessions"
 YARDSTICK = Scenario("yardstick", "bare FastAPI endpoint (yardstick)", "yardstick", "GET",
                      "/yardstick", "get", None)
 
@@ -223,6 +237,19 @@ def basic(client: seed.Client) -> str:
     return base64.b64encode(f"{client.client_id}:{client.secret}".encode()).decode()
 
 
+def session_cookie(user_id: uuid.UUID) -> str:
+    """A console login session for `user_id`, as the bench servers sign it."""
+    from starlette.responses import Response
+
+    from app.config import Settings
+    from app.oauth2 import browser
+
+    response = Response()
+    browser.start_session(response, Settings(secret_key=SECRET_KEY), user_id)
+    cookie = response.headers["set-cookie"].split(";", 1)[0]
+    return cookie
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -248,7 +275,7 @@ def table(stages: list[Stage]) -> str:
     for stage in stages:
         yard = stage.results.get("yardstick", [])
         yard_rps = statistics.median(r.rps for r in yard) if yard else 0
-        for sc in [YARDSTICK, *LOOKUPS, *MUTATIONS, *MANAGEMENT]:
+        for sc in [YARDSTICK, *LOOKUPS, *MUTATIONS, *MANAGEMENT, *CONSOLE]:
             runs = stage.results.get(sc.name)
             if not runs:
                 continue
@@ -302,7 +329,11 @@ async def main_async(args: argparse.Namespace) -> int:
                                  known[::len(fx.users)] or known[:1])
 
         env = {"TESSERA_DATABASE_URL": url, "TESSERA_LOG_LEVEL": "warning",
-               "TESSERA_DB_POOL_SIZE": str(args.pool)}
+               "TESSERA_DB_POOL_SIZE": str(args.pool), "TESSERA_SECRET_KEY": SECRET_KEY}
+        sessions = write_lines(workdir / "sessions.txt",
+                               [session_cookie(u) for u in fx.users])
+        admin_session = write_lines(workdir / "admin-session.txt",
+                                    [session_cookie(fx.users[0])])
         tessera_cmd = [sys.executable, "-m", "app.cli", "serve"]
         # "cold": a cache of one entry of each kind keeps the one gateway client it is asked by,
         # while the tokens, 10,000 of them in turn, evict each other: every lookup misses.
@@ -340,6 +371,9 @@ async def main_async(args: argparse.Namespace) -> int:
                         "me": (hot_file, ""), "my-tokens": (hot_file, "")}
                 for sc in MANAGEMENT:
                     data.setdefault(sc.name, (admin_file, ""))
+                data["page-api-access"] = (sessions, "")
+                for sc in CONSOLE:
+                    data.setdefault(sc.name, (admin_session, ""))
                 estimate: dict[str, float] = {}
 
                 async def supply(sc: Scenario, seconds: float) -> Path:
@@ -412,14 +446,14 @@ async def main_async(args: argparse.Namespace) -> int:
                     await conn.execute("VACUUM ANALYZE tokens")
                     stage = Stage(size)
                     stages.append(stage)
-                    for group in (LOOKUPS, MUTATIONS, MANAGEMENT):
+                    for group in (LOOKUPS, MUTATIONS, MANAGEMENT, CONSOLE):
                         todo = [s for s in group if chosen is None or s.name in chosen]
                         for _round in range(args.rounds):
                             await measure(stage, YARDSTICK)
                             for sc in todo:
                                 await measure(stage, sc)
                     for prof in args.profile:
-                        sc = next(s for s in [*LOOKUPS, *MUTATIONS, *MANAGEMENT]
+                        sc = next(s for s in [*LOOKUPS, *MUTATIONS, *MANAGEMENT, *CONSOLE]
                                   if s.name == prof)
                         await measure(stage, sc, record=False, profile=True)
         await conn.close()

@@ -41,6 +41,8 @@ function request()
     return wrk.format(method, path)
   elseif mode == "bearer" then
     return wrk.format(method, path, {["Authorization"] = "Bearer " .. item})
+  elseif mode == "cookie" then
+    return wrk.format(method, path, {["Cookie"] = item})
   elseif mode == "bearer_json" then
     return wrk.format(method, path, {["Authorization"] = "Bearer " .. item,
                                      ["Content-Type"] = "application/json"},

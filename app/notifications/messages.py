@@ -8,6 +8,7 @@ generation, or the token's own lifetime), and how to get a new one.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -68,67 +69,107 @@ def period_key(period: Period | None) -> str:
     return Period(minutes, Unit.minutes).describe()
 
 
-def _what(facts: NoticeFacts) -> str:
-    name = f'"{facts.token_name}"' if facts.token_name else "(unnamed)"
+def N_(message: str) -> str:  # noqa: N802 - gettext's name for "translated later"
+    """Marks a message for the catalogue (`pybabel extract -k N_`)."""
+    return message
+
+
+def _tr(language: str | None) -> Callable[[str], str]:
+    from app.console.i18n import Speech  # the catalogues; English needs none
+
+    return Speech(language).gettext if language and language != "en" else (lambda m: m)
+
+
+def describe(period: Period, language: str | None = None) -> str:
+    """A period in words: "90 days", "1 month" ("90 jours", "1 mois")."""
+    if not language or language == "en":
+        return period.describe()
+    _ = _tr(language)
+    one = {"minutes": N_("minute"), "hours": N_("hour"), "days": N_("day"),
+           "months": N_("month"), "years": N_("year")}[period.unit.value]
+    return f"{period.value} {_(one) if period.value == 1 else _(period.unit.value)}"
+
+
+def _what(facts: NoticeFacts, language: str | None = None) -> str:
+    _ = _tr(language)
+    name = f'"{facts.token_name}"' if facts.token_name else _(N_("(unnamed)"))
     if facts.token_kind == "integration":
-        integration = f' of the integration "{facts.integration_name}"' \
-            if facts.integration_name else ""
-        return f"integration token {name}{integration}, ending in {facts.token_hint}"
-    return f"personal API token {name}, ending in {facts.token_hint}"
+        if facts.integration_name:
+            return _(N_('integration token %(name)s of the integration "%(integration)s", '
+                        "ending in %(hint)s")) % {"name": name, "hint": facts.token_hint,
+                                                  "integration": facts.integration_name}
+        return _(N_("integration token %(name)s, ending in %(hint)s")) % {
+            "name": name, "hint": facts.token_hint}
+    return _(N_("personal API token %(name)s, ending in %(hint)s")) % {
+        "name": name, "hint": facts.token_hint}
 
 
-def reason(facts: NoticeFacts) -> str:
+def reason(facts: NoticeFacts, language: str | None = None) -> str:
     """Why the token expires then: which term of rule 1 decided it, and, when a period change
     cut it short, which change (rule 4)."""
+    _ = _tr(language)
     if facts.cut_short and facts.period is not None and facts.period_set_at is not None:
-        return (f"the plan's expiration period was set to {facts.period.describe()} on "
-                f"{iso(facts.period_set_at)}; counted from the token's generation on "
-                f"{iso(facts.issued_at)}, that period had already run out")
+        return _(N_("the plan's expiration period was set to %(period)s on %(set_at)s; counted "
+                    "from the token's generation on %(issued_at)s, that period had already run "
+                    "out")) % {"period": describe(facts.period, language),
+                               "set_at": iso(facts.period_set_at),
+                               "issued_at": iso(facts.issued_at)}
     if facts.period is not None and add_period(facts.issued_at, facts.period) == facts.expires_at:
-        return (f"the plan's expiration period of {facts.period.describe()} counted from the "
-                f"token's generation on {iso(facts.issued_at)}")
-    return f"the token's own lifetime, fixed when it was generated on {iso(facts.issued_at)}"
+        return _(N_("the plan's expiration period of %(period)s counted from the token's "
+                    "generation on %(issued_at)s")) % {
+            "period": describe(facts.period, language), "issued_at": iso(facts.issued_at)}
+    return _(N_("the token's own lifetime, fixed when it was generated on %(issued_at)s")) % {
+        "issued_at": iso(facts.issued_at)}
 
 
-def renewal(facts: NoticeFacts, base_url: str) -> str:
+def renewal(facts: NoticeFacts, base_url: str, language: str | None = None) -> str:
     """How to get a new token: an expired token is never extended (rule 3)."""
+    _ = _tr(language)
     base = base_url.rstrip("/")
     if facts.token_kind == "integration":
         where = (f"POST {base}/v1/plans/{facts.plan_id}/integrations/"
                  f"{facts.integration_id}/tokens")
-        who = "A system admin of the plan can generate a new token for the integration"
+        who = _(N_("A system admin of the plan can generate a new token for the integration"))
     else:
         where = f"POST {base}/v1/me/tokens"
-        who = "Generate a new personal token"
-    return (f"{who}:\n\n    {where}\n\nthen put it wherever the old one is used. "
-            "An expired token cannot be extended.")
+        who = _(N_("Generate a new personal token"))
+    return (f"{who}:\n\n    {where}\n\n" + _(N_("then put it wherever the old one is used. "
+                                                 "An expired token cannot be extended.")))
 
 
-def compose(facts: NoticeFacts, *, to: str, base_url: str) -> Email:
-    what = _what(facts)
+def compose(facts: NoticeFacts, *, to: str, base_url: str,
+            language: str | None = None) -> Email:
+    """The notice's mail, in the recipient's language (English by default)."""
+    _ = _tr(language)
+    what = _what(facts, language)
     when = iso(facts.expires_at)
+    words = {"what": what, "when": when, "hint": facts.token_hint}
     if facts.kind is NoticeKind.expiring:
-        subject = f"Your Tessera token ending in {facts.token_hint} expires at {when}"
-        opening = f"Your {what}, expires at {when} (UTC)."
-        after = "From then on, every request made with it will be refused."
+        subject = _(N_("Your Tessera token ending in %(hint)s expires at %(when)s")) % words
+        opening = _(N_("Your %(what)s, expires at %(when)s (UTC).")) % words
+        after = _(N_("From then on, every request made with it will be refused."))
     else:
-        subject = f"Your Tessera token ending in {facts.token_hint} has expired"
-        opening = f"Your {what}, expired at {when} (UTC)."
+        subject = _(N_("Your Tessera token ending in %(hint)s has expired")) % words
+        opening = _(N_("Your %(what)s, expired at %(when)s (UTC).")) % words
         if facts.cut_short and facts.period is not None and facts.period_set_at is not None:
-            opening = (f"Your {what}, expired at {when} (UTC) because the plan's period was "
-                       f"set to {facts.period.describe()} on {iso(facts.period_set_at)}.")
-        after = ("Every request made with it is now refused. It stays expired: a later change "
-                 "of the plan's period does not bring it back.")
-    greeting = f"Hello {facts.recipient_name}," if facts.recipient_name else "Hello,"
-    why_you = "generated this integration token" if facts.token_kind == "integration" \
-        else "own this token"
+            opening = _(N_("Your %(what)s, expired at %(when)s (UTC) because the plan's period "
+                           "was set to %(period)s on %(set_at)s.")) % {
+                **words, "period": describe(facts.period, language),
+                "set_at": iso(facts.period_set_at)}
+        after = _(N_("Every request made with it is now refused. It stays expired: a later "
+                     "change of the plan's period does not bring it back."))
+    greeting = (_(N_("Hello %(name)s,")) % {"name": facts.recipient_name}
+                if facts.recipient_name else _(N_("Hello,")))
+    why_you = _(N_("generated this integration token")) if facts.token_kind == "integration" \
+        else _(N_("own this token"))
     body = "\n\n".join([
         greeting,
         opening,
-        f"Why: {reason(facts)}.",
+        _(N_("Why: %(reason)s.")) % {"reason": reason(facts, language)},
         after,
-        renewal(facts, base_url),
-        f"Token id: {facts.token_id}\nPlan id: {facts.plan_id}",
-        f"-- \nTessera. You receive this because you {why_you}.",
+        renewal(facts, base_url, language),
+        _(N_("Token id: %(token)s\nPlan id: %(plan)s")) % {"token": facts.token_id,
+                                                          "plan": facts.plan_id},
+        "-- \n" + _(N_("Tessera. You receive this because you %(why)s.")) % {"why": why_you},
     ]) + "\n"
     return Email(to=to, subject=subject, body=body)

@@ -139,8 +139,8 @@ async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group:
     if not due:
         return []
     user_ids = {uid for row, _ in due if (uid := _recipient_id(row)) is not None}
-    users = {r[0]: (r[1], r[2]) for r in (await session.execute(
-        select(User.id, User.email, User.name).where(User.id.in_(user_ids)))).all()} \
+    users = {r[0]: (r[1], r[2], r[3]) for r in (await session.execute(
+        select(User.id, User.email, User.name, User.locale).where(User.id.in_(user_ids)))).all()} \
         if user_ids else {}
     integration_ids = {row.integration_id for row, _ in due if row.integration_id}
     integrations = dict((await session.execute(
@@ -148,7 +148,7 @@ async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group:
     )).all()) if integration_ids else {}
     rows = []
     for row, expiry in due:
-        email, name = users.get(_recipient_id(row), (None, None))
+        email, name, language = users.get(_recipient_id(row), (None, None, None))
         died = (deaths or {}).get(row.id)
         spell = died.spell if died else None
         period = spell.period if spell else group.period
@@ -161,7 +161,7 @@ async def _notices(session: AsyncSession, sweep: Sweep, kind: NoticeKind, group:
             period_set_at=spell.since if spell else None,
             cut_short=bool(died and died.cut_short),
         )
-        message = compose(facts, to=email or "", base_url=sweep.base_url)
+        message = compose(facts, to=email or "", base_url=sweep.base_url, language=language)
         rows.append({
             "id": uuid.uuid4(), "token_id": row.id, "kind": kind.value, "expires_at": expiry,
             "period": period_key(period), "plan_id": row.plan_id, "recipient": email,

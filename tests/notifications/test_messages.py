@@ -112,3 +112,20 @@ def test_message_headers() -> None:
     assert msg["Message-ID"] == "<abc@tessera.test>"
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["To"] == "ada@example.com"
+
+
+def test_a_notice_in_french_for_an_owner_who_chose_it() -> None:
+    email = compose(facts(), to="ada@example.com", base_url="https://auth.example.com/",
+                    language="fr")
+    assert email.subject == ("Votre jeton Tessera se terminant par x9Zq expire le "
+                             "2026-04-15T12:00:00Z")
+    assert email.body.startswith("Bonjour Ada,")
+    assert ("Pourquoi : la période d'expiration de l'offre, 90 jours, comptée depuis la "
+            "génération du jeton le 2026-01-15T12:00:00Z.") in email.body
+    assert "POST https://auth.example.com/v1/me/tokens" in email.body
+    cut = compose(facts(kind=NoticeKind.expired, cut_short=True, period=Period(1, Unit.months),
+                        period_set_at=ISSUED + timedelta(days=60)),
+                  to="ada@example.com", base_url="https://auth.example.com", language="fr")
+    assert "a expiré" in cut.subject and "fixée à 1 mois le" in cut.body
+    # English is the default, and any language without a catalogue.
+    assert compose(facts(), to="a@b", base_url="x", language="de").subject.startswith("Your")

@@ -273,6 +273,60 @@ FR = {
         "La plateforme a refusé l'exception demandée pour %(name)s dans %(plan)s. %(note)s",
     "Open the Admin Center's integrations page: %(url)s":
         "Ouvrez la page des intégrations du Centre d'administration : %(url)s",
+    # Expiry notices to token owners (app/notifications/messages.py)
+    "minute": "minute",
+    "hour": "heure",
+    "day": "jour",
+    "month": "mois",
+    "year": "an",
+    "(unnamed)": "(sans nom)",
+    'integration token %(name)s of the integration "%(integration)s", ending in %(hint)s':
+        "jeton d'intégration %(name)s de l'intégration « %(integration)s », se terminant par "
+        "%(hint)s",
+    "integration token %(name)s, ending in %(hint)s":
+        "jeton d'intégration %(name)s, se terminant par %(hint)s",
+    "personal API token %(name)s, ending in %(hint)s":
+        "jeton d'API personnel %(name)s, se terminant par %(hint)s",
+    "the plan's expiration period was set to %(period)s on %(set_at)s; counted from the "
+    "token's generation on %(issued_at)s, that period had already run out":
+        "la période d'expiration de l'offre a été fixée à %(period)s le %(set_at)s ; comptée "
+        "depuis la génération du jeton le %(issued_at)s, cette période était déjà écoulée",
+    "the plan's expiration period of %(period)s counted from the token's generation on "
+    "%(issued_at)s":
+        "la période d'expiration de l'offre, %(period)s, comptée depuis la génération du jeton "
+        "le %(issued_at)s",
+    "the token's own lifetime, fixed when it was generated on %(issued_at)s":
+        "la durée de vie propre du jeton, fixée à sa génération le %(issued_at)s",
+    "A system admin of the plan can generate a new token for the integration":
+        "Un administrateur système de l'offre peut générer un nouveau jeton pour l'intégration",
+    "Generate a new personal token": "Générez un nouveau jeton personnel",
+    "then put it wherever the old one is used. An expired token cannot be extended.":
+        "puis mettez-le partout où l'ancien est utilisé. Un jeton expiré ne peut pas être "
+        "prolongé.",
+    "Your Tessera token ending in %(hint)s expires at %(when)s":
+        "Votre jeton Tessera se terminant par %(hint)s expire le %(when)s",
+    "Your %(what)s, expires at %(when)s (UTC).": "Votre %(what)s expire le %(when)s (UTC).",
+    "From then on, every request made with it will be refused.":
+        "Dès lors, toute requête faite avec lui sera refusée.",
+    "Your Tessera token ending in %(hint)s has expired":
+        "Votre jeton Tessera se terminant par %(hint)s a expiré",
+    "Your %(what)s, expired at %(when)s (UTC).": "Votre %(what)s a expiré le %(when)s (UTC).",
+    "Your %(what)s, expired at %(when)s (UTC) because the plan's period was set to %(period)s "
+    "on %(set_at)s.":
+        "Votre %(what)s a expiré le %(when)s (UTC) parce que la période de l'offre a été fixée "
+        "à %(period)s le %(set_at)s.",
+    "Every request made with it is now refused. It stays expired: a later change of the "
+    "plan's period does not bring it back.":
+        "Toute requête faite avec lui est désormais refusée. Il reste expiré : un changement "
+        "ultérieur de la période de l'offre ne le rétablit pas.",
+    "Hello %(name)s,": "Bonjour %(name)s,",
+    "Hello,": "Bonjour,",
+    "generated this integration token": "avez généré ce jeton d'intégration",
+    "own this token": "êtes titulaire de ce jeton",
+    "Why: %(reason)s.": "Pourquoi : %(reason)s.",
+    "Token id: %(token)s\nPlan id: %(plan)s": "Jeton : %(token)s\nOffre : %(plan)s",
+    "Tessera. You receive this because you %(why)s.":
+        "Tessera. Vous recevez ce message parce que vous %(why)s.",
     # Scopes (app/oauth2/scopes.py)
     "See your name, email address and role": "Voir votre nom, votre adresse e-mail et votre rôle",
     "See your personal API tokens and when they expire":
