@@ -6,6 +6,8 @@ batch sizes of the token reader and writer are printed too.
 
     python -m bench.inprocess [--requests 1000] [--concurrency 1]
                               [--kinds healthz,check,introspect,cc,refresh]
+                              # also: me, my-tokens, period, ..., page-api-access,
+                              # page-security, page-tokens, page-integrations
                               [--cache-size 0]  # 0: every lookup reads the database
 
 Creates and drops its own PostgreSQL database (seeded as `make bench` seeds it). Prints process
@@ -81,8 +83,9 @@ async def main_async(args: argparse.Namespace) -> None:
         refresh = iter(await seed.add_oauth(conn, fx, seed.SecretKind.refresh,
                                             2 * (args.requests + 20) + 40))
         await conn.close()
-        inner = create_app(Settings(database_url=url, log_level="warning",
-                                    token_cache_size=args.cache_size))
+        settings = Settings(database_url=url, log_level="warning",
+                            token_cache_size=args.cache_size, secret_key="bench-inprocess")
+        inner = create_app(settings)
         # As `tessera serve` composes it (app.main.create_served_app), without the heap freeze.
         app = serve(inner)
         token_auth, intro_auth = _basic(fx.app), _basic(fx.gateway)
@@ -96,8 +99,22 @@ async def main_async(args: argparse.Namespace) -> None:
                       "plan-tokens": f"/v1/plans/{plan}/tokens",
                       "audit": f"/v1/plans/{plan}/audit"}
 
+        from starlette.responses import Response
+
+        from app.oauth2 import browser
+
+        signed_in = Response()
+        browser.start_session(signed_in, settings, fx.users[0])  # the first plan's admin
+        cookie = (b"cookie", signed_in.headers["set-cookie"].split(";", 1)[0].encode())
+        pages = {"page-api-access": "/console/me/api-access",
+                 "page-security": "/console/admin/security/api-tokens",
+                 "page-tokens": "/console/admin/tokens",
+                 "page-integrations": "/console/admin/integrations"}
+
         def request(kind: str, i: int) -> tuple[dict[str, Any], bytes]:
             bearer = (b"authorization", f"Bearer {known[i % 50]}".encode())
+            if kind in pages:
+                return _scope("GET", pages[kind], [cookie]), b""
             if kind in management:
                 return _scope("GET", management[kind], [as_admin]), b""
             if kind == "personal-create":

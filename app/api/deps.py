@@ -20,12 +20,14 @@ from app.db import session_scope
 # Requests that only read: the management API's GETs (a console's and a script's everyday
 # calls), served by read-only sessions without a transaction's round trips (`app.db`).
 _READS = frozenset({"GET", "HEAD"})
+# ... and the console's pages (`app.console`), which only read to show them.
+_READ_ONLY_PATHS = ("/v1/", "/console/")
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     state = request.app.state
     maker = state.read_sessionmaker if (
-        request.method in _READS and request.scope["path"].startswith("/v1/")) \
+        request.method in _READS and request.scope["path"].startswith(_READ_ONLY_PATHS)) \
         else state.sessionmaker
     async with session_scope(maker) as session:
         yield session

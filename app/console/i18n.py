@@ -77,6 +77,11 @@ def zone(request: Request) -> tzinfo:
         return UTC
 
 
+@functools.cache
+def _months(language: str) -> dict[int, str]:
+    return dict(Locale.parse(language).months["format"]["abbreviated"])
+
+
 @dataclass(frozen=True, slots=True)
 class Speech:
     """How a page speaks to its viewer: language and time zone."""
@@ -94,21 +99,22 @@ class Speech:
             return self.gettext(singular if n in (0, 1) else plural)
         return self.gettext(singular if n == 1 else plural)
 
-    def when(self, at: datetime | None, style: str = "medium") -> str:
+    def when(self, at: datetime | None) -> str:
+        """A date and time on a page, in the viewer's zone: "15 Jan 2026, 13:00" ("15 janv.
+        2026, 13:00"). Month names come from Babel's locale data, read once per language; the
+        rest is plain formatting (Babel's pattern formatter cost ~0.2 ms a date: a page of 100
+        tokens spent most of its time there)."""
         if at is None:
             return ""
-        return dates.format_datetime(at.astimezone(self.tz), style, locale=self.language)
+        local = at.astimezone(self.tz)
+        return f"{local.day} {_months(self.language)[local.month]} {local.year}, " \
+               f"{local.hour:02d}:{local.minute:02d}"
 
     def written(self, at: datetime) -> str:
         """A date and time for a mail: spelled out, 24-hour, in UTC (a mail has no browser
         to say its reader's zone), e.g. "24 February 2026, 12:00 UTC"."""
         return dates.format_datetime(at.astimezone(UTC), "d MMMM y, HH:mm",
                                      locale=self.language) + " UTC"
-
-    def day(self, at: datetime | None) -> str:
-        if at is None:
-            return ""
-        return dates.format_date(at.astimezone(self.tz), "medium", locale=self.language)
 
     @property
     def zone_name(self) -> str:

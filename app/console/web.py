@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from fastapi import Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -57,9 +58,30 @@ class FormRefused(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ViewerUser:
+    id: uuid.UUID
+    plan_id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    locale: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerPlan:
+    id: uuid.UUID
+    name: str
+
+
+# The signed-in user and their plan's name, in one read.
+_VIEWER = select(User.id, User.plan_id, User.email, User.name, User.role, User.locale,
+                 Plan.name).join(Plan, Plan.id == User.plan_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Viewer:
-    user: User
-    plan: Plan
+    user: ViewerUser
+    plan: ViewerPlan
 
     @property
     def is_admin(self) -> bool:
@@ -92,12 +114,12 @@ async def viewer(request: Request, session: AsyncSession) -> Viewer:
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if login is None:
         raise SignInRequired(back)
-    user = await session.get(User, login.user_id)
-    if user is None:
+    row = (await session.execute(_VIEWER.where(User.id == login.user_id))).first()
+    if row is None:
         raise SignInRequired(back)
-    plan = await session.get(Plan, user.plan_id)
-    assert plan is not None  # a user's plan is a foreign key
-    return Viewer(user, plan)
+    user_id, plan_id, email, name, role, locale, plan_name = row
+    return Viewer(ViewerUser(user_id, plan_id, email, name, role, locale),
+                  ViewerPlan(plan_id, plan_name))
 
 
 async def admin(request: Request, session: AsyncSession) -> Viewer:

@@ -5,6 +5,7 @@ management API never reads them (it takes bearer tokens only)."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -38,8 +39,14 @@ PAGE_HEADERS = {
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
+    return _serializer_for(tuple(settings.secret_keys))
+
+
+@functools.lru_cache(maxsize=8)
+def _serializer_for(keys: tuple[str, ...]) -> URLSafeTimedSerializer:
     # itsdangerous signs with the last key and verifies with each: ours are signing key first.
-    return URLSafeTimedSerializer(list(reversed(settings.secret_keys)), salt="tessera-login")
+    # Made once per set of keys: it derives its signing keys when made (each page read one).
+    return URLSafeTimedSerializer(list(reversed(keys)), salt="tessera-login")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +55,23 @@ class LoginSession:
     sid: str  # random per login: the CSRF token of its forms is derived from it
 
 
+_READ = "tessera.login_session"
+
+
 def login_session(request: Request, settings: Settings) -> LoginSession | None:
+    """The request's login session, if its cookie is valid (read once per request)."""
+    if _READ in request.scope:
+        return request.scope[_READ]
+    found = None
     raw = request.cookies.get(SESSION_COOKIE)
-    if not raw:
-        return None
-    try:
-        data = _serializer(settings).loads(raw, max_age=SESSION_MAX_AGE)
-        return LoginSession(uuid.UUID(data["uid"]), str(data["sid"]))
-    except (BadSignature, KeyError, ValueError, TypeError):
-        return None
+    if raw:
+        try:
+            data = _serializer(settings).loads(raw, max_age=SESSION_MAX_AGE)
+            found = LoginSession(uuid.UUID(data["uid"]), str(data["sid"]))
+        except (BadSignature, KeyError, ValueError, TypeError):
+            found = None
+    request.scope[_READ] = found
+    return found
 
 
 def session_user(request: Request, settings: Settings) -> uuid.UUID | None:
