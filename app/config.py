@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # (or, with `mail_log_only`, are written to the log and count as delivered).
     smtp_host: str | None = None
     mail_log_only: bool = False
+    # RFC 9449 §8: every DPoP proof must carry a nonce from the server (`DPoP-Nonce`); off by
+    # default (replays are refused by the proofs' store either way).
+    dpop_nonce_required: bool = False
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_starttls: bool = False  # upgrade with STARTTLS (usually port 587)
     smtp_tls: bool = False  # implicit TLS from the first byte (usually port 465)

@@ -24,6 +24,7 @@ from app.clock import Clock, SystemClock
 from app.config import Settings, get_settings
 from app.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from app.gateway.fast_path import FastChecks
+from app.oauth2 import dpop
 from app.oauth2.clients import ClientReader
 from app.oauth2.fast_path import FastForms
 from app.oauth2.metadata import metadata as authorization_server_metadata
@@ -157,6 +158,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.metadata = authorization_server_metadata(settings)
     app.state.token_cache = token_cache
     app.state.token_batches = Batches.for_engine(engine)
+    # DPoP (RFC 9449): proofs already used (this process's memory, and the database's for
+    # every replica), and server nonces when required.
+    app.state.dpop_replays = dpop.Replays()
+    app.state.dpop_nonces = dpop.Nonces(settings.secret_keys[0]) \
+        if settings.dpop_nonce_required else None
     app.state.client_reader = ClientReader(engine)
     app.state.throttles = throttles
     app.state.metrics = CollectorRegistry(auto_describe=True)

@@ -5,6 +5,7 @@ from app.db import Base
 from app.integrations.models import Installation, Integration
 from app.notifications.models import OutboxMessage
 from app.oauth2.models import AuthorizationCode
+from app.oauth2.proofs import UsedProof
 from app.operators.models import Operator
 from app.plans.models import PastPeriod, Plan
 from app.throttle.models import Throttle
@@ -23,5 +24,6 @@ __all__ = [
     "Plan",
     "Throttle",
     "Token",
+    "UsedProof",
     "User",
 ]

@@ -80,6 +80,17 @@ LOOKUPS = [
     Scenario("introspect-hit-nometrics", "introspection, cache hit, metrics off", "nometrics",
              "POST", "/oauth2/introspect", "form", None),
 ]
+# DPoP (RFC 9449): the check of bound tokens, each request with a fresh proof (signed before
+# the run: wrk cannot sign) for the request the gateway forwards; target 60% of the yardstick,
+# p99 < 10 ms. Introspection of a bound token (its `cnf`): the resource server checks proofs.
+LOOKUPS += [
+    Scenario("check-dpop-es256", "gateway check, DPoP-bound token, ES256 proof", "tessera",
+             "GET", "/v1/gateway/check", "dpop", 0.6, consumes="dpop-ES256", p99_ms=10),
+    Scenario("check-dpop-ed25519", "gateway check, DPoP-bound token, Ed25519 proof", "tessera",
+             "GET", "/v1/gateway/check", "dpop", 0.6, consumes="dpop-Ed25519", p99_ms=10),
+    Scenario("introspect-dpop", "introspection of a DPoP-bound token (cached)", "tessera",
+             "POST", "/oauth2/introspect", "form", 0.6, p99_ms=10),
+]
 GUESSERS = 8
 MUTATIONS = [
     Scenario("client-credentials", "client_credentials issuance", "tessera", "POST",
@@ -237,6 +248,42 @@ def basic(client: seed.Client) -> str:
     return base64.b64encode(f"{client.client_id}:{client.secret}".encode()).decode()
 
 
+# One key per algorithm, its bound tokens seeded once (`dpop_tokens`); proofs made per run.
+DPOP_KEYS: dict[str, object] = {}
+DPOP_TOKENS: dict[str, list[str]] = {}
+
+
+def dpop_key(alg: str):  # noqa: ANN201
+    from joserfc.jwk import ECKey, OKPKey
+
+    if alg not in DPOP_KEYS:
+        DPOP_KEYS[alg] = ECKey.generate_key("P-256") if alg == "ES256" \
+            else OKPKey.generate_key("Ed25519")
+    return DPOP_KEYS[alg]
+
+
+def dpop_lines(alg: str, count: int) -> list[str]:
+    """`count` lines "<token> <proof>", each proof fresh (its own jti, iat now, ath of its
+    token) for GET https://api.example/v2/things, over the algorithm's bound tokens."""
+    import json
+
+    from joserfc import jws
+
+    from app.oauth2 import dpop
+
+    key = dpop_key(alg)
+    tokens = DPOP_TOKENS[alg]
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.as_dict(private=False)}
+    now = int(time.time())
+    lines = []
+    for i in range(count):
+        token = tokens[i % len(tokens)]
+        body = {"jti": uuid.uuid4().hex, "htm": "GET", "htu": "https://api.example/v2/things",
+                "iat": now, "ath": dpop.ath(token)}
+        lines.append(f"{token} {jws.serialize_compact(header, json.dumps(body), key, [alg])}")
+    return lines
+
+
 def session_cookie(user_id: uuid.UUID) -> str:
     """A console login session for `user_id`, as the bench servers sign it."""
     from starlette.responses import Response
@@ -319,6 +366,13 @@ async def main_async(args: argparse.Namespace) -> int:
         fx = await seed.seed_base(url)
         conn = await asyncpg.connect(raw)
         known = await seed.add_personal(conn, fx, KNOWN)
+        from joserfc.jwk import thumbprint
+
+        for alg in ("ES256", "Ed25519"):
+            jkt = thumbprint(dpop_key(alg).as_dict(private=False))
+            DPOP_TOKENS[alg] = await seed.add_bound(conn, fx, jkt, HOT)
+        intro_dpop = write_lines(workdir / "intro-dpop.txt",
+                                 [f"token={t}" for t in DPOP_TOKENS["ES256"]])
         hot_file = write_lines(workdir / "hot.txt", known[:HOT])
         known_file = write_lines(workdir / "known.txt", known)
         intro_hot = write_lines(workdir / "intro-hot.txt", [f"token={t}" for t in known[:HOT]])
@@ -368,7 +422,8 @@ async def main_async(args: argparse.Namespace) -> int:
                         "client-credentials": (cc_file, basic(fx.app)),
                         "refresh": (None, basic(fx.app)), "revoke": (None, basic(fx.app)),
                         "personal-create": (hot_file, ""), "yardstick": (None, ""),
-                        "me": (hot_file, ""), "my-tokens": (hot_file, "")}
+                        "me": (hot_file, ""), "my-tokens": (hot_file, ""),
+                        "introspect-dpop": (intro_dpop, basic(fx.gateway))}
                 for sc in MANAGEMENT:
                     data.setdefault(sc.name, (admin_file, ""))
                 data["page-api-access"] = (sessions, "")
@@ -382,6 +437,10 @@ async def main_async(args: argparse.Namespace) -> int:
                     twice (a second use would be refused, and revoke its grant)."""
                     rate = estimate.get(sc.name, 8000) * 1.5
                     count = int(rate * seconds) + 1000
+                    if sc.consumes and sc.consumes.startswith("dpop-"):
+                        return write_lines(
+                            workdir / f"{sc.name}-{uuid.uuid4().hex[:6]}.txt",
+                            await asyncio.to_thread(dpop_lines, sc.consumes[5:], count))
                     kind = SecretKind.refresh if sc.consumes == "refresh" else SecretKind.access
                     tokens = await seed.add_oauth(conn, fx, kind, count)
                     key = "refresh_token" if sc.consumes == "refresh" else "token"

@@ -152,3 +152,18 @@ async def add_filler(conn: asyncpg.Connection, fx: Fixture, count: int) -> None:
 
 async def count_tokens(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT count(*) FROM tokens")
+
+
+async def add_bound(conn: asyncpg.Connection, fx: Fixture, jkt: str, count: int) -> list[str]:
+    """The app's access tokens bound to one DPoP key (`jkt`), as its token requests with a
+    proof of that key get them (RFC 9449)."""
+    now = datetime.now(UTC)
+    secrets, rows = [], []
+    for _ in range(count):
+        secret = credentials.generate(SecretKind.access)
+        rows.append((*_row(SecretKind.access, secret, fx.plans[0], None, fx.app.integration_id,
+                           "data:read", now, now + timedelta(hours=1), None), jkt))
+        secrets.append(secret)
+    await conn.copy_records_to_table("tokens", records=rows,
+                                     columns=(*_TOKEN_COLUMNS, "dpop_jkt"))
+    return secrets

@@ -43,6 +43,14 @@ function request()
     return wrk.format(method, path, {["Authorization"] = "Bearer " .. item})
   elseif mode == "cookie" then
     return wrk.format(method, path, {["Cookie"] = item})
+  elseif mode == "dpop" then
+    -- "<token> <proof>": a DPoP-bound token, its proof for the request the gateway forwards
+    local token, proof = item:match("^(%%S+) (%%S+)$")
+    return wrk.format(method, path, {["Authorization"] = "DPoP " .. token, ["DPoP"] = proof,
+                                     ["X-Original-Method"] = "GET",
+                                     ["X-Forwarded-Proto"] = "https",
+                                     ["X-Forwarded-Host"] = "api.example",
+                                     ["X-Original-URI"] = "/v2/things"})
   elseif mode == "bearer_json" then
     return wrk.format(method, path, {["Authorization"] = "Bearer " .. item,
                                      ["Content-Type"] = "application/json"},

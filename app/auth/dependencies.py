@@ -15,6 +15,7 @@ from app.api.deps import Now, Session
 from app.auth.principal import Principal
 from app.credentials import SecretKind
 from app.errors import Forbidden, Unauthorized
+from app.oauth2 import dpop
 from app.operators.models import Operator
 from app.tokens import cache as token_cache
 from app.tokens import repository
@@ -79,9 +80,54 @@ async def principal_from_token(session: Session, secret: str, now: Now,
                      credential=stored.kind, user=user, token=stored)
 
 
+def _dpop_refused(error: str, message: str) -> Unauthorized:
+    """RFC 9449 §7.1: a refusal with the DPoP challenge."""
+    refused = Unauthorized(message, error=None)
+    refused.code = error
+    refused.headers = {"WWW-Authenticate": f'DPoP error="{error}", error_description='
+                                           f'"{message}", algs="{" ".join(dpop.ALGORITHMS)}"'}
+    return refused
+
+
 async def current_principal(request: Request, session: Session, now: Now) -> Principal:
-    return await principal_from_token(session, bearer_credential(request), now,
-                                      request.app.state.token_cache)
+    """The caller of a management request: `Authorization: Bearer <token>`, or, for a
+    DPoP-bound token, `Authorization: DPoP <token>` with a proof of its key for this request
+    (RFC 9449 §7)."""
+    header = request.headers.get("authorization") or ""
+    if header[:5].lower() != "dpop ":
+        principal = await principal_from_token(session, bearer_credential(request), now,
+                                               request.app.state.token_cache)
+        if principal.token is not None and principal.token.jkt is not None:
+            raise _dpop_refused("invalid_token", "a DPoP-bound token is sent as "
+                                "'Authorization: DPoP <token>' with a DPoP proof")
+        return principal
+    secret = header[5:].strip()
+    if not secret:
+        raise Unauthorized("expected 'Authorization: DPoP <token>'", error="invalid_request")
+    principal = await principal_from_token(session, secret, now, request.app.state.token_cache)
+    if principal.token is None or principal.token.jkt is None:
+        raise Unauthorized("the token is not DPoP-bound; send it as a bearer token")
+    state = request.app.state
+    proofs = request.headers.getlist("dpop")
+    try:
+        if len(proofs) != 1:
+            raise dpop.InvalidDPoPProof(description="exactly one DPoP proof must come with a "
+                                                    "DPoP-bound token")
+        proof = dpop.verify(proofs[0], method=request.method,
+                            url=state.settings.issuer.rstrip("/") + request.url.path, now=now,
+                            access_token=secret, nonces=state.dpop_nonces)
+    except dpop.UseDPoPNonce as exc:
+        refused = _dpop_refused("use_dpop_nonce", exc.description)
+        refused.headers["DPoP-Nonce"] = exc.nonce
+        raise refused from None
+    except dpop.InvalidDPoPProof as exc:
+        raise _dpop_refused("invalid_dpop_proof", exc.description) from None
+    if proof.jkt != principal.token.jkt:
+        raise _dpop_refused("invalid_dpop_proof", "the DPoP proof is not made with the key "
+                                                  "the token is bound to")
+    if not await state.dpop_replays.first_use(state.engine, proof, now):
+        raise _dpop_refused("invalid_dpop_proof", "the DPoP proof was used before")
+    return principal
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:

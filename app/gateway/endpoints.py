@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 
 from app.api.openapi import GatewayPass
@@ -23,6 +25,11 @@ _RESPONSES = {
 }
 
 
+def dpop_state(state: Any) -> tuple[Any, Any, Any]:  # noqa: ANN401
+    """What a DPoP check needs of the application: its proofs' store, engine and nonces."""
+    return state.dpop_replays, state.engine, state.dpop_nonces
+
+
 async def gateway_check(request: Request) -> JSON:
     """Forward-auth. Reads `Authorization: Bearer`; required scopes come from `?scope=` and the
     `X-Required-Scope` header (space- or comma-separated, all required). Under
@@ -38,9 +45,13 @@ async def gateway_check(request: Request) -> JSON:
     except service.BadScope as exc:
         return JSON({"error": "invalid_request", "message": str(exc)}, status_code=400)
     state = request.app.state
+    forwarded = service.Forwarded.of(headers.get, request.method,
+                                     request.path_params.get("original_path"),
+                                     proofs=len(headers.getlist("dpop")))
     decision = await service.decide(headers.get("authorization"), required, state.clock.now(),
                                     cache=state.token_cache,
-                                    reader=state.token_batches.reader)
+                                    reader=state.token_batches.reader, forwarded=forwarded,
+                                    dpop_state=dpop_state(state))
     return JSON(decision.body, status_code=decision.status, headers=decision.headers)
 
 

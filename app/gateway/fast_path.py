@@ -20,9 +20,13 @@ from urllib.parse import parse_qsl
 from app.api import errors
 from app.api.responses import JSON
 from app.gateway import service
-from app.gateway.endpoints import CHECK
+from app.gateway.endpoints import CHECK, dpop_state
 
 _METHODS = frozenset({"GET", "HEAD"})
+# What a DPoP-bound token's check reads of the request the gateway asks about.
+_FORWARDED = frozenset({b"dpop", b"x-forwarded-method", b"x-original-method", b"x-original-url",
+                        b"x-forwarded-proto", b"x-forwarded-host", b"host", b"x-forwarded-uri",
+                        b"x-original-uri"})
 
 
 class FastChecks:
@@ -49,6 +53,7 @@ class FastChecks:
     async def decision(self, scope: dict[str, Any]) -> service.Decision | None:
         """The route's decision (`gateway_check`), or None for the application to answer."""
         authorization, scope_headers = None, []
+        forwarded: dict[str, str] | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 if authorization is not None:
@@ -56,6 +61,12 @@ class FastChecks:
                 authorization = value.decode("latin-1")
             elif name == b"x-required-scope":
                 scope_headers.append(value.decode("latin-1"))
+            elif name in _FORWARDED:
+                if forwarded is None:
+                    forwarded = {}
+                elif name.decode() in forwarded:
+                    return None  # a repeated one (two DPoP proofs): the application decides
+                forwarded[name.decode()] = value.decode("latin-1")
         query = scope["query_string"]
         try:
             required = service.required_scopes(
@@ -65,5 +76,11 @@ class FastChecks:
         except service.BadScope:
             return None  # the route answers 400
         state = self.state
-        return await service.decide(authorization, required, state.clock.now(),
-                                    cache=state.token_cache, reader=state.token_batches.reader)
+        # Read only for a DPoP-bound request: a bearer token's check does nothing more.
+        dpop_scheme = authorization is not None and authorization[:5].lower() == "dpop "
+        return await service.decide(
+            authorization, required, state.clock.now(), cache=state.token_cache,
+            reader=state.token_batches.reader,
+            forwarded=service.Forwarded.of((forwarded or {}).get, scope["method"])
+            if dpop_scheme else None,
+            dpop_state=dpop_state(state) if dpop_scheme else None)

@@ -16,6 +16,7 @@ from typing import Any
 
 from app import credentials
 from app.credentials import SecretKind
+from app.oauth2 import dpop
 from app.tokens import cache as token_cache
 from app.tokens.batches import TokenReader
 from app.tokens.cache import TokenCache
@@ -81,6 +82,74 @@ def unauthorized(message: str) -> Decision:
     return _refuse(401, "invalid_token", message, "invalid_token")
 
 
+_ALGS = " ".join(dpop.ALGORITHMS)
+
+
+def dpop_refusal(code: str, message: str, nonce: str | None = None) -> Decision:
+    """RFC 9449 §7.1: a refusal of a DPoP-bound request, with the DPoP challenge (the
+    algorithms a proof may use); `use_dpop_nonce` brings a nonce (§9)."""
+    headers = {"WWW-Authenticate": f'DPoP error="{code}", error_description="{message}", '
+                                   f'algs="{_ALGS}"', **_NO_STORE}
+    if nonce is not None:
+        headers["DPoP-Nonce"] = nonce
+    return Decision(401, headers, {"error": code, "message": message})
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """What the gateway passes of the request it asks about, for a DPoP-bound token (RFC 9449
+    §4.3 steps 8-9): the client's `DPoP` header, its method and its URL."""
+
+    proof: str | None
+    method: str | None
+    url: str | None
+    proofs: int = 1  # how many DPoP headers came (§4.3 step 1: exactly one)
+
+    @classmethod
+    def of(cls, get: Any, own_method: str, original_path: str | None = None,  # noqa: ANN401
+           proofs: int = 1) -> Forwarded:
+        """From the check's headers (`get(name)`): the method in `X-Forwarded-Method` (Traefik)
+        or `X-Original-Method` (nginx), else the check's own (Envoy forwards it as it came);
+        the URL in `X-Original-URL`, else `X-Forwarded-Proto` (default https) + `X-Forwarded-
+        Host` (else `Host`) + `X-Forwarded-Uri` (Traefik), `X-Original-URI` (nginx) or the
+        path Envoy appends to the check's."""
+        method = get("x-forwarded-method") or get("x-original-method") or own_method
+        url = get("x-original-url")
+        if url is None:
+            path = get("x-forwarded-uri") or get("x-original-uri") or original_path
+            host = get("x-forwarded-host") or get("host")
+            if path is not None and host:
+                proto = (get("x-forwarded-proto") or "https").split(",")[0].strip()
+                url = f"{proto}://{host}{path if path.startswith('/') else '/' + path}"
+        return cls(get("dpop"), method, url, proofs)
+
+
+async def _proven(stored: StoredToken, token: str, forwarded: Forwarded | None,
+                  now: datetime, dpop_state: Any) -> Decision | None:  # noqa: ANN401
+    """None when the request proves possession of the token's key (RFC 9449 §7); else the
+    refusal."""
+    if forwarded is None or forwarded.proofs != 1 or not forwarded.proof:
+        return dpop_refusal("invalid_dpop_proof", "exactly one DPoP proof must come with a "
+                                                  "DPoP-bound token")
+    if not forwarded.method or not forwarded.url:
+        return dpop_refusal("invalid_dpop_proof", "the gateway did not pass the request's "
+                                                  "method and URL")
+    replays, engine, nonces = dpop_state
+    try:
+        proof = dpop.verify(forwarded.proof, method=forwarded.method, url=forwarded.url,
+                            now=now, access_token=token, nonces=nonces)
+    except dpop.UseDPoPNonce as exc:
+        return dpop_refusal("use_dpop_nonce", exc.description, exc.nonce)
+    except dpop.InvalidDPoPProof as exc:
+        return dpop_refusal("invalid_dpop_proof", exc.description)
+    if proof.jkt != stored.jkt:
+        return dpop_refusal("invalid_dpop_proof", "the DPoP proof is not made with the key "
+                                                  "the token is bound to")
+    if not await replays.first_use(engine, proof, now):
+        return dpop_refusal("invalid_dpop_proof", "the DPoP proof was used before")
+    return None
+
+
 def missing_token() -> Decision:
     """RFC 6750 §3.1: a request with no credentials gets a challenge without an error code."""
     return _refuse(401, "missing_token", "a bearer token is required", None)
@@ -88,13 +157,20 @@ def missing_token() -> Decision:
 
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), or None."""
+    presented = presented_token(authorization)
+    return presented[1] if presented is not None and presented[0] == "bearer" else None
+
+
+def presented_token(authorization: str | None) -> tuple[str, str] | None:
+    """(scheme, token) of an `Authorization: Bearer <token>` or `DPoP <token>` header (RFC 6750
+    §2.1, RFC 9449 §7.1), the scheme in lower case; None for anything else."""
     if not authorization:
         return None
     scheme, _, value = authorization.partition(" ")
-    value = value.strip()
-    if scheme.lower() != "bearer" or not value:
+    value, scheme = value.strip(), scheme.lower()
+    if scheme not in ("bearer", "dpop") or not value:
         return None
-    return value
+    return scheme, value
 
 
 def _identity(stored: StoredToken, expiry: datetime | None) -> Decision:
@@ -143,14 +219,19 @@ def judge(stored: StoredToken | None, required: frozenset[str], now: datetime) -
 
 
 async def decide(authorization: str | None, required: frozenset[str], now: datetime, *,
-                 cache: TokenCache | None, reader: TokenReader) -> Decision:
+                 cache: TokenCache | None, reader: TokenReader,
+                 forwarded: Forwarded | None = None,
+                 dpop_state: Any = None) -> Decision:  # noqa: ANN401
     """Forward-auth for one request. A cache hit touches no database; misses are read in
-    batches, one SELECT for those of concurrent requests (no transaction around it)."""
+    batches, one SELECT for those of concurrent requests (no transaction around it). A
+    DPoP-bound token passes only with `Authorization: DPoP` and a proof of its key for the
+    request the gateway `forwarded` (RFC 9449 §7); `dpop_state`: (replays, engine, nonces)."""
     if not authorization:
         return missing_token()
-    secret = bearer_token(authorization)
-    if secret is None:
-        return unauthorized("expected 'Authorization: Bearer <token>'")
+    presented = presented_token(authorization)
+    if presented is None:
+        return unauthorized("expected 'Authorization: Bearer <token>' or 'DPoP <token>'")
+    scheme, secret = presented
     digest = credentials.digest(secret)
     # A cached entry is a stored token, so its string is well formed: the format check (a
     # checksum over the string) is needed only on the way to the database.
@@ -161,4 +242,14 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
         stored = await token_cache.read_through(cache, digest, reader.find)
     if stored is not None and stored.kind not in _BEARER_TOKEN_KINDS:
         return unauthorized(_NOT_BEARER)
-    return judge(stored, required, now)
+    if stored is not None and stored.jkt is not None and scheme == "bearer":
+        return dpop_refusal("invalid_token", "a DPoP-bound token is sent as 'Authorization: "
+                                             "DPoP <token>' with a DPoP proof")
+    if stored is not None and stored.jkt is None and scheme == "dpop":
+        return unauthorized("the token is not DPoP-bound; send it as a bearer token")
+    decision = judge(stored, required, now)
+    if decision.status == 200 and scheme == "dpop" and stored is not None:
+        refusal = await _proven(stored, secret, forwarded, now, dpop_state)
+        if refusal is not None:
+            return refusal
+    return decision

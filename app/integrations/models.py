@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, new_id
@@ -28,6 +28,10 @@ class Integration(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     confidential: Mapped[bool] = mapped_column(Boolean, default=True)
     can_introspect: Mapped[bool] = mapped_column(Boolean, default=False)
+    # RFC 9449 §5.2: its access tokens are always DPoP-bound (a token request without a proof
+    # is refused).
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                           server_default=false())
     data_access: Mapped[str] = mapped_column(String(10), default="limited")
     review_status: Mapped[str] = mapped_column(String(20), default="not_reviewed")
     review_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)

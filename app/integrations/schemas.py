@@ -42,6 +42,9 @@ class IntegrationIn(Input):
     confidential: bool = True
     can_introspect: bool = False
     data_access: Literal["limited", "extended"] = "limited"
+    # RFC 9449 §5.2 (registration metadata of RFC 7591's kind): every access token it gets is
+    # DPoP-bound; a token request without a DPoP proof is refused.
+    dpop_bound_access_tokens: bool = False
 
     @field_validator("redirect_uris")
     @classmethod
@@ -89,6 +92,7 @@ class IntegrationOut(BaseModel):
     exception_until: datetime | None
     judged_third_party: bool
     created_at: datetime
+    dpop_bound_access_tokens: bool = False
 
 
 class IssuedIntegrationOut(IntegrationOut):

@@ -40,6 +40,7 @@ def out(integ: Integration) -> IntegrationOut:
         data_access=integ.data_access, review_status=integ.review_status,
         review_deadline=integ.review_deadline, exception_until=integ.exception_until,
         judged_third_party=integ.judged_third_party_at is not None, created_at=integ.created_at,
+        dpop_bound_access_tokens=integ.dpop_bound_access_tokens,
     )
 
 
@@ -55,6 +56,7 @@ def _register(session: AsyncSession, body: IntegrationIn, *, kind: str,
         can_introspect=body.can_introspect and body.confidential, data_access=body.data_access,
         review_status="not_reviewed", review_deadline=review_deadline, review_steps={},
         created_at=now, created_by=actor,
+        dpop_bound_access_tokens=body.dpop_bound_access_tokens,
     )
     session.add(integ)
     return integ, secret

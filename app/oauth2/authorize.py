@@ -43,7 +43,8 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")  # BASE64URL(SHA-256), RFC 7636 §4.2
 _PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
-           "code_challenge_method")
+           "code_challenge_method", "dpop_jkt")
+_JKT = _CHALLENGE  # a SHA-256 thumbprint, base64url: 43 characters (RFC 9449 §10)
 
 
 class PageError(Exception):
@@ -115,6 +116,10 @@ async def _validate(session: AsyncSession, params: dict[str, str],
                               "code_challenge_method must be S256 (plain is not accepted)")
     if not _CHALLENGE.match(challenge):
         raise _redirect_error(req, "invalid_request", "code_challenge is malformed")
+    jkt = params.get("dpop_jkt")
+    if jkt is not None and not _JKT.match(jkt):
+        raise _redirect_error(req, "invalid_request", "dpop_jkt is not a JWK SHA-256 "
+                                                      "thumbprint (RFC 9449, section 10)")
     requested = catalogue.parse(params.get("scope"))
     req.scope_sent = bool(requested)
     requested = requested or list(integ.scopes)
@@ -353,7 +358,7 @@ async def _handle(request: Request, session: AsyncSession, settings: Settings, n
         plan_id=user.plan_id, user_id=user.id, redirect_uri=req.redirect_uri,
         redirect_uri_sent=req.redirect_uri_sent,
         scopes=catalogue.join(req.scopes), code_challenge=req.challenge,
-        code_challenge_method="S256", issued_at=now,
+        code_challenge_method="S256", issued_at=now, dpop_jkt=req.params.get("dpop_jkt"),
         expires_at=now + timedelta(seconds=settings.authorization_code_ttl_seconds)))
     await audit.record(session, f"user:{user.id}", "integration.authorized", user.plan_id,
                        "integration", req.integration.id, now, scopes=catalogue.join(req.scopes))

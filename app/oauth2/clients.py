@@ -46,6 +46,8 @@ class ClientFacts:
     judged_third_party_at: datetime | None
     # A custom integration's installation in its own plan (None: none, or not custom).
     installation_state: str | None = None
+    # RFC 9449 §5.2: every access token it gets is DPoP-bound.
+    dpop_bound_access_tokens: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ _CLIENT_COLUMNS = (
     Integration.scopes, Integration.confidential, Integration.can_introspect,
     Integration.review_status, Integration.review_deadline, Integration.exception_until,
     Integration.data_access, Integration.judged_third_party_at, Installation.state,
-    Integration.client_secret_digest,
+    Integration.client_secret_digest, Integration.dpop_bound_access_tokens,
 )
 # Built once with bound parameters, as the token lookups are (app/tokens/repository.py). A
 # custom integration's own installation comes with it: rule 6 judges it as a caller too.
@@ -75,10 +77,11 @@ _BY_CLIENT_IDS = for_many(
 
 def _stored_client(row: tuple) -> StoredClient:
     (iid, client_id, kind, plan_id, scopes, confidential, can_introspect, review_status,
-     review_deadline, exception_until, data_access, judged_at, state, secret_digest) = row
+     review_deadline, exception_until, data_access, judged_at, state, secret_digest,
+     dpop_bound) = row
     facts = ClientFacts(iid, client_id, kind, plan_id, tuple(scopes or ()), bool(confidential),
                         bool(can_introspect), review_status, review_deadline, exception_until,
-                        data_access, judged_at, state)
+                        data_access, judged_at, state, bool(dpop_bound))
     return StoredClient(facts, secret_digest)
 
 

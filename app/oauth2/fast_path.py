@@ -63,9 +63,10 @@ class FastForms:
                       path: str, source: str | None = None) -> JSON:
         try:
             requests.require_form(headers.get(b"content-type", ""))
+            extra = {"dpop_header": headers[b"dpop"]} if b"dpop" in headers else {}
             answer = await handler(self.state, headers.get(b"authorization"),
                                    requests.parse_form(body), self.state.clock.now(),
-                                   source=source)
+                                   source=source, **extra)
         except Exception as exc:  # noqa: BLE001 - mapped as the application maps it
             return errors.failure_response(exc, "POST", path)
         return JSON(answer, headers=NO_STORE)
@@ -76,7 +77,7 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, str] | None:
     of unstated or too large a length)."""
     found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name in (b"authorization", b"content-type", b"content-length"):
+        if name in (b"authorization", b"content-type", b"content-length", b"dpop"):
             if name in found:
                 return None
             found[name] = value.decode("latin-1")

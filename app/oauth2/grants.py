@@ -35,7 +35,7 @@ from app.integrations.access import Access, decide
 from app.integrations.models import Integration
 from app.integrations.placement import Placement
 from app.integrations.service import facts_of
-from app.oauth2 import callers
+from app.oauth2 import callers, dpop
 from app.oauth2 import scopes as catalogue
 from app.oauth2.clients import ClientFacts
 from app.oauth2.models import AuthorizationCode
@@ -58,9 +58,10 @@ class Issued:
     expires_in: int
     scope: str
     refresh_token: str | None = None
+    token_type: str = "Bearer"  # "DPoP" when bound to a key (RFC 9449 §5)
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"access_token": self.access_token, "token_type": "Bearer",
+        out: dict[str, Any] = {"access_token": self.access_token, "token_type": self.token_type,
                                "expires_in": self.expires_in, "scope": self.scope}
         if self.refresh_token:
             out["refresh_token"] = self.refresh_token
@@ -106,11 +107,14 @@ def _mint(settings: Settings, *, grant: str, integ: Integration | ClientFacts,
           plan_id: uuid.UUID, period: Period | None, user_id: uuid.UUID | None,
           scopes: list[str], now: datetime, family_id: uuid.UUID | None, with_refresh: bool,
           parent_id: uuid.UUID | None = None, code_id: uuid.UUID | None = None,
-          origin: datetime | None = None) -> Minted:
+          origin: datetime | None = None, jkt: str | None = None,
+          refresh_jkt: str | None = None) -> Minted:
     """The rows to write and the answer to give, once they are written. The caller has decided
     rule 6 at `now`; `period` is the plan's (read with it). `origin`: the original generation
     time of the grant a refresh continues, which the new pair keeps, so that the plan's period
-    bounds the grant as a whole and no refresh outlives its parent (rule 11)."""
+    bounds the grant as a whole and no refresh outlives its parent (rule 11). `jkt`: the
+    DPoP key the access token is bound to; `refresh_jkt`, the refresh token's (a public
+    client's, RFC 9449 §5)."""
     scope = catalogue.join(scopes)
     issued_at = origin or now
     expires_at = now + timedelta(seconds=settings.access_token_ttl_seconds)
@@ -123,26 +127,38 @@ def _mint(settings: Settings, *, grant: str, integ: Integration | ClientFacts,
               "scopes": scope, "now": now, "family_id": family_id, "parent_id": parent_id,
               "authorization_code_id": code_id, "issued_at": issued_at}
     access_row, access_secret = tokens.new_row(kind=TokenKind.access, expires_at=expires_at,
-                                               **common)
+                                               dpop_jkt=jkt, **common)
     rows = [access_row]
     refresh_secret = None
     if with_refresh:
-        refresh_row, refresh_secret = tokens.new_row(kind=TokenKind.refresh, **common)
+        refresh_row, refresh_secret = tokens.new_row(kind=TokenKind.refresh,
+                                                     dpop_jkt=refresh_jkt, **common)
         rows.append(refresh_row)
     event = audit.row(
         f"integration:{integ.id}", "token.issued", plan_id, "token", access_row["id"], now,
         grant=grant, client_id=integ.client_id, scopes=scope,
         user_id=str(user_id) if user_id else None,
         refresh_token_id=str(rows[1]["id"]) if with_refresh else None,
-        rotated=str(parent_id) if parent_id else None)
+        rotated=str(parent_id) if parent_id else None, dpop_jkt=jkt)
     expires_in = int((expiry - now).total_seconds())
-    return Minted(rows, [event], Issued(access_secret, expires_in, scope, refresh_secret))
+    return Minted(rows, [event], Issued(access_secret, expires_in, scope, refresh_secret,
+                                        "DPoP" if jkt else "Bearer"))
+
+
+def bound_key(integ: Integration | ClientFacts, proof: dpop.Proof | None) -> str | None:
+    """The key a new access token is bound to: the proof's, if the request carried one; a
+    client registered with `dpop_bound_access_tokens` must send one (RFC 9449 §5.2)."""
+    if proof is None and getattr(integ, "dpop_bound_access_tokens", False):
+        raise dpop.InvalidDPoPProof(description="this client's access tokens are DPoP-bound: "
+                                                "a DPoP proof is required")
+    return proof.jkt if proof is not None else None
 
 
 async def authorization_code(session: AsyncSession, settings: Settings,
                              integ: Integration | ClientFacts, form: dict[str, str],
                              now: datetime, *, tcache: TokenCache | None = None,
-                             batches: Batches | None = None) -> Issued:
+                             batches: Batches | None = None,
+                             proof: dpop.Proof | None = None) -> Issued:
     code = form.get("code")
     verifier = form.get("code_verifier")
     if not code:
@@ -174,6 +190,11 @@ async def authorization_code(session: AsyncSession, settings: Settings,
                                             "request")
     if create_s256_code_challenge(verifier) != row.code_challenge:
         raise InvalidGrantError(description="the code_verifier does not match the challenge")
+    if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
+        # RFC 9449 §10: the authorization request named the key the code is redeemed with.
+        raise dpop.InvalidDPoPProof(description="the code is bound to the key the "
+                                                "authorization request named (dpop_jkt)")
+    jkt = bound_key(integ, proof)
     # Single use, also against a concurrent redemption of the same code: the loser's UPDATE
     # waits for the winner's transaction, then finds the code used, and treats it as the
     # replay it is.
@@ -194,7 +215,8 @@ async def authorization_code(session: AsyncSession, settings: Settings,
                                             "approved for this integration")
     minted = _mint(settings, grant="authorization_code", integ=integ, plan_id=row.plan_id,
                    period=found.period, user_id=row.user_id, scopes=scopes, now=now,
-                   family_id=uuid.uuid4(), with_refresh=True, code_id=row.id)
+                   family_id=uuid.uuid4(), with_refresh=True, code_id=row.id, jkt=jkt,
+                   refresh_jkt=None if integ.confidential else jkt)
     await tokens.insert_rows(session, minted.rows, minted.events)
     return minted.issued
 
@@ -248,7 +270,8 @@ async def _refresh_replayed(session: AsyncSession, batches: Batches | None, fast
 async def refresh_token(session: AsyncSession, settings: Settings,
                         integ: Integration | ClientFacts, form: dict[str, str],
                         now: datetime, *, tcache: TokenCache | None = None,
-                        batches: Batches | None = None) -> Issued:
+                        batches: Batches | None = None,
+                        proof: dpop.Proof | None = None) -> Issued:
     secret = form.get("refresh_token")
     if not secret:
         raise InvalidRequestError(description="the 'refresh_token' parameter is required")
@@ -269,11 +292,19 @@ async def refresh_token(session: AsyncSession, settings: Settings,
         raise callers.refused(verdict.access)
     if not verdict.active:
         raise InvalidGrantError(description=f"the refresh token is {verdict.reason}")
+    if stored.jkt is not None and (proof is None or proof.jkt != stored.jkt):
+        # RFC 9449 §5: a public client's refresh token is bound to its key: only that key's
+        # holder refreshes.
+        raise dpop.InvalidDPoPProof(description="the refresh token is bound to another DPoP "
+                                                "key" if proof is not None else
+                                    "the refresh token is DPoP-bound: a DPoP proof of its "
+                                    "key is required")
+    jkt = bound_key(integ, proof)
     scopes = narrow_scope(form.get("scope"), stored.scopes.split())
     minted = _mint(settings, grant="refresh_token", integ=integ, plan_id=stored.plan_id,
                    period=stored.facts.period, user_id=stored.user_id, scopes=scopes, now=now,
                    family_id=stored.family_id, with_refresh=True, parent_id=stored.id,
-                   origin=stored.issued_at)
+                   origin=stored.issued_at, jkt=jkt, refresh_jkt=stored.jkt)
     if fast:
         rotated = await batches.writer.write(minted.rows, rotate=stored.id, at=now,
                                              events=minted.events)
@@ -294,7 +325,8 @@ async def refresh_token(session: AsyncSession, settings: Settings,
 async def client_credentials(session: AsyncSession, settings: Settings,
                              integ: Integration | ClientFacts, form: dict[str, str],
                              now: datetime, *, tcache: TokenCache | None = None,
-                             batches: Batches | None = None) -> Issued:
+                             batches: Batches | None = None,
+                             proof: dpop.Proof | None = None) -> Issued:
     """§4.4: the integration acts for a plan: its own (custom) or one it is installed in, with
     at most the scopes a plan admin approved there (rule 11)."""
     if not integ.confidential:
@@ -321,7 +353,8 @@ async def client_credentials(session: AsyncSession, settings: Settings,
     scopes = narrow_scope(form.get("scope"), grantable(integ, found))
     minted = _mint(settings, grant="client_credentials", integ=integ, plan_id=found.plan_id,
                    period=found.period, user_id=None, scopes=scopes, now=now, family_id=None,
-                   with_refresh=False)  # §4.4.3: no refresh token for client credentials
+                   with_refresh=False,  # §4.4.3: no refresh token for client credentials
+                   jkt=bound_key(integ, proof))
     if batches is None or session.in_transaction():
         await tokens.insert_rows(session, minted.rows, minted.events)
     else:

@@ -67,13 +67,19 @@ def answer_for(stored: StoredToken, now: datetime) -> dict[str, Any]:
     }
     if verdict.expiry is not None:
         answer["exp"] = int(verdict.expiry.timestamp())
+    if stored.jkt is not None:
+        # RFC 9449 §6.2: a bound token; the resource server checks the proof's key.
+        answer["cnf"] = {"jkt": stored.jkt}
+        if stored.kind != TokenKind.refresh:
+            answer["token_type"] = "DPoP"
     if answer["client_id"] is None:
         del answer["client_id"]
     return answer
 
 
 async def handle(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
-                 now: datetime, source: str | None = None) -> dict[str, Any]:
+                 now: datetime, source: str | None = None,
+                 dpop_header: str | None = None) -> dict[str, Any]:
     """§2.1-2.2 for one request, given its `Authorization` header and form: authenticate the
     caller, then introspect. OAuth errors are raised for the error mapping to answer. `state`
     is the application's (`app.main.create_app`)."""

@@ -10,7 +10,7 @@ from fastapi import Request
 from app.api.responses import JSON
 from app.api.routing import api_router
 from app.config import Settings
-from app.oauth2 import scopes
+from app.oauth2 import dpop, scopes
 
 router = api_router(tags=["oauth2"])
 
@@ -35,6 +35,7 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "service_documentation": f"{base}/docs",
+        "dpop_signing_alg_values_supported": list(dpop.ALGORITHMS),
     })
     doc.validate()
     return dict(doc)

@@ -29,3 +29,6 @@ class AuthorizationCode(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # RFC 9449 §10: the key the authorization request named (`dpop_jkt`); the code is then
+    # redeemed only with a proof of that key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))

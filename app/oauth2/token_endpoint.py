@@ -18,7 +18,7 @@ from app.api.openapi import TokenResponse
 from app.api.responses import JSON, NO_STORE
 from app.api.routing import api_router
 from app.db import session_scope
-from app.oauth2 import callers, clients, grants
+from app.oauth2 import callers, clients, dpop, grants
 from app.oauth2.requests import read_form
 from app.tokens import cache as token_cache
 
@@ -31,11 +31,25 @@ GRANTS = {
 }
 
 
+async def proven(state: Any, header: str | None, now: datetime) -> dpop.Proof | None:  # noqa: ANN401
+    """The token request's DPoP proof (RFC 9449 §5), verified and used up; None without one."""
+    if header is None:
+        return None
+    settings = state.settings
+    proof = dpop.verify(header, method="POST", url=f"{settings.issuer.rstrip('/')}/oauth2/token",
+                        now=now, nonces=state.dpop_nonces)
+    if not await state.dpop_replays.first_use(state.engine, proof, now):
+        raise dpop.InvalidDPoPProof(description="the DPoP proof was used before")
+    return proof
+
+
 async def handle(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
-                 now: datetime, source: str | None = None) -> dict[str, Any]:
-    """§3.2 for one request, given its `Authorization` header and form: authenticate the
-    client, run the grant, and give the answer once what it issued is committed. OAuth errors
-    are raised for the error mapping to answer. `state` is the application's."""
+                 now: datetime, source: str | None = None,
+                 dpop_header: str | None = None) -> dict[str, Any]:
+    """§3.2 for one request, given its `Authorization` and `DPoP` headers and form:
+    authenticate the client, run the grant, and give the answer once what it issued is
+    committed. OAuth errors are raised for the error mapping to answer. `state` is the
+    application's."""
     grant_type = form.get("grant_type")
     if not grant_type:
         raise InvalidRequestError(description="the 'grant_type' parameter is required")
@@ -54,16 +68,29 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
         if client.integration.kind == callers.PLATFORM:
             raise UnauthorizedClientError(description="a platform resource server introspects "
                                                       "tokens; it obtains none")
+        # After the client is known: an unauthenticated caller spends no proof (a stranger
+        # cannot burn a client's jti), and what refuses the client is said first.
+        proof = await proven(state, dpop_header, now)
         issued = await grant(session, state.settings, client.integration, form, now,
-                             tcache=state.token_cache, batches=state.token_batches)
+                             tcache=state.token_cache, batches=state.token_batches,
+                             proof=proof)
     return issued.body()
+
+
+def dpop_header(request: Request) -> str | None:
+    """The one `DPoP` header (§4.3 step 1: exactly one), or None."""
+    found = request.headers.getlist("dpop")
+    if len(found) > 1:
+        raise dpop.InvalidDPoPProof(description="exactly one DPoP header is allowed")
+    return found[0] if found else None
 
 
 async def token_endpoint(request: Request) -> JSON:
     state = request.app.state
     form = await read_form(request)
     body = await handle(state, request.headers.get("authorization"), form, state.clock.now(),
-                        source=request.client.host if request.client else None)
+                        source=request.client.host if request.client else None,
+                        dpop_header=dpop_header(request))
     return JSON(body, headers=NO_STORE)
 
 

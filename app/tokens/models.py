@@ -43,3 +43,5 @@ class Token(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(200))
     revoked_by: Mapped[str | None] = mapped_column(String(100))
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # marked by the worker
+    # DPoP (RFC 9449): the thumbprint of the key the token is bound to (`cnf.jkt`), if any.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))

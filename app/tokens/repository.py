@@ -40,6 +40,7 @@ class StoredToken:
     facts: TokenFacts
     expires_at: datetime | None = None  # its own lifetime's end (OAuth access tokens)
     period_since: datetime | None = None  # when the plan's period in force was set
+    jkt: str | None = None  # DPoP: the thumbprint of the key it is bound to (RFC 9449 §6)
 
 
 # What a check reads of the token's plan: its period, since when, and its cut-off of generation
@@ -55,6 +56,7 @@ _CHECK_COLUMNS = (
     Integration.review_deadline, Integration.exception_until, Integration.data_access,
     Integration.judged_third_party_at, Installation.state,
     Token.name, Token.hint, Token.revoked_reason, Token.revoked_by, Token.family_id,
+    Token.dpop_jkt,
 )
 
 _CHECK_QUERY = (
@@ -73,7 +75,7 @@ def _stored(row: tuple) -> StoredToken:
     (tid, kind, plan_id, user_id, integration_id, scopes, issued_at, expires_at, revoked_at,
      used_at, p_value, p_unit, p_since, expired_through, client_id, i_kind, review_status,
      review_deadline, exception_until, data_access, judged_at, inst_state, name, hint,
-     revoked_reason, revoked_by, family_id) = row
+     revoked_reason, revoked_by, family_id, jkt) = row
     integration = None
     if integration_id is not None:
         integration = IntegrationFacts(
@@ -88,7 +90,7 @@ def _stored(row: tuple) -> StoredToken:
     )
     return StoredToken(tid, kind, plan_id, user_id, integration_id, client_id, scopes,
                        issued_at, name, hint, revoked_at, revoked_reason, revoked_by, family_id,
-                       facts, expires_at, p_since)
+                       facts, expires_at, p_since, jkt)
 
 
 def of_new_row(row: dict[str, Any], *policy: Any) -> StoredToken:  # noqa: ANN401

@@ -31,7 +31,8 @@ def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
             family_id: uuid.UUID | None = None, parent_id: uuid.UUID | None = None,
             created_by: uuid.UUID | None = None,
             authorization_code_id: uuid.UUID | None = None,
-            issued_at: datetime | None = None) -> tuple[dict[str, Any], str]:
+            issued_at: datetime | None = None,
+            dpop_jkt: str | None = None) -> tuple[dict[str, Any], str]:
     """The column values of a new token row and its secret; only the digest is stored.
     `issued_at`, the original generation time, is `now` unless the token continues a grant
     (a refresh: rule 11)."""
@@ -42,6 +43,7 @@ def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
         "integration_id": integration_id, "scopes": scopes, "issued_at": issued_at or now,
         "expires_at": expires_at, "family_id": family_id, "parent_id": parent_id,
         "created_by": created_by, "authorization_code_id": authorization_code_id,
+        "dpop_jkt": dpop_jkt,
     }
     return row, secret
 

@@ -12,12 +12,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
 from app.config import Settings
+from app.db import session_scope
 from app.notifications import mailer as mail
 from app.notifications import outbox, reminders, sweeps
+from app.oauth2.proofs import UsedProof
 from app.throttle.store import Throttles
 from app.worker import deactivations
 
@@ -95,6 +98,15 @@ async def deactivate_due(ctx: Context) -> Counter[str]:
                                               base_url=ctx.settings.issuer)
 
 
+async def prune_proofs(ctx: Context) -> Counter[str]:
+    """Used DPoP proofs whose `iat` left the accepted window: a replay of one is refused by
+    its `iat` now (app.oauth2.dpop)."""
+    async with session_scope(ctx.maker) as session:
+        gone = (await session.execute(delete(UsedProof).where(
+            UsedProof.expires_at < ctx.clock.now()))).rowcount
+    return Counter(forgotten=gone) if gone else Counter()
+
+
 async def remind_admins(ctx: Context) -> Counter[str]:
     return await reminders.sweep(ctx.maker, now=ctx.clock.now(), base_url=ctx.settings.issuer,
                                  lead_days=ctx.settings.reminder_lead_days,
@@ -112,4 +124,5 @@ JOBS: list[tuple[str, Job]] = [
     ("notices.deliver", deliver_notices),
     ("notices.prune", prune_notices),
     ("throttles.prune", prune_throttles),
+    ("dpop.prune", prune_proofs),
 ]

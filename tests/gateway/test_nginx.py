@@ -129,3 +129,46 @@ async def test_nginx_forwards_identity_and_refuses_dead_tokens(pg, tmp_path) -> 
 
             # Nothing refused ever reached the upstream.
             assert not [p for p in upstream.paths if "refused" in p]
+
+
+async def test_nginx_passes_a_dpop_bound_token_only_with_its_proof(pg, tmp_path) -> None:
+    """RFC 9449 through the documented configuration: nginx passes the client's DPoP header
+    and the original method and URL; the check passes the key's holder and nobody else."""
+    from tests.oauth2.test_dpop import Prover
+
+    require(NGINX is not None, "nginx (Debian package nginx-light)")
+    plan = await make_plan(pg, real_clock(), "DPoP")
+    clock = real_clock()
+    prover, thief = Prover(clock), Prover(clock, "OKP")
+    with tessera(pg.url, tmp_path) as api, echo_upstream() as upstream, \
+            nginx(tmp_path, tessera=api, upstream=upstream.port) as gateway:
+        async with httpx2.AsyncClient(base_url=gateway) as http, \
+                httpx2.AsyncClient(base_url=api) as tessera_api:
+            r = await tessera_api.post(
+                f"/v1/plans/{plan.plan_id}/integrations", headers=plan.admin.auth,
+                json={"name": "Bound", "scopes": ["data:read"]})
+            assert r.status_code == 201, r.text
+            creds = (r.json()["client_id"], r.json()["client_secret"])
+            r = await tessera_api.post("/oauth2/token", auth=creds,
+                                       data={"grant_type": "client_credentials"},
+                                       headers={"DPoP": prover("POST", f"{api}/oauth2/token")})
+            assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
+            token = r.json()["access_token"]
+            url = f"{gateway}/api/items"
+
+            def dpop_auth(proof: str) -> dict[str, str]:
+                return {"Authorization": f"DPoP {token}", "DPoP": proof}
+
+            r = await http.get("/api/items?page=2", headers=dpop_auth(prover("GET", url, token)))
+            assert r.status_code == 200, r.text
+            assert r.json()["headers"]["x-tessera-client"] == creds[0]
+            for headers in [dpop_auth(thief("GET", url, token)),
+                            dpop_auth(prover("POST", url, token)),
+                            dpop_auth(prover("GET", f"{gateway}/api/other", token)),
+                            bearer(token)]:
+                r = await http.get("/api/items", headers=headers)
+                assert r.status_code == 401, r.text
+                assert r.headers["www-authenticate"].startswith("DPoP ")
+            proof = prover("GET", url, token)
+            assert (await http.get("/api/items", headers=dpop_auth(proof))).status_code == 200
+            assert (await http.get("/api/items", headers=dpop_auth(proof))).status_code == 401

@@ -1,0 +1,262 @@
+"""DPoP (RFC 9449): a client proves, with every request, that it holds the private key a token
+is bound to; a bound token that leaks is useless without that key.
+
+`verify` checks one proof (§4.3) and gives the key's thumbprint (`jkt`, RFC 7638), which a bound
+token records (`cnf.jkt`). The cryptography is joserfc's (signature, key import, thumbprint);
+what is checked here is the proof's shape and claims. A proof is one-use: `Replays` remembers
+each (key, `jti`) for as long as its `iat` is acceptable, in this process and, so that a proof
+cannot be replayed on another replica either, in the database (`dpop_proofs`, one INSERT that a
+second use finds taken).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import JWKRegistry, thumbprint
+from joserfc.jws import JWSRegistry
+
+# Asymmetric algorithms only (§4.3 step 5: never "none", never a MAC); advertised in the
+# metadata as `dpop_signing_alg_values_supported`.
+# "Ed25519" is RFC 9864's fully specified name for what "EdDSA" names (still accepted).
+ALGORITHMS = ("ES256", "ES384", "Ed25519", "EdDSA", "RS256", "PS256")
+_KEY_TYPES = {"EC", "OKP", "RSA"}
+# Members that only a private key has: a proof carrying one is refused (§4.3 step 7).
+_PRIVATE = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+MAX_PROOF = 8192  # bytes: an RSA-4096 key and its signature fit many times over
+# How old (and how far ahead, for clocks that run fast) a proof's `iat` may be.
+WINDOW = timedelta(seconds=60)
+SKEW = timedelta(seconds=5)
+_KEYS_CACHED = 10_000
+# joserfc's default registry allows 512 bytes of header: an RSA key in `jwk` needs more.
+_REGISTRY = JWSRegistry(algorithms=list(ALGORITHMS))
+_REGISTRY.max_header_length = 4096
+_REGISTRY.max_payload_length = 4096
+
+
+class InvalidDPoPProof(OAuth2Error):  # noqa: N818 - RFC 9449's error name
+    """§5.3/§7.1: `invalid_dpop_proof`."""
+
+    error = "invalid_dpop_proof"
+    status_code = 400
+
+
+class UseDPoPNonce(OAuth2Error):  # noqa: N818 - RFC 9449's error name
+    """§8: the server wants a nonce from it in the proof; `DPoP-Nonce` carries one."""
+
+    error = "use_dpop_nonce"
+    status_code = 400
+
+    def __init__(self, nonce: str, description: str = "a DPoP nonce is required") -> None:
+        super().__init__(description=description)
+        self.nonce = nonce
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("DPoP-Nonce", self.nonce)]
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    jkt: str  # the key's RFC 7638 SHA-256 thumbprint, base64url
+    jti: str
+    iat: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def ath(access_token: str) -> str:
+    """§4.2: the access token's hash a proof sent with it carries."""
+    return _b64(hashlib.sha256(access_token.encode("ascii", "replace")).digest())
+
+
+def htu(url: str) -> str | None:
+    """A URL as §4.3 step 9 compares it: scheme and host lower case, default port dropped,
+    no query or fragment (RFC 9110 §4.2.3 normalisation); None if it is not an http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path or '/'}"
+
+
+class _Keys:
+    """Imported public keys by their JWK's JSON, with their thumbprints: a client proves with
+    the same key request after request, so each is imported once."""
+
+    def __init__(self, size: int = _KEYS_CACHED) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, tuple[Any, str]] = OrderedDict()
+
+    def get(self, jwk: dict[str, Any]) -> tuple[Any, str]:
+        raw = json.dumps(jwk, sort_keys=True, separators=(",", ":"))
+        found = self.entries.get(raw)
+        if found is not None:
+            self.entries.move_to_end(raw)
+            return found
+        key = JWKRegistry.import_key(jwk)
+        found = (key, thumbprint(jwk))
+        self.entries[raw] = found
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return found
+
+
+KEYS = _Keys()
+
+
+def _refuse(description: str) -> InvalidDPoPProof:
+    return InvalidDPoPProof(description=description)
+
+
+def verify(proof: str | None, *, method: str, url: str, now: datetime,
+           access_token: str | None = None, nonces: Nonces | None = None) -> Proof:
+    """§4.3: one proof, for a request with `method` to `url`, at `now`; with `access_token`,
+    its hash too (§4.3 step 11). `nonces`, when the server requires them (§8). Raises
+    `InvalidDPoPProof` (or `UseDPoPNonce`) saying what is wrong; replay is `Replays`' part."""
+    if not proof:
+        raise _refuse("a DPoP proof is required")
+    if len(proof) > MAX_PROOF or proof.count(".") != 2 or not proof.isascii():
+        raise _refuse("the DPoP proof is not a JWT")
+    try:
+        extracted = jws.extract_compact(proof.encode("ascii"), registry=_REGISTRY)
+        header = extracted.headers()
+        claims = json.loads(extracted.payload)
+    except (JoseError, ValueError, TypeError, UnicodeDecodeError):
+        raise _refuse("the DPoP proof is not a JWT") from None
+    if not isinstance(claims, dict):
+        raise _refuse("the DPoP proof's payload is not a JSON object")
+    if header.get("typ") != "dpop+jwt":
+        raise _refuse("the DPoP proof's typ must be dpop+jwt")
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise _refuse(f"the DPoP proof's alg must be one of {' '.join(ALGORITHMS)}")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict) or jwk.get("kty") not in _KEY_TYPES:
+        raise _refuse("the DPoP proof must carry its public key (jwk)")
+    if _PRIVATE & set(jwk):
+        raise _refuse("the DPoP proof's jwk must be a public key")
+    try:
+        key, jkt = KEYS.get(jwk)
+        jws.deserialize_compact(proof, key, algorithms=[alg], registry=_REGISTRY)
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise _refuse("the DPoP proof's signature does not verify with its jwk") from None
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
+        raise _refuse("the DPoP proof needs a jti")
+    if claims.get("htm") != method:
+        raise _refuse("the DPoP proof's htm is not this request's method")
+    sent = claims.get("htu")
+    if not isinstance(sent, str) or htu(sent) is None or htu(sent) != htu(url):
+        raise _refuse("the DPoP proof's htu is not this request's URL")
+    iat = claims.get("iat")
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise _refuse("the DPoP proof needs an iat")
+    try:
+        issued = datetime.fromtimestamp(iat, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _refuse("the DPoP proof's iat is not a time") from None
+    if not now - WINDOW <= issued <= now + SKEW:
+        raise _refuse("the DPoP proof's iat is outside the accepted window")
+    if access_token is not None:
+        sent_ath = claims.get("ath")
+        if not isinstance(sent_ath, str) or not hmac.compare_digest(sent_ath,
+                                                                    ath(access_token)):
+            raise _refuse("the DPoP proof's ath is not this access token's hash")
+    if nonces is not None:
+        nonces.check(claims.get("nonce"), now)
+    return Proof(jkt, jti, issued)
+
+
+class Nonces:
+    """§8 server nonces, made and checked by every replica alike: an HMAC of a time slot with
+    the signing key. One is good for its slot and the next (`LIFETIME` to 2x), so a client
+    that got one keeps using it a while."""
+
+    LIFETIME = 300  # seconds
+
+    def __init__(self, key: str) -> None:
+        self.key = key.encode()
+
+    def _for(self, slot: int) -> str:
+        mac = hmac.new(self.key, f"tessera-dpop-nonce\0{slot}".encode(), hashlib.sha256)
+        return _b64(mac.digest()[:18])
+
+    def current(self, now: datetime) -> str:
+        return self._for(int(now.timestamp()) // self.LIFETIME)
+
+    def check(self, nonce: object, now: datetime) -> None:
+        slot = int(now.timestamp()) // self.LIFETIME
+        if not isinstance(nonce, str) or not any(
+                hmac.compare_digest(nonce, self._for(s)) for s in (slot, slot - 1)):
+            raise UseDPoPNonce(self.current(now),
+                               "a DPoP nonce is required" if nonce is None
+                               else "the DPoP nonce is stale; use the new one")
+
+
+def replay_key(proof: Proof) -> str:
+    return hashlib.sha256(f"{proof.jkt}\0{proof.jti}".encode()).hexdigest()
+
+
+class Replays:
+    """Each proof once. This process remembers the proofs it accepted while their `iat` is
+    acceptable (a cheap first refusal); the database is the shared memory of every replica:
+    `first_use` inserts the proof's key, and a proof whose key is there already is a replay.
+    """
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.size = size
+        self.seen: OrderedDict[str, float] = OrderedDict()
+
+    def _seen_here(self, key: str, until: float) -> bool:
+        now = time.monotonic()
+        while self.seen and next(iter(self.seen.values())) < now:
+            self.seen.popitem(last=False)
+        if key in self.seen:
+            return True
+        self.seen[key] = until
+        if len(self.seen) > self.size:
+            self.seen.popitem(last=False)
+        return False
+
+    async def first_use(self, engine: Any, proof: Proof, now: datetime) -> bool:  # noqa: ANN401
+        """True the first time a proof is presented on any replica; False for a replay."""
+        key = replay_key(proof)
+        keep = proof.iat + WINDOW + SKEW
+        if self._seen_here(key, time.monotonic() + max(
+                (keep - now).total_seconds(), 0.0)):
+            return False
+        from sqlalchemy import text
+
+        insert = text("INSERT INTO dpop_proofs (key, expires_at) VALUES (:key, :expires_at) "
+                      "ON CONFLICT (key) DO NOTHING RETURNING key")
+        async with engine.begin() as conn:
+            row = (await conn.execute(insert, {"key": key, "expires_at": keep})).first()
+        return row is not None
+
+
+def new_jti() -> str:
+    return str(uuid.uuid4())
