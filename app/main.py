@@ -28,6 +28,7 @@ from app.oauth2 import dpop
 from app.oauth2.clients import ClientReader
 from app.oauth2.fast_path import FastForms
 from app.oauth2.metadata import metadata as authorization_server_metadata
+from app.oauth2.proofs import ProofRecorder
 from app.ops.endpoints import router as ops_router
 from app.ops.metrics import StateCollector
 from app.ops.observe import Observed
@@ -160,7 +161,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.token_batches = Batches.for_engine(engine)
     # DPoP (RFC 9449): proofs already used (this process's memory, and the database's for
     # every replica), and server nonces when required.
-    app.state.dpop_replays = dpop.Replays()
+    app.state.dpop_replays = dpop.Replays(ProofRecorder(engine))
     app.state.dpop_nonces = dpop.Nonces(settings.secret_keys[0]) \
         if settings.dpop_nonce_required else None
     app.state.client_reader = ClientReader(engine)

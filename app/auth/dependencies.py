@@ -125,7 +125,7 @@ async def current_principal(request: Request, session: Session, now: Now) -> Pri
     if proof.jkt != principal.token.jkt:
         raise _dpop_refused("invalid_dpop_proof", "the DPoP proof is not made with the key "
                                                   "the token is bound to")
-    if not await state.dpop_replays.first_use(state.engine, proof, now):
+    if not await state.dpop_replays.first_use(proof, now):
         raise _dpop_refused("invalid_dpop_proof", "the DPoP proof was used before")
     return principal
 

@@ -25,9 +25,9 @@ _RESPONSES = {
 }
 
 
-def dpop_state(state: Any) -> tuple[Any, Any, Any]:  # noqa: ANN401
-    """What a DPoP check needs of the application: its proofs' store, engine and nonces."""
-    return state.dpop_replays, state.engine, state.dpop_nonces
+def dpop_state(state: Any) -> tuple[Any, Any]:  # noqa: ANN401
+    """What a DPoP check needs of the application: its proofs' store and its nonces."""
+    return state.dpop_replays, state.dpop_nonces
 
 
 async def gateway_check(request: Request) -> JSON:

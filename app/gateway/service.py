@@ -134,7 +134,7 @@ async def _proven(stored: StoredToken, token: str, forwarded: Forwarded | None,
     if not forwarded.method or not forwarded.url:
         return dpop_refusal("invalid_dpop_proof", "the gateway did not pass the request's "
                                                   "method and URL")
-    replays, engine, nonces = dpop_state
+    replays, nonces = dpop_state
     try:
         proof = dpop.verify(forwarded.proof, method=forwarded.method, url=forwarded.url,
                             now=now, access_token=token, nonces=nonces)
@@ -145,7 +145,7 @@ async def _proven(stored: StoredToken, token: str, forwarded: Forwarded | None,
     if proof.jkt != stored.jkt:
         return dpop_refusal("invalid_dpop_proof", "the DPoP proof is not made with the key "
                                                   "the token is bound to")
-    if not await replays.first_use(engine, proof, now):
+    if not await replays.first_use(proof, now):
         return dpop_refusal("invalid_dpop_proof", "the DPoP proof was used before")
     return None
 
@@ -225,7 +225,7 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
     """Forward-auth for one request. A cache hit touches no database; misses are read in
     batches, one SELECT for those of concurrent requests (no transaction around it). A
     DPoP-bound token passes only with `Authorization: DPoP` and a proof of its key for the
-    request the gateway `forwarded` (RFC 9449 §7); `dpop_state`: (replays, engine, nonces)."""
+    request the gateway `forwarded` (RFC 9449 §7); `dpop_state`: (replays, nonces)."""
     if not authorization:
         return missing_token()
     presented = presented_token(authorization)

@@ -224,10 +224,12 @@ def replay_key(proof: Proof) -> str:
 class Replays:
     """Each proof once. This process remembers the proofs it accepted while their `iat` is
     acceptable (a cheap first refusal); the database is the shared memory of every replica:
-    `first_use` inserts the proof's key, and a proof whose key is there already is a replay.
+    `first_use` inserts the proof's key (with those of concurrent requests, in one statement:
+    `app.oauth2.proofs.ProofRecorder`), and a proof whose key is there already is a replay.
     """
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, recorder: Any, size: int = 200_000) -> None:  # noqa: ANN401
+        self.recorder = recorder
         self.size = size
         self.seen: OrderedDict[str, float] = OrderedDict()
 
@@ -242,20 +244,14 @@ class Replays:
             self.seen.popitem(last=False)
         return False
 
-    async def first_use(self, engine: Any, proof: Proof, now: datetime) -> bool:  # noqa: ANN401
+    async def first_use(self, proof: Proof, now: datetime) -> bool:
         """True the first time a proof is presented on any replica; False for a replay."""
         key = replay_key(proof)
         keep = proof.iat + WINDOW + SKEW
         if self._seen_here(key, time.monotonic() + max(
                 (keep - now).total_seconds(), 0.0)):
             return False
-        from sqlalchemy import text
-
-        insert = text("INSERT INTO dpop_proofs (key, expires_at) VALUES (:key, :expires_at) "
-                      "ON CONFLICT (key) DO NOTHING RETURNING key")
-        async with engine.begin() as conn:
-            row = (await conn.execute(insert, {"key": key, "expires_at": keep})).first()
-        return row is not None
+        return await self.recorder.record(key, keep)
 
 
 def new_jti() -> str:

@@ -38,7 +38,7 @@ async def proven(state: Any, header: str | None, now: datetime) -> dpop.Proof | 
     settings = state.settings
     proof = dpop.verify(header, method="POST", url=f"{settings.issuer.rstrip('/')}/oauth2/token",
                         now=now, nonces=state.dpop_nonces)
-    if not await state.dpop_replays.first_use(state.engine, proof, now):
+    if not await state.dpop_replays.first_use(proof, now):
         raise dpop.InvalidDPoPProof(description="the DPoP proof was used before")
     return proof
 

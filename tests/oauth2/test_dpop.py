@@ -314,7 +314,7 @@ async def test_a_proof_used_on_one_replica_is_refused_on_another(database, clock
     assert sorted(r.status_code for r in results) == [200] + [401] * 19
 
 
-async def test_a_real_client_library_speaks_dpop_with_tessera(live, client, plan, clock,
+async def test_a_real_client_library_speaks_dpop_with_tessera(live, client, plan, clock,  # noqa: F811
                                                              machine) -> None:  # noqa: ANN001
     """requests-oauth2client (a maintained OAuth 2 client with DPoP support) gets a DPoP token
     and calls the management API with it; its proofs are made at the test's clock."""
