@@ -186,6 +186,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     from app.oauth2.introspection import router as introspection_router
     from app.oauth2.metadata import router as metadata_router
     from app.oauth2.token_endpoint import router as token_router
+    from app.plans.endpoints import dpop_router
     from app.plans.endpoints import router as plans_router
     from app.tokens.endpoints import router as tokens_router
     from app.users.endpoints import router as users_router
@@ -194,8 +195,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     # path and tags), not through `include_router`: FastAPI matches an included router by
     # walking every router in turn, route by route, with a context per router, which cost a
     # request ~4 times a bare endpoint's whole work (bench/NOTES.md).
-    routers = (gateway_router, introspection_router, token_router, plans_router, tokens_router,
-               users_router, integrations_router, authorize_router, metadata_router,
+    routers = (gateway_router, introspection_router, token_router, plans_router, dpop_router,
+               tokens_router, users_router, integrations_router, authorize_router,
+               metadata_router,
                audit_router, ops_router, console_account_router, console_admin_router,
                console_assets_router, console_operator_router)
     # The hot paths' plain Starlette routes first, before FastAPI's documentation routes: the

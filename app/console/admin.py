@@ -65,6 +65,7 @@ async def _security(request: Request, session: Session, seen: web.Viewer, now,  
                    > len(dying)}
     return web.render(request, "admin_security.html", {
         "period": plans.period_of(plan), "updated_at": plan.policy_updated_at,
+        "dpop_required": plan.dpop_required,
         "units": list(Unit), "proposed": proposed, "preview": preview, "error": error,
         "done": request.query_params.get("done"), "notified": request.query_params.get("n")},
         seen=seen, status=status)
@@ -114,6 +115,16 @@ async def turn_off(request: Request, session: Session, now: Now) -> Response:
     await web.form(request)
     await plans.remove_period(session, seen.plan.id, seen.principal, now)
     return web.redirect(SECURITY, done="turned_off")
+
+
+@router.post(f"{SECURITY}/dpop")
+async def dpop_policy(request: Request, session: Session, now: Now) -> Response:
+    """Require proof-of-possession (DPoP, RFC 9449) for the plan's custom integrations."""
+    seen = await web.admin(request, session)
+    fields = await web.form(request)
+    await plans.set_dpop_required(session, seen.plan.id, fields.get("required") == "yes",
+                                  seen.principal, now)
+    return web.redirect(SECURITY, done="dpop")
 
 
 @router.post(f"{SECURITY}/notify")

@@ -17,6 +17,7 @@ from app import credentials
 from app.auth.dependencies import basic_credentials
 from app.db import for_many, of_dialect
 from app.integrations.models import Installation, Integration
+from app.plans.models import Plan
 from app.throttle import store as throttle
 from app.throttle.store import Throttles
 from app.tokens.batches import Lookup
@@ -46,7 +47,8 @@ class ClientFacts:
     judged_third_party_at: datetime | None
     # A custom integration's installation in its own plan (None: none, or not custom).
     installation_state: str | None = None
-    # RFC 9449 §5.2: every access token it gets is DPoP-bound.
+    # RFC 9449 §5.2: every access token it gets is DPoP-bound (registered so, or a custom
+    # integration of a plan that requires DPoP).
     dpop_bound_access_tokens: bool = False
 
 
@@ -64,21 +66,24 @@ _CLIENT_COLUMNS = (
     Integration.scopes, Integration.confidential, Integration.can_introspect,
     Integration.review_status, Integration.review_deadline, Integration.exception_until,
     Integration.data_access, Integration.judged_third_party_at, Installation.state,
-    Integration.client_secret_digest, Integration.dpop_bound_access_tokens,
+    Integration.client_secret_digest, Integration.dpop_bound_access_tokens, Plan.dpop_required,
 )
 # Built once with bound parameters, as the token lookups are (app/tokens/repository.py). A
 # custom integration's own installation comes with it: rule 6 judges it as a caller too.
 _BY_CLIENT_IDS = for_many(
     select(*_CLIENT_COLUMNS).outerjoin(
         Installation, and_(Installation.integration_id == Integration.id,
-                           Installation.plan_id == Integration.plan_id)),
+                           Installation.plan_id == Integration.plan_id))
+    .outerjoin(Plan, Plan.id == Integration.plan_id),
     Integration.client_id)
 
 
 def _stored_client(row: tuple) -> StoredClient:
     (iid, client_id, kind, plan_id, scopes, confidential, can_introspect, review_status,
      review_deadline, exception_until, data_access, judged_at, state, secret_digest,
-     dpop_bound) = row
+     dpop_bound, plan_requires) = row
+    # A custom integration of a plan that requires DPoP is bound as if registered so.
+    dpop_bound = bool(dpop_bound) or (kind == "custom" and bool(plan_requires))
     facts = ClientFacts(iid, client_id, kind, plan_id, tuple(scopes or ()), bool(confidential),
                         bool(can_introspect), review_status, review_deadline, exception_until,
                         data_access, judged_at, state, bool(dpop_bound))

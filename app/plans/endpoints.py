@@ -14,7 +14,14 @@ from app.auth.dependencies import CurrentPrincipal
 from app.plans import service
 from app.plans.expiry import Period
 from app.plans.models import Plan
-from app.plans.schemas import DyingTokenOut, PeriodIn, PeriodOut, PolicyOut, PreviewOut
+from app.plans.schemas import (
+    DPoPPolicy,
+    DyingTokenOut,
+    PeriodIn,
+    PeriodOut,
+    PolicyOut,
+    PreviewOut,
+)
 
 router = api_router(prefix="/v1/plans/{plan_id}/token-expiration", tags=["token expiration"])
 
@@ -83,3 +90,28 @@ async def preview_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentP
                              created_at=d.issued_at, dies_at=d.dies_at) for d in dying],
         dying_truncated=counts.expire_immediately + counts.expire_within_7_days > len(dying),
         final=FINAL)
+
+
+dpop_router = api_router(prefix="/v1/plans/{plan_id}/dpop", tags=["token expiration"])
+
+
+@dpop_router.get("", response_model=DPoPPolicy)
+async def read_dpop_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session):
+    """Whether the plan's custom integrations must prove possession of a key (RFC 9449)."""
+    principal.require_plan_admin(plan_id, write=False)
+    plan = await service.get_plan(session, plan_id)
+    return DPoPPolicy(required_for_custom_integrations=plan.dpop_required)
+
+
+@dpop_router.put("", response_model=DPoPPolicy)
+async def set_dpop_policy(plan_id: uuid.UUID, body: DPoPPolicy, principal: CurrentPrincipal,
+                          session: Session, now: Now):
+    """Require DPoP for every custom integration of the plan: their token requests without a
+    proof are refused and their access tokens are bound, as if each were registered with
+    `dpop_bound_access_tokens`. Tokens issued before are left as they are."""
+    principal.require_plan_admin(plan_id, write=True)
+    principal.require_own_credentials("changing the plan's DPoP policy")
+    plan = await service.set_dpop_required(session, plan_id,
+                                           body.required_for_custom_integrations, principal,
+                                           now)
+    return DPoPPolicy(required_for_custom_integrations=plan.dpop_required)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, new_id
@@ -29,6 +29,10 @@ class Plan(Base):
     # period, and stays expired whatever the period is now (`plans.expiry.cut_off`).
     expired_through: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # RFC 9449: every access token of the plan's custom integrations is DPoP-bound (their
+    # token requests without a proof are refused), as if each were registered so.
+    dpop_required: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                server_default=false())
 
 
 class PastPeriod(Base):

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.api.types import Input
@@ -89,3 +89,10 @@ class PreviewOut(BaseModel):
 
 
 PolicyOut.model_rebuild()
+
+
+class DPoPPolicy(Input):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"required_for_custom_integrations": True}]})
+
+    required_for_custom_integrations: StrictBool

@@ -90,6 +90,25 @@ async def remove_period(session: AsyncSession, plan_id: uuid.UUID, actor: Princi
     return plan
 
 
+async def set_dpop_required(session: AsyncSession, plan_id: uuid.UUID, required: bool,
+                            actor: Principal, now: datetime) -> Plan:
+    """Require (or stop requiring) DPoP for every custom integration of the plan: their
+    access tokens from then on are bound (RFC 9449); tokens issued before keep what they are.
+    Every replica forgets what it cached of those clients."""
+    from app.integrations.models import Integration
+
+    plan = await get_plan(session, plan_id, lock=True)
+    if plan.dpop_required != required:
+        plan.dpop_required = required
+        await audit.record(session, actor.actor, "plan.dpop_required_set", plan_id, "plan",
+                           plan_id, now, required=required)
+        customs = (await session.execute(select(Integration.id).where(
+            Integration.plan_id == plan_id, Integration.kind == "custom"))).scalars().all()
+        for integration_id in customs:
+            await cache.changed(session, integration_id=integration_id)
+    return plan
+
+
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
 

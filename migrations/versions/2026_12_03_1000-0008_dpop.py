@@ -1,4 +1,5 @@
-"""DPoP (RFC 9449): tokens and codes bound to a key, clients that require it, used proofs
+"""DPoP (RFC 9449): tokens and codes bound to a key, clients and plans that require it, used
+proofs
 
 Revision ID: 0008
 Revises: 0007
@@ -24,6 +25,9 @@ def upgrade() -> None:
     with op.batch_alter_table("integrations") as batch:
         batch.add_column(sa.Column("dpop_bound_access_tokens", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
+    with op.batch_alter_table("plans") as batch:
+        batch.add_column(sa.Column("dpop_required", sa.Boolean(), nullable=False,
+                                   server_default=sa.false()))
     op.create_table(
         "dpop_proofs",
         sa.Column("key", sa.String(length=64), nullable=False),
@@ -36,6 +40,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_dpop_proofs_expires_at", table_name="dpop_proofs")
     op.drop_table("dpop_proofs")
+    with op.batch_alter_table("plans") as batch:
+        batch.drop_column("dpop_required")
     with op.batch_alter_table("integrations") as batch:
         batch.drop_column("dpop_bound_access_tokens")
     with op.batch_alter_table("authorization_codes") as batch:

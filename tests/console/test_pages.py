@@ -477,3 +477,23 @@ async def test_connected_apps_list_and_disconnect_in_the_api(client, plan: PlanF
     assert (await client.get("/v1/me/grants", headers=member.auth)).json()["items"] == []
     assert (await client.delete(f"/v1/me/grants/{custom.id}",
                                 headers=member.auth)).status_code == 404
+
+
+async def test_the_admin_requires_dpop_from_the_security_page(client, plan: PlanFixture) -> None:
+    csrf = await sign_in(client, plan.admin)
+    page = await client.get("/console/admin/security/api-tokens")
+    assert "Require DPoP for custom integrations" in page.text
+    r = await client.post("/console/admin/security/api-tokens/dpop",
+                          data={"csrf_token": csrf, "required": "yes"})
+    assert r.status_code == 303
+    policy = await client.get(f"/v1/plans/{plan.plan_id}/dpop", headers=plan.admin.auth)
+    assert policy.json() == {"required_for_custom_integrations": True}
+    assert 'name="required" value="yes" checked' in (
+        await client.get("/console/admin/security/api-tokens")).text
+    r = await client.post("/console/admin/security/api-tokens/dpop", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    policy = await client.get(f"/v1/plans/{plan.plan_id}/dpop", headers=plan.admin.auth)
+    assert policy.json() == {"required_for_custom_integrations": False}
+    r = await client.post("/console/admin/security/api-tokens/dpop",
+                          data={"required": "yes"})  # no CSRF token
+    assert r.status_code == 403

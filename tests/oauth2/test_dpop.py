@@ -341,3 +341,47 @@ async def test_a_real_client_library_speaks_dpop_with_tessera(live, client, plan
 
     status, text = await asyncio.to_thread(run)
     assert status == 200, text
+
+
+async def test_a_plan_admin_requires_dpop_for_every_custom_integration(
+        client, plan, other_plan, clock) -> None:  # noqa: ANN001
+    custom = await register_custom(client, plan)
+    creds = (custom.client_id, custom.client_secret)
+    before = (await machine_token(client, creds)).json()["access_token"]
+    path = f"/v1/plans/{plan.plan_id}/dpop"
+    assert (await client.get(path, headers=plan.admin.auth)).json() == {
+        "required_for_custom_integrations": False}
+    # Who may not: a member, another plan's admin, a token derived from another, bad bodies.
+    member = await plan.add_user("member")
+    r = await client.put(path, headers=member.auth, json={"required_for_custom_integrations":
+                                                          True})
+    assert r.status_code == 403
+    r = await client.put(path, headers=other_plan.admin.auth,
+                         json={"required_for_custom_integrations": True})
+    assert r.status_code == 404
+    admin_app = await register_custom(client, plan, scopes=["plan:admin"])
+    derived = (await machine_token(client, (admin_app.client_id, admin_app.client_secret))
+               ).json()["access_token"]
+    r = await client.put(path, headers={"Authorization": f"Bearer {derived}"},
+                         json={"required_for_custom_integrations": True})
+    assert r.status_code == 403 and r.json()["error"] == "personal_credentials_required"
+    for body in [{}, {"required_for_custom_integrations": "yes"}, {"required": True}]:
+        r = await client.put(path, headers=plan.admin.auth, json=body)
+        assert r.status_code == 422, body
+
+    r = await client.put(path, headers=plan.admin.auth,
+                         json={"required_for_custom_integrations": True})
+    assert r.status_code == 200 and r.json()["required_for_custom_integrations"] is True
+    r = await machine_token(client, creds)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
+    r = await machine_token(client, creds, Prover(clock)())
+    assert r.status_code == 200 and r.json()["token_type"] == "DPoP"
+    # Tokens issued before are left as they were; other plans and third-party apps unaffected.
+    gateway = await create_gateway_client(client, plan, dpop_bound_access_tokens=False)
+    assert (await introspect(client, gateway, before))["active"] is True
+    elsewhere = await register_custom(client, other_plan)
+    assert (await machine_token(client, (elsewhere.client_id, elsewhere.client_secret))
+            ).json()["token_type"] == "Bearer"
+    r = await client.put(path, headers=plan.admin.auth,
+                         json={"required_for_custom_integrations": False})
+    assert (await machine_token(client, creds)).json()["token_type"] == "Bearer"

@@ -205,6 +205,14 @@ FR = {
     "say why the platform misjudged it": "dites pourquoi la plateforme s'est trompée",
     "Request exception": "Demander une exception",
     "Scrollable table": "Tableau défilant",
+    "Saved.": "Enregistré.",
+    "Save": "Enregistrer",
+    "Proof of possession (DPoP)": "Preuve de possession (DPoP)",
+    "Bind the access tokens of the plan's custom integrations to a key each integration holds: "
+    "a stolen token is useless without it.":
+        "Lier les jetons d'accès des intégrations personnalisées de l'offre à une clé que "
+        "chacune détient : un jeton volé est inutilisable sans elle.",
+    "Require DPoP for custom integrations": "Exiger DPoP pour les intégrations personnalisées",
     # Operator console
     "Operator sign-in": "Connexion opérateur",
     "Operator token": "Jeton d'opérateur",
