@@ -12,6 +12,7 @@ second use finds taken).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -24,7 +25,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, thumbprint
 from joserfc.jws import JWSRegistry
@@ -84,6 +84,7 @@ def ath(access_token: str) -> str:
     return _b64(hashlib.sha256(access_token.encode("ascii", "replace")).digest())
 
 
+@functools.lru_cache(maxsize=4096)
 def htu(url: str) -> str | None:
     """A URL as §4.3 step 9 compares it: scheme and host lower case, default port dropped,
     no query or fragment (RFC 9110 §4.2.3 normalisation); None if it is not an http(s) URL."""
@@ -103,29 +104,67 @@ def htu(url: str) -> str | None:
     return f"{scheme}://{host}{parts.path or '/'}"
 
 
-class _Keys:
-    """Imported public keys by their JWK's JSON, with their thumbprints: a client proves with
-    the same key request after request, so each is imported once."""
+@dataclass(frozen=True, slots=True)
+class _Header:
+    alg: str
+    key: Any  # the public key, imported by joserfc
+    jkt: str
+
+
+class _Headers:
+    """Proof headers by their encoded segment, checked and with their key imported: a client
+    proves with the same key (so the same header) request after request, so each is parsed,
+    checked and imported once (bench/NOTES.md: half of a proof's Python cost was there)."""
 
     def __init__(self, size: int = _KEYS_CACHED) -> None:
         self.size = size
-        self.entries: OrderedDict[str, tuple[Any, str]] = OrderedDict()
+        self.entries: OrderedDict[str, _Header] = OrderedDict()
 
-    def get(self, jwk: dict[str, Any]) -> tuple[Any, str]:
-        raw = json.dumps(jwk, sort_keys=True, separators=(",", ":"))
-        found = self.entries.get(raw)
+    def get(self, segment: str) -> _Header:
+        found = self.entries.get(segment)
         if found is not None:
-            self.entries.move_to_end(raw)
+            self.entries.move_to_end(segment)
             return found
-        key = JWKRegistry.import_key(jwk)
-        found = (key, thumbprint(jwk))
-        self.entries[raw] = found
+        found = _header(segment)
+        self.entries[segment] = found
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
         return found
 
 
-KEYS = _Keys()
+def _json_segment(segment: str) -> Any:  # noqa: ANN401
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def _header(segment: str) -> _Header:
+    """§4.3 steps 4-7 on a proof's header: `typ`, an asymmetric `alg` we advertise, a public
+    `jwk` (imported by joserfc; its RFC 7638 thumbprint by joserfc)."""
+    if len(segment) > _REGISTRY.max_header_length:
+        raise _refuse("the DPoP proof's header is too large")
+    try:
+        header = _json_segment(segment)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise _refuse("the DPoP proof is not a JWT") from None
+    if not isinstance(header, dict):
+        raise _refuse("the DPoP proof is not a JWT")
+    if header.get("typ") != "dpop+jwt":
+        raise _refuse("the DPoP proof's typ must be dpop+jwt")
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise _refuse(f"the DPoP proof's alg must be one of {' '.join(ALGORITHMS)}")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict) or jwk.get("kty") not in _KEY_TYPES:
+        raise _refuse("the DPoP proof must carry its public key (jwk)")
+    if _PRIVATE & set(jwk):
+        raise _refuse("the DPoP proof's jwk must be a public key")
+    try:
+        key = JWKRegistry.import_key(jwk)
+        return _Header(alg, key, thumbprint(jwk))
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise _refuse("the DPoP proof's jwk is not a usable public key") from None
+
+
+HEADERS = _Headers()
 
 
 def _refuse(description: str) -> InvalidDPoPProof:
@@ -141,36 +180,31 @@ def verify(proof: str | None, *, method: str, url: str, now: datetime,
         raise _refuse("a DPoP proof is required")
     if len(proof) > MAX_PROOF or proof.count(".") != 2 or not proof.isascii():
         raise _refuse("the DPoP proof is not a JWT")
+    head, body, signature = proof.split(".")
+    header = HEADERS.get(head)
     try:
-        extracted = jws.extract_compact(proof.encode("ascii"), registry=_REGISTRY)
-        header = extracted.headers()
-        claims = json.loads(extracted.payload)
-    except (JoseError, ValueError, TypeError, UnicodeDecodeError):
+        claims = _json_segment(body)
+        signed = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except (ValueError, TypeError, UnicodeDecodeError):
         raise _refuse("the DPoP proof is not a JWT") from None
     if not isinstance(claims, dict):
         raise _refuse("the DPoP proof's payload is not a JSON object")
-    if header.get("typ") != "dpop+jwt":
-        raise _refuse("the DPoP proof's typ must be dpop+jwt")
-    alg = header.get("alg")
-    if alg not in ALGORITHMS:
-        raise _refuse(f"the DPoP proof's alg must be one of {' '.join(ALGORITHMS)}")
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict) or jwk.get("kty") not in _KEY_TYPES:
-        raise _refuse("the DPoP proof must carry its public key (jwk)")
-    if _PRIVATE & set(jwk):
-        raise _refuse("the DPoP proof's jwk must be a public key")
-    try:
-        key, jkt = KEYS.get(jwk)
-        jws.deserialize_compact(proof, key, algorithms=[alg], registry=_REGISTRY)
-    except (JoseError, ValueError, TypeError, KeyError):
-        raise _refuse("the DPoP proof's signature does not verify with its jwk") from None
+    try:  # joserfc's algorithm checks the signature
+        valid = _REGISTRY.get_alg(header.alg).verify(f"{head}.{body}".encode("ascii"), signed,
+                                                      header.key)
+    except (JoseError, ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise _refuse("the DPoP proof's signature does not verify with its jwk")
+    jkt = header.jkt
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
         raise _refuse("the DPoP proof needs a jti")
     if claims.get("htm") != method:
         raise _refuse("the DPoP proof's htm is not this request's method")
     sent = claims.get("htu")
-    if not isinstance(sent, str) or htu(sent) is None or htu(sent) != htu(url):
+    target = htu(url)
+    if not isinstance(sent, str) or target is None or htu(sent) != target:
         raise _refuse("the DPoP proof's htu is not this request's URL")
     iat = claims.get("iat")
     if not isinstance(iat, int | float) or isinstance(iat, bool):
