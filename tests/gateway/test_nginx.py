@@ -172,3 +172,43 @@ async def test_nginx_passes_a_dpop_bound_token_only_with_its_proof(pg, tmp_path)
             proof = prover("GET", url, token)
             assert (await http.get("/api/items", headers=dpop_auth(proof))).status_code == 200
             assert (await http.get("/api/items", headers=dpop_auth(proof))).status_code == 401
+
+
+async def test_nginx_passes_tesseras_dpop_nonce_to_the_client(pg, tmp_path) -> None:
+    """With server nonces required (RFC 9449 §9), the client learns the nonce from the 401
+    nginx gives it, and passes with a proof that carries it."""
+    from tests.oauth2.test_dpop import Prover
+
+    require(NGINX is not None, "nginx (Debian package nginx-light)")
+    plan = await make_plan(pg, real_clock(), "DPoP nonces")
+    prover = Prover(real_clock())
+    with tessera(pg.url, tmp_path, dpop_nonce_required="true") as api, \
+            echo_upstream() as upstream, \
+            nginx(tmp_path, tessera=api, upstream=upstream.port) as gateway:
+        async with httpx2.AsyncClient(base_url=gateway) as http, \
+                httpx2.AsyncClient(base_url=api) as tessera_api:
+            r = await tessera_api.post(
+                f"/v1/plans/{plan.plan_id}/integrations", headers=plan.admin.auth,
+                json={"name": "Bound", "scopes": ["data:read"]})
+            creds = (r.json()["client_id"], r.json()["client_secret"])
+            token_url = f"{api}/oauth2/token"
+            form = {"grant_type": "client_credentials"}
+            r = await tessera_api.post("/oauth2/token", auth=creds, data=form,
+                                       headers={"DPoP": prover("POST", token_url)})
+            assert r.status_code == 400 and r.json()["error"] == "use_dpop_nonce"
+            nonce = r.headers["dpop-nonce"]
+            r = await tessera_api.post("/oauth2/token", auth=creds, data=form,
+                                       headers={"DPoP": prover("POST", token_url, nonce=nonce)})
+            assert r.status_code == 200, r.text
+            token = r.json()["access_token"]
+            url = f"{gateway}/api/items"
+            r = await http.get("/api/items", headers={"Authorization": f"DPoP {token}",
+                                                      "DPoP": prover("GET", url, token)})
+            assert r.status_code == 401
+            assert 'error="use_dpop_nonce"' in r.headers["www-authenticate"]
+            assert r.headers["dpop-nonce"]  # Tessera's nonce, through nginx
+            r = await http.get("/api/items", headers={
+                "Authorization": f"DPoP {token}",
+                "DPoP": prover("GET", url, token, nonce=r.headers["dpop-nonce"])})
+            assert r.status_code == 200, r.text
+            assert "dpop-nonce" not in r.headers  # nothing to say when it passes
