@@ -212,6 +212,20 @@ async def set_exception(integration_id: str, request: Request, session: Session,
     return web.redirect(back if back in (BASE, f"{BASE}/requests") else BASE, done="exception")
 
 
+@router.post(BASE + "/integrations/{integration_id}/dpop")
+async def set_dpop(integration_id: str, request: Request, session: Session,
+                   now: Now) -> Response:
+    """Require DPoP of an integration's access tokens (RFC 9449 §5.2), or stop requiring it."""
+    operator, seen = await _operator(request, session)
+    fields = await _form(request, seen)
+    ident = web.parse_id(integration_id)
+    if ident is None:
+        raise NotFound("no such integration")
+    await lifecycle.set_dpop_bound(session, ident, fields.get("bound") == "yes",
+                                   actor=f"operator:{operator.id}", now=now)
+    return web.redirect(BASE, done="dpop")
+
+
 @router.get(f"{BASE}/requests")
 async def requests(request: Request, session: Session) -> Response:
     """Exception requests to answer, and the latest misjudgement reports."""

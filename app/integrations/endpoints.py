@@ -19,6 +19,7 @@ from app.errors import InvalidRequest, NotFound
 from app.integrations import lifecycle, service
 from app.integrations.models import Integration
 from app.integrations.schemas import (
+    DPoPBoundIn,
     ExceptionIn,
     ExceptionRefusalIn,
     ExceptionRequestIn,
@@ -248,3 +249,16 @@ async def refuse_exception(integration_id: uuid.UUID, body: ExceptionRefusalIn,
     await lifecycle.refuse_exception(session, integration_id, body.plan_id, body.note,
                                      actor=principal.actor, now=now, base_url=settings.issuer)
     return Response(status_code=204)
+
+
+@router.put("/v1/integrations/{integration_id}/dpop", response_model=IntegrationOut)
+async def set_dpop_bound(integration_id: uuid.UUID, body: DPoPBoundIn,
+                         principal: CurrentPrincipal, session: Session, now: Now):
+    """Require DPoP of an integration (RFC 9449 §5.2, `dpop_bound_access_tokens`), or stop
+    requiring it. Operators only; a plan requires it of all its custom integrations at
+    `/v1/plans/{plan_id}/dpop`."""
+    principal.require_operator()
+    integ = await lifecycle.set_dpop_bound(session, integration_id,
+                                           body.dpop_bound_access_tokens,
+                                           actor=principal.actor, now=now)
+    return service.out(integ)

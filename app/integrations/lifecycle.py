@@ -88,6 +88,17 @@ async def _deadline_moved(session: AsyncSession, integ: Integration,
                                  iso(integ.review_deadline), now, base_url)
 
 
+async def set_dpop_bound(session: AsyncSession, integration_id: uuid.UUID, bound: bool, *,
+                         actor: str, now: datetime) -> Integration:
+    """RFC 9449 §5.2: from now on every access token the integration gets is DPoP-bound (its
+    token requests without a proof are refused), or no longer must be."""
+    integ = await get(session, integration_id)
+    if integ.dpop_bound_access_tokens != bound:
+        integ.dpop_bound_access_tokens = bound
+        await _changed(session, integ, actor, "integration.dpop_bound_set", now, bound=bound)
+    return integ
+
+
 async def set_exception(session: AsyncSession, integration_id: uuid.UUID,
                         until: datetime | None, *, actor: str, now: datetime,
                         base_url: str = "") -> Integration:

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from app.api.types import Input, Instant
 from app.oauth2 import scopes as catalogue
@@ -215,3 +215,10 @@ class ExceptionRefusalIn(Input):
 
     plan_id: uuid.UUID
     note: str | None = Field(default=None, max_length=500)
+
+
+class DPoPBoundIn(Input):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"dpop_bound_access_tokens": True}]})
+
+    dpop_bound_access_tokens: StrictBool

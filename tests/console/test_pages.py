@@ -380,6 +380,11 @@ async def test_an_operator_approves_a_review_in_the_console(client, browser_clie
     review = (await client.get(f"/v1/integrations/{tp.id}", headers=operator)).json()
     assert review["review_status"] == "approved"
     assert review["review_deadline"].startswith("2026-03-01T10:00:00")
+    r = await browser_client.post(f"/console/operator/integrations/{tp.id}/dpop",
+                                  data={"csrf_token": csrf, "bound": "yes"})
+    assert r.status_code == 303
+    assert (await client.get(f"/v1/integrations/{tp.id}", headers=operator)
+            ).json()["dpop_bound_access_tokens"] is True
     for bad in ["yesterday", "0001-01-01", "9999-12-31T00:00"]:
         r = await browser_client.post(f"/console/operator/integrations/{tp.id}/review",
                                       data={"csrf_token": csrf, "deadline": bad})

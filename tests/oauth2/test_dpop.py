@@ -385,3 +385,24 @@ async def test_a_plan_admin_requires_dpop_for_every_custom_integration(
     r = await client.put(path, headers=plan.admin.auth,
                          json={"required_for_custom_integrations": False})
     assert (await machine_token(client, creds)).json()["token_type"] == "Bearer"
+
+
+async def test_an_operator_requires_dpop_of_one_integration(client, plan, clock, operator,
+                                                            machine) -> None:  # noqa: ANN001
+    views = (await client.get(f"/v1/plans/{plan.plan_id}/integrations",
+                              headers=plan.admin.auth)).json()
+    ident = next(v["integration_id"] for v in views if v["client_id"] == machine[0])
+    path = f"/v1/integrations/{ident}/dpop"
+    assert (await machine_token(client, machine)).status_code == 200  # its facts now cached
+    r = await client.put(path, headers=plan.admin.auth, json={"dpop_bound_access_tokens": True})
+    assert r.status_code == 403  # operators only
+    r = await client.put(path, headers=operator, json={"dpop_bound_access_tokens": "yes"})
+    assert r.status_code == 422
+    r = await client.put(path, headers=operator, json={"dpop_bound_access_tokens": True})
+    assert r.status_code == 200 and r.json()["dpop_bound_access_tokens"] is True
+    r = await machine_token(client, machine)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
+    assert (await machine_token(client, machine, Prover(clock)())).status_code == 200
+    r = await client.put(f"/v1/integrations/{uuid.uuid4()}/dpop", headers=operator,
+                         json={"dpop_bound_access_tokens": True})
+    assert r.status_code == 404

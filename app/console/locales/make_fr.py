@@ -206,6 +206,8 @@ FR = {
     "Request exception": "Demander une exception",
     "Scrollable table": "Tableau défilant",
     "Saved.": "Enregistré.",
+    "Its access tokens must be DPoP-bound": "Ses jetons d'accès doivent être liés par DPoP",
+    "Save the DPoP requirement of %(name)s": "Enregistrer l'exigence DPoP de %(name)s",
     "Save": "Enregistrer",
     "Proof of possession (DPoP)": "Preuve de possession (DPoP)",
     "Bind the access tokens of the plan's custom integrations to a key each integration holds: "
