@@ -84,8 +84,7 @@ def _dpop_refused(error: str, message: str) -> Unauthorized:
     """RFC 9449 §7.1: a refusal with the DPoP challenge."""
     refused = Unauthorized(message, error=None)
     refused.code = error
-    refused.headers = {"WWW-Authenticate": f'DPoP error="{error}", error_description='
-                                           f'"{message}", algs="{" ".join(dpop.ALGORITHMS)}"'}
+    refused.headers = {"WWW-Authenticate": dpop.challenge(error, message)}
     return refused
 
 
@@ -108,25 +107,18 @@ async def current_principal(request: Request, session: Session, now: Now) -> Pri
     if principal.token is None or principal.token.jkt is None:
         raise Unauthorized("the token is not DPoP-bound; send it as a bearer token")
     state = request.app.state
-    proofs = request.headers.getlist("dpop")
     try:
-        if len(proofs) != 1:
-            raise dpop.InvalidDPoPProof(description="exactly one DPoP proof must come with a "
-                                                    "DPoP-bound token")
-        proof = dpop.verify(proofs[0], method=request.method,
-                            url=state.settings.issuer.rstrip("/") + request.url.path, now=now,
-                            access_token=secret, nonces=state.dpop_nonces)
+        await dpop.possession(
+            request.headers.getlist("dpop"), method=request.method,
+            url=state.settings.issuer.rstrip("/") + request.url.path, now=now,
+            replays=state.dpop_replays, nonces=state.dpop_nonces, access_token=secret,
+            bound=principal.token.jkt)
     except dpop.UseDPoPNonce as exc:
         refused = _dpop_refused("use_dpop_nonce", exc.description)
         refused.headers["DPoP-Nonce"] = exc.nonce
         raise refused from None
     except dpop.InvalidDPoPProof as exc:
         raise _dpop_refused("invalid_dpop_proof", exc.description) from None
-    if proof.jkt != principal.token.jkt:
-        raise _dpop_refused("invalid_dpop_proof", "the DPoP proof is not made with the key "
-                                                  "the token is bound to")
-    if not await state.dpop_replays.first_use(proof, now):
-        raise _dpop_refused("invalid_dpop_proof", "the DPoP proof was used before")
     return principal
 
 

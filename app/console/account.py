@@ -43,14 +43,10 @@ async def login_page(request: Request, session: Session) -> Response:
 
 @router.post(f"{PREFIX}/login")
 async def login(request: Request, session: Session, now: Now) -> Response:
-    raw = await request.form(max_files=0, max_fields=10)
-    fields = {k: v for k, v in raw.items() if isinstance(v, str)}
+    fields = await web.form(request, max_fields=10)
     settings = request.app.state.settings
     back = web.safe_back(fields.get("next"))
     email = fields.get("email", "")[:320]
-    if not (browser.posted_from_here(request, settings)
-            and browser.csrf_ok(request, settings, fields.get("csrf_token"))):
-        raise web.FormRefused
     speech = i18n.speech(request)
     try:
         user = await users.sign_in(

@@ -139,13 +139,9 @@ async def notify(request: Request, session: Session, now: Now) -> Response:
     stats = await sweeps.enqueue_expiring(request.app.state.sessionmaker, sweeps.Sweep(
         now=now, batch_size=settings.worker_batch_size, base_url=settings.issuer,
         lead=timedelta(days=settings.notice_lead_days), plan_id=seen.plan.id))
-    await audit_notified(session, seen, now, stats["notices_expiring"])
-    return web.redirect(SECURITY, done="notified", n=str(stats["notices_expiring"]))
-
-
-async def audit_notified(session: Session, seen: web.Viewer, now, count: int) -> None:  # noqa: ANN001
     await audit.record(session, seen.principal.actor, "plan.owners_notified", seen.plan.id,
-                       "plan", seen.plan.id, now, notices=count)
+                       "plan", seen.plan.id, now, notices=stats["notices_expiring"])
+    return web.redirect(SECURITY, done="notified", n=str(stats["notices_expiring"]))
 
 
 # Admin Center > Tokens ----------------------------------------------------------------------

@@ -95,6 +95,18 @@ async def _form(request: Request, seen: OperatorSession) -> dict[str, str]:
     return fields
 
 
+async def _acting(request: Request, session: Session,
+                  integration_id: str) -> tuple[Operator, dict[str, str], uuid.UUID]:
+    """A signed-in operator's form about one integration: the operator, the form (its CSRF
+    token checked) and the integration's id, or the refusals."""
+    operator, seen = await _operator(request, session)
+    fields = await _form(request, seen)
+    ident = web.parse_id(integration_id)
+    if ident is None:
+        raise NotFound("no such integration")
+    return operator, fields, ident
+
+
 def _render(request: Request, name: str, context: dict, operator: Operator | None,
             seen: OperatorSession | None, status: int = 200) -> Response:
     return web.render(request, name, {**context, "operator": operator}, status=status,
@@ -108,12 +120,8 @@ async def login_page(request: Request) -> Response:
 
 @router.post(f"{BASE}/login")
 async def login(request: Request, session: Session, now: Now) -> Response:
-    raw = await request.form(max_files=0, max_fields=5)
-    fields = {k: v for k, v in raw.items() if isinstance(v, str)}
+    fields = await web.form(request, max_fields=5)
     settings = request.app.state.settings
-    if not (browser.posted_from_here(request, settings)
-            and browser.csrf_ok(request, settings, fields.get("csrf_token"))):
-        raise web.FormRefused
     secret = fields.get("token", "").strip()
     operator = None
     if credentials.kind_of(secret) is SecretKind.operator:
@@ -180,11 +188,7 @@ def _instant(raw: str | None) -> datetime | None:
 @router.post(BASE + "/integrations/{integration_id}/review")
 async def set_review(integration_id: str, request: Request, session: Session,
                      now: Now) -> Response:
-    operator, seen = await _operator(request, session)
-    fields = await _form(request, seen)
-    ident = web.parse_id(integration_id)
-    if ident is None:
-        raise NotFound("no such integration")
+    operator, fields, ident = await _acting(request, session, integration_id)
     status = fields.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidRequest("no such review status")
@@ -200,11 +204,7 @@ async def set_review(integration_id: str, request: Request, session: Session,
 async def set_exception(integration_id: str, request: Request, session: Session,
                         now: Now) -> Response:
     """Grant an exception until a date (empty: withdraw it)."""
-    operator, seen = await _operator(request, session)
-    fields = await _form(request, seen)
-    ident = web.parse_id(integration_id)
-    if ident is None:
-        raise NotFound("no such integration")
+    operator, fields, ident = await _acting(request, session, integration_id)
     await lifecycle.set_exception(session, ident, _instant(fields.get("until")),
                                   actor=f"operator:{operator.id}", now=now,
                                   base_url=request.app.state.settings.issuer)
@@ -216,11 +216,7 @@ async def set_exception(integration_id: str, request: Request, session: Session,
 async def set_dpop(integration_id: str, request: Request, session: Session,
                    now: Now) -> Response:
     """Require DPoP of an integration's access tokens (RFC 9449 §5.2), or stop requiring it."""
-    operator, seen = await _operator(request, session)
-    fields = await _form(request, seen)
-    ident = web.parse_id(integration_id)
-    if ident is None:
-        raise NotFound("no such integration")
+    operator, fields, ident = await _acting(request, session, integration_id)
     await lifecycle.set_dpop_bound(session, ident, fields.get("bound") == "yes",
                                    actor=f"operator:{operator.id}", now=now)
     return web.redirect(BASE, done="dpop")

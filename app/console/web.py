@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.principal import Principal
 from app.console import i18n
+from app.errors import Forbidden
 from app.oauth2 import browser
 from app.plans.models import Plan
 from app.users.models import User
@@ -126,16 +127,15 @@ async def admin(request: Request, session: AsyncSession) -> Viewer:
     """A system admin of the viewer's plan; members see the refusal page."""
     seen = await viewer(request, session)
     if not seen.is_admin:
-        from app.errors import Forbidden
-
         raise Forbidden("only a system admin of this plan may open this page",
                         code="admin_required")
     return seen
 
 
-async def form(request: Request) -> dict[str, str]:
-    """A posted form of a signed-in page, once its CSRF token and origin are checked."""
-    raw = await request.form(max_files=0, max_fields=40)
+async def form(request: Request, max_fields: int = 40) -> dict[str, str]:
+    """A posted form of a page of the console, once its CSRF token (the login session's, or
+    before sign-in the double-submit one) and origin are checked."""
+    raw = await request.form(max_files=0, max_fields=max_fields)
     fields = {k: v for k, v in raw.items() if isinstance(v, str)}
     settings = request.app.state.settings
     if not (browser.posted_from_here(request, settings)

@@ -82,14 +82,10 @@ def unauthorized(message: str) -> Decision:
     return _refuse(401, "invalid_token", message, "invalid_token")
 
 
-_ALGS = " ".join(dpop.ALGORITHMS)
-
-
 def dpop_refusal(code: str, message: str, nonce: str | None = None) -> Decision:
-    """RFC 9449 §7.1: a refusal of a DPoP-bound request, with the DPoP challenge (the
-    algorithms a proof may use); `use_dpop_nonce` brings a nonce (§9)."""
-    headers = {"WWW-Authenticate": f'DPoP error="{code}", error_description="{message}", '
-                                   f'algs="{_ALGS}"', **_NO_STORE}
+    """RFC 9449 §7.1: a refusal of a DPoP-bound request, with the DPoP challenge;
+    `use_dpop_nonce` brings a nonce (§9)."""
+    headers = {"WWW-Authenticate": dpop.challenge(code, message), **_NO_STORE}
     if nonce is not None:
         headers["DPoP-Nonce"] = nonce
     return Decision(401, headers, {"error": code, "message": message})
@@ -136,29 +132,19 @@ async def _proven(stored: StoredToken, token: str, forwarded: Forwarded | None,
                                                   "method and URL")
     replays, nonces = dpop_state
     try:
-        proof = dpop.verify(forwarded.proof, method=forwarded.method, url=forwarded.url,
-                            now=now, access_token=token, nonces=nonces)
+        await dpop.possession([forwarded.proof], method=forwarded.method, url=forwarded.url,
+                              now=now, replays=replays, nonces=nonces, access_token=token,
+                              bound=stored.jkt)
     except dpop.UseDPoPNonce as exc:
         return dpop_refusal("use_dpop_nonce", exc.description, exc.nonce)
     except dpop.InvalidDPoPProof as exc:
         return dpop_refusal("invalid_dpop_proof", exc.description)
-    if proof.jkt != stored.jkt:
-        return dpop_refusal("invalid_dpop_proof", "the DPoP proof is not made with the key "
-                                                  "the token is bound to")
-    if not await replays.first_use(proof, now):
-        return dpop_refusal("invalid_dpop_proof", "the DPoP proof was used before")
     return None
 
 
 def missing_token() -> Decision:
     """RFC 6750 §3.1: a request with no credentials gets a challenge without an error code."""
     return _refuse(401, "missing_token", "a bearer token is required", None)
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), or None."""
-    presented = presented_token(authorization)
-    return presented[1] if presented is not None and presented[0] == "bearer" else None
 
 
 def presented_token(authorization: str | None) -> tuple[str, str] | None:

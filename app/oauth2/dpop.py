@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -288,5 +287,29 @@ class Replays:
         return await self.recorder.record(key, keep)
 
 
-def new_jti() -> str:
-    return str(uuid.uuid4())
+def challenge(error: str, description: str) -> str:
+    """RFC 9449 §7.1: the `WWW-Authenticate` of a refused DPoP-bound request, naming the
+    algorithms a proof may use."""
+    return f'DPoP error="{error}", error_description="{description}", algs="{_ALGS}"'
+
+
+_ALGS = " ".join(ALGORITHMS)
+
+
+async def possession(proofs: list[str], *, method: str, url: str, now: datetime,
+                     replays: Replays, nonces: Nonces | None, access_token: str | None = None,
+                     bound: str | None = None) -> Proof:
+    """The one proof of a request (§4.3 step 1: exactly one `DPoP` header), verified for its
+    method and URL (and, with `access_token`, its hash), made with the key the token is
+    `bound` to (if any), and used up (a replay, on any replica, is refused). Raises
+    `InvalidDPoPProof` or `UseDPoPNonce`: every place that takes proofs (token endpoint,
+    gateway check, management API) asks this."""
+    if len(proofs) != 1:
+        raise _refuse("exactly one DPoP proof must come with the request")
+    proof = verify(proofs[0], method=method, url=url, now=now, access_token=access_token,
+                   nonces=nonces)
+    if bound is not None and proof.jkt != bound:
+        raise _refuse("the DPoP proof is not made with the key the token is bound to")
+    if not await replays.first_use(proof, now):
+        raise _refuse("the DPoP proof was used before")
+    return proof

@@ -35,12 +35,9 @@ async def proven(state: Any, header: str | None, now: datetime) -> dpop.Proof | 
     """The token request's DPoP proof (RFC 9449 §5), verified and used up; None without one."""
     if header is None:
         return None
-    settings = state.settings
-    proof = dpop.verify(header, method="POST", url=f"{settings.issuer.rstrip('/')}/oauth2/token",
-                        now=now, nonces=state.dpop_nonces)
-    if not await state.dpop_replays.first_use(proof, now):
-        raise dpop.InvalidDPoPProof(description="the DPoP proof was used before")
-    return proof
+    return await dpop.possession(
+        [header], method="POST", url=f"{state.settings.issuer.rstrip('/')}/oauth2/token",
+        now=now, replays=state.dpop_replays, nonces=state.dpop_nonces)
 
 
 async def handle(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
