@@ -131,6 +131,15 @@ async def test_nginx_forwards_identity_and_refuses_dead_tokens(pg, tmp_path) -> 
             assert not [p for p in upstream.paths if "refused" in p]
 
 
+async def _integration(tessera_api: httpx2.AsyncClient, plan) -> tuple[str, str]:  # noqa: ANN001
+    """A custom integration of the plan, made through Tessera's API: its credentials."""
+    r = await tessera_api.post(f"/v1/plans/{plan.plan_id}/integrations",
+                               headers=plan.admin.auth,
+                               json={"name": "Bound", "scopes": ["data:read"]})
+    assert r.status_code == 201, r.text
+    return r.json()["client_id"], r.json()["client_secret"]
+
+
 async def test_nginx_passes_a_dpop_bound_token_only_with_its_proof(pg, tmp_path) -> None:
     """RFC 9449 through the documented configuration: nginx passes the client's DPoP header
     and the original method and URL; the check passes the key's holder and nobody else."""
@@ -144,11 +153,7 @@ async def test_nginx_passes_a_dpop_bound_token_only_with_its_proof(pg, tmp_path)
             nginx(tmp_path, tessera=api, upstream=upstream.port) as gateway:
         async with httpx2.AsyncClient(base_url=gateway) as http, \
                 httpx2.AsyncClient(base_url=api) as tessera_api:
-            r = await tessera_api.post(
-                f"/v1/plans/{plan.plan_id}/integrations", headers=plan.admin.auth,
-                json={"name": "Bound", "scopes": ["data:read"]})
-            assert r.status_code == 201, r.text
-            creds = (r.json()["client_id"], r.json()["client_secret"])
+            creds = await _integration(tessera_api, plan)
             r = await tessera_api.post("/oauth2/token", auth=creds,
                                        data={"grant_type": "client_credentials"},
                                        headers={"DPoP": prover("POST", f"{api}/oauth2/token")})
@@ -187,10 +192,7 @@ async def test_nginx_passes_tesseras_dpop_nonce_to_the_client(pg, tmp_path) -> N
             nginx(tmp_path, tessera=api, upstream=upstream.port) as gateway:
         async with httpx2.AsyncClient(base_url=gateway) as http, \
                 httpx2.AsyncClient(base_url=api) as tessera_api:
-            r = await tessera_api.post(
-                f"/v1/plans/{plan.plan_id}/integrations", headers=plan.admin.auth,
-                json={"name": "Bound", "scopes": ["data:read"]})
-            creds = (r.json()["client_id"], r.json()["client_secret"])
+            creds = await _integration(tessera_api, plan)
             token_url = f"{api}/oauth2/token"
             form = {"grant_type": "client_credentials"}
             r = await tessera_api.post("/oauth2/token", auth=creds, data=form,
