@@ -277,7 +277,9 @@ async def request_exception(session: AsyncSession, plan_id: uuid.UUID,
                             now: datetime) -> ExceptionRequestOut:
     """A plan admin asks the platform for an exception (limited-data integrations only, while
     not approved and no exception runs); the operator grants (`set_exception`) or refuses."""
-    integ, _inst = await _installed(session, plan_id, integration_id)
+    # Locked: concurrent requests of the plan run one after the other, and each sees the one
+    # before it (one open request per plan and integration).
+    integ, _inst = await _installed(session, plan_id, integration_id, lock=True)
     facts = facts_of(integ)
     if not review.exception_allowed(integ.data_access):
         raise InvalidRequest("integrations with extended data access cannot hold an exception",

@@ -132,7 +132,31 @@ class _Headers:
 
 
 def _json_segment(segment: str) -> Any:  # noqa: ANN401
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    """A segment's JSON; ValueError for anything else, a nesting too deep to read included."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+# The key type (and curve) each algorithm signs with: a proof whose jwk does not fit its alg
+# is refused before joserfc is asked to verify with it.
+_KEY_FOR_ALG = {"ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "Ed25519": ("OKP", "Ed25519"),
+                "EdDSA": ("OKP", None), "RS256": ("RSA", None), "PS256": ("RSA", None)}
+
+
+def _encodable(text: str) -> bool:
+    """Text that is UTF-8 (a lone surrogate, which JSON can carry, is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _ascii_equal(sent: object, expected: str) -> bool:
+    """`sent` is the string `expected`, compared in constant time (non-ASCII never is)."""
+    return isinstance(sent, str) and sent.isascii() and hmac.compare_digest(sent, expected)
 
 
 def _header(segment: str) -> _Header:
@@ -156,6 +180,9 @@ def _header(segment: str) -> _Header:
         raise _refuse("the DPoP proof must carry its public key (jwk)")
     if _PRIVATE & set(jwk):
         raise _refuse("the DPoP proof's jwk must be a public key")
+    kty, curve = _KEY_FOR_ALG[alg]
+    if jwk.get("kty") != kty or (curve is not None and jwk.get("crv") != curve):
+        raise _refuse(f"the DPoP proof's jwk is not a key for {alg}")
     try:
         key = JWKRegistry.import_key(jwk)
         return _Header(alg, key, thumbprint(jwk))
@@ -191,13 +218,13 @@ def verify(proof: str | None, *, method: str, url: str, now: datetime,
     try:  # joserfc's algorithm checks the signature
         valid = _REGISTRY.get_alg(header.alg).verify(f"{head}.{body}".encode("ascii"), signed,
                                                       header.key)
-    except (JoseError, ValueError, TypeError):
+    except (JoseError, ValueError, TypeError, AttributeError):
         valid = False
     if not valid:
         raise _refuse("the DPoP proof's signature does not verify with its jwk")
     jkt = header.jkt
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
+    if not isinstance(jti, str) or not 1 <= len(jti) <= 256 or not _encodable(jti):
         raise _refuse("the DPoP proof needs a jti")
     if claims.get("htm") != method:
         raise _refuse("the DPoP proof's htm is not this request's method")
@@ -216,8 +243,7 @@ def verify(proof: str | None, *, method: str, url: str, now: datetime,
         raise _refuse("the DPoP proof's iat is outside the accepted window")
     if access_token is not None:
         sent_ath = claims.get("ath")
-        if not isinstance(sent_ath, str) or not hmac.compare_digest(sent_ath,
-                                                                    ath(access_token)):
+        if not _ascii_equal(sent_ath, ath(access_token)):
             raise _refuse("the DPoP proof's ath is not this access token's hash")
     if nonces is not None:
         nonces.check(claims.get("nonce"), now)
@@ -244,7 +270,7 @@ class Nonces:
     def check(self, nonce: object, now: datetime) -> None:
         slot = int(now.timestamp()) // self.LIFETIME
         if not isinstance(nonce, str) or not any(
-                hmac.compare_digest(nonce, self._for(s)) for s in (slot, slot - 1)):
+                _ascii_equal(nonce, self._for(s)) for s in (slot, slot - 1)):
             raise UseDPoPNonce(self.current(now),
                                "a DPoP nonce is required" if nonce is None
                                else "the DPoP nonce is stale; use the new one")

@@ -121,9 +121,10 @@ async def get_in_plan(session: AsyncSession, plan_id: uuid.UUID, token_id: uuid.
 
 
 async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reason: str,
-                 now: datetime, action: str = "token.revoked") -> None:
+                 now: datetime, action: str = "token.revoked") -> bool:
     """Revoke a token. A refresh token takes its whole grant (family) with it (RFC 7009 §2.1).
-    `action` names the audit event (`token.replayed` for a refresh token's reuse)."""
+    `action` names the audit event (`token.replayed` for a refresh token's reuse). True when
+    this call revoked it (False: it was revoked already)."""
     condition = Token.id == stored.id
     family_id = None
     if stored.kind == TokenKind.refresh and stored.family_id is not None:
@@ -142,7 +143,8 @@ async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reas
         # Revoked already (by this request's twin, or earlier): the answer is the same, but
         # nothing happened, so nothing is recorded or announced. (A replay is recorded
         # whatever it found: it is an attack's trace.)
-        return
+        return False
     await cache.changed(session, token_ids=[stored.id], family_id=family_id)
     await audit.record(session, actor, action, stored.plan_id, "token", stored.id, now,
                        reason=reason, kind=stored.kind, family_id=family_id and str(family_id))
+    return bool(changed.rowcount)

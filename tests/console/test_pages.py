@@ -502,3 +502,31 @@ async def test_the_admin_requires_dpop_from_the_security_page(client, plan: Plan
     r = await client.post("/console/admin/security/api-tokens/dpop",
                           data={"required": "yes"})  # no CSRF token
     assert r.status_code == 403
+
+
+async def test_a_token_regenerated_twenty_times_at_once_has_one_successor(
+        client, plan: PlanFixture) -> None:
+    member = await plan.add_user("member")
+    csrf = await sign_in(client, member)
+    old = (await _tokens(client, member.auth))[0]
+    answers = await asyncio.gather(*(client.post(
+        f"/console/me/api-access/{old['id']}/regenerate", data={"csrf_token": csrf})
+        for _ in range(20)))
+    codes = [a.status_code for a in answers]
+    # One successor; the others find the token revoked (409), or, on a busy database, were
+    # told to retry before anything was done (503).
+    assert codes.count(201) == 1 and set(codes) <= {201, 409, 503}, codes
+    [winner] = [a for a in answers if a.status_code == 201]
+    secret = re.search(r'id="secret" type="text" readonly value="([^"]+)"', winner.text).group(1)
+    live = [t for t in await _tokens(client, {"Authorization": f"Bearer {secret}"})
+            if t["status"] == "active"]
+    assert len(live) == 1 and live[0]["hint"] == secret[-4:]
+
+
+async def test_the_console_takes_token_names_as_the_api_does(client, plan: PlanFixture) -> None:
+    csrf = await sign_in(client, plan.admin)
+    for name in ["a\x1bb", "tab\there", "nul\x00"]:
+        r = await client.post("/console/me/api-access/generate",
+                              data={"csrf_token": csrf, "name": name})
+        assert r.status_code in (400, 422), name
+        assert "tsp_" not in r.text

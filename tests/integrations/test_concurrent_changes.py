@@ -79,3 +79,17 @@ async def test_redirect_uris_with_controls_spaces_or_raw_unicode_are_refused(cli
                           json={"name": "x", "redirect_uris": ["https://app.example/c%20b"],
                                 "scopes": ["profile"]})
     assert r.status_code == 201
+
+
+async def test_twenty_exception_requests_at_once_leave_one_open(client, plan, operator) -> None:  # noqa: ANN001
+    custom = await register_custom(client, plan)
+    await client.put(f"/v1/integrations/{custom.id}/judgement", headers=operator,
+                     json={"deactivate_at": "2026-03-01T00:00:00Z"})
+    path = f"/v1/plans/{plan.plan_id}/integrations/{custom.id}/exception-requests"
+    answers = await asyncio.gather(*(client.post(path, headers=plan.admin.auth,
+                                                 json={"message": f"please {i}"})
+                                     for i in range(20)))
+    codes = [a.status_code for a in answers]
+    assert codes.count(201) == 1 and set(codes) <= {201, 409, 503}, codes
+    queue = (await client.get("/v1/exception-requests", headers=operator)).json()
+    assert len([q for q in queue if q["integration_id"] == str(custom.id)]) == 1

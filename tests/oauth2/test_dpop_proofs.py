@@ -151,3 +151,31 @@ def test_checked_headers_are_kept_by_their_segment_and_bounded() -> None:
         with pytest.raises(dpop.InvalidDPoPProof):
             headers.get(bad)
     assert bad not in headers.entries
+
+
+def _unsigned(header: dict, claims_segment: str) -> str:
+    return ".".join([dpop._b64(json.dumps(header).encode()), claims_segment, "AAAA"])
+
+
+def test_hostile_proofs_are_refused_never_raised() -> None:
+    """What an attacker sends without any key, or signed with one: each is a refusal (400 or
+    401 where it arrives), never an error of the server."""
+    k, ed, rsa = key(), key("OKP"), key("RSA")
+    deep = dpop._b64(b"[" * 5000)
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": k.as_dict(private=False)}
+    refused(_unsigned(header, deep))  # nested too deeply, before any signature
+    refused(".".join([dpop._b64(b"[" * 3000), dpop._b64(b"{}"), "AAAA"]))
+    # A key that does not fit the algorithm.
+    body = dpop._b64(json.dumps({"htm": "POST", "htu": URL, "jti": "j",
+                                 "iat": NOW.timestamp()}).encode())
+    for alg, other in [("ES256", ed), ("ES256", rsa), ("ES384", k), ("RS256", k),
+                       ("Ed25519", k)]:
+        mismatched = {"typ": "dpop+jwt", "alg": alg, "jwk": other.as_dict(private=False)}
+        assert "not a key for" in refused(_unsigned(mismatched, body)), alg
+    # Non-ASCII where hashes and nonces are compared, a jti that is not UTF-8.
+    assert "ath" in refused(proof(k, ath="é"), access_token="tsa_x")
+    assert "ath" in refused(proof(k, ath="\ud800"), access_token="tsa_x")
+    assert "jti" in refused(proof(k, jti="\ud800"))
+    with pytest.raises(dpop.UseDPoPNonce):
+        dpop.verify(proof(k, nonce="é"), method="POST", url=URL, now=NOW,
+                    nonces=dpop.Nonces("key"))
