@@ -302,6 +302,16 @@ def _idle(session: AsyncSession | None) -> bool:
     return session is None or (not session.in_transaction() and has_only_read(session))
 
 
+async def release(session: AsyncSession) -> None:
+    """Give back the pool connection of a session that has only read, before the request waits
+    on something that takes a connection of its own (a unit of work of its own, a group write, a
+    batch of DPoP proofs). A request that holds one connection while waiting for another is, with
+    as many such requests as the pool has connections, a deadlock until the pool's timeout. The
+    session stays usable: its next statement takes a connection again."""
+    if session.in_transaction() and has_only_read(session):
+        await session.close()
+
+
 async def write_lock(session: AsyncSession, table: Any, condition: Any) -> None:  # noqa: ANN401
     """Before a read-modify-write of the rows `condition` picks: on SQLite, take the database's
     write lock first (a no-op UPDATE of those rows). SQLite ignores `FOR UPDATE`, and its driver

@@ -14,6 +14,7 @@ from app import credentials
 from app.api.deps import Now, Session
 from app.auth.principal import Principal
 from app.credentials import SecretKind
+from app.db import release
 from app.errors import Forbidden, Unauthorized
 from app.oauth2 import dpop
 from app.operators.models import Operator
@@ -107,6 +108,7 @@ async def current_principal(request: Request, session: Session, now: Now) -> Pri
     if principal.token is None or principal.token.jkt is None:
         raise Unauthorized("the token is not DPoP-bound; send it as a bearer token")
     state = request.app.state
+    await release(session)  # the proof is recorded on a connection of its own
     try:
         await dpop.possession(
             request.headers.getlist("dpop"), method=request.method,

@@ -189,6 +189,25 @@ async def test_the_management_api_takes_a_bound_token_only_with_its_proof(
         assert r.json()["error"] == "invalid_dpop_proof"
 
 
+async def test_twenty_proven_requests_at_once_hold_no_connection_while_their_proof_is_recorded(
+        app, client, plan, clock, machine) -> None:  # noqa: ANN001
+    """A write request reads its own token (the cache is cold) in its unit of work, then waits
+    for its proof to be recorded on a connection of its own. Holding the first while waiting for
+    the second, 20 such requests would take the test pool's 5 connections and leave none for the
+    proofs: each would answer 503 once the pool gave up, not what it had to say (403 here)."""
+    prover = Prover(clock)
+    tokens = [(await machine_token(client, machine, prover())).json()["access_token"]
+              for _ in range(20)]
+    path = f"/v1/me/tokens/{uuid.uuid4()}"
+    url = f"https://tessera.test{path}"
+    if app.state.token_cache is not None:
+        app.state.token_cache.clear()
+    answers = await asyncio.gather(*(client.delete(path, headers={
+        "Authorization": f"DPoP {token}", "DPoP": prover("DELETE", url, token)})
+        for token in tokens))
+    assert [a.status_code for a in answers] == [403] * 20, answers[0].text
+
+
 async def test_a_public_clients_refresh_token_is_bound_to_its_key(app, client, plan,
                                                                   clock) -> None:  # noqa: ANN001
     public = await register_custom(client, plan, confidential=False)
