@@ -18,7 +18,6 @@ from app.oauth2 import browser
 from app.oauth2 import connections as grants
 from app.oauth2 import scopes as catalogue
 from app.tokens import repository, service
-from app.tokens.models import Token
 from app.tokens.rules import TokenKind
 from app.tokens.schemas import PersonalTokenIn, TokenOut
 from app.users import service as users
@@ -119,9 +118,8 @@ async def language(request: Request, session: Session) -> Response:
 
 
 async def _my_tokens(session: Session, seen: web.Viewer, now) -> list[TokenOut]:  # noqa: ANN001
-    items = await repository.list_where(
-        session, Token.user_id == seen.user.id, Token.kind == TokenKind.personal.value,
-        limit=TOKENS_SHOWN, offset=0)
+    items = await repository.list_where(session, user_id=seen.user.id,
+                                        kind=TokenKind.personal.value, limit=TOKENS_SHOWN)
     return [TokenOut.of(t, now) for t in items]
 
 

@@ -42,10 +42,9 @@ class Connection:
 
 
 async def of_user(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> list[Connection]:
-    live = [t for t in await repository.list_where(
-        session, Token.user_id == user_id, Token.kind.in_(_OAUTH_KINDS),
-        Token.integration_id.is_not(None), Token.revoked_at.is_(None), limit=LISTED)
-        if check(t.facts, now).active]
+    live = [t for t in await repository.list_where(session, user_id=user_id, oauth=True,
+                                                   revoked=False, limit=LISTED)
+            if check(t.facts, now).active]
     if not live:
         return []
     ids = {t.integration_id for t in live}

@@ -18,6 +18,7 @@ and *why* a token died (`death`).
 from __future__ import annotations
 
 import calendar
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -137,7 +138,10 @@ def is_expired(expiry: datetime | None, now: datetime) -> bool:
     return expiry is not None and now >= expiry
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_period(value: int | None, unit: str | None) -> Period | None:
+    """A plan's period from its two columns (a `Period` is immutable: one per pair, made once;
+    a listing of a hundred tokens asks a hundred times)."""
     if value is None or unit is None:
         return None
     return Period(value, Unit(unit))

@@ -17,7 +17,6 @@ from app.errors import NotFound, Unauthorized
 from app.oauth2 import connections
 from app.plans import service as plans
 from app.tokens import repository, service
-from app.tokens.models import Token
 from app.tokens.repository import StoredToken
 from app.tokens.rules import Inactive, TokenKind, check
 from app.tokens.schemas import (
@@ -81,9 +80,9 @@ async def list_personal_tokens(request: Request, session: Session, now: Now,
     principal = await current_principal(request, session, now)
     user_id = principal.require_user()
     principal.require_scope("tokens:read")
-    items = await repository.list_where(
-        session, Token.user_id == user_id, Token.kind == TokenKind.personal.value,
-        limit=limit, offset=offset)
+    items = await repository.list_where(session, user_id=user_id,
+                                        kind=TokenKind.personal.value, limit=limit,
+                                        offset=offset)
     return await _listing(session, principal.plan_id, items, now, limit, offset)
 
 
@@ -108,12 +107,9 @@ async def list_plan_tokens(plan_id: uuid.UUID, request: Request, session: Sessio
                            user_id: Annotated[uuid.UUID | None, Query()] = None):
     principal = await current_principal(request, session, now)
     principal.require_plan_admin(plan_id, write=False)
-    conditions = [Token.plan_id == plan_id]
-    if kind is not None:
-        conditions.append(Token.kind == kind.value)
-    if user_id is not None:
-        conditions.append(Token.user_id == user_id)
-    items = await repository.list_where(session, *conditions, limit=limit, offset=offset)
+    items = await repository.list_where(session, plan_id=plan_id, user_id=user_id,
+                                        kind=kind.value if kind is not None else None,
+                                        limit=limit, offset=offset)
     return await _listing(session, plan_id, items, now, limit, offset)
 
 
