@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
 from app.audit import service as audit
-from app.db import connection, has_only_read, persist_before_refusing
+from app.db import connection, has_only_read, persist_before_refusing, rows
 from app.errors import Busy, Conflict, TooManyAtOnce, TooManyAttempts
 from app.throttle import hashing
 from app.throttle import store as throttle
@@ -161,4 +161,4 @@ _IN_PLAN = select(*facts.COLUMNS).where(User.plan_id == bindparam("plan_id")) \
 
 
 async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[UserOut]:
-    return [facts.of(row) for row in await session.execute(_IN_PLAN, {"plan_id": plan_id})]
+    return [facts.of(row) for row in await rows(session, _IN_PLAN, {"plan_id": plan_id})]
