@@ -158,10 +158,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        if _is_console(request) and exc.status_code in (404, 405):
-            response = _page(request, exc.status_code, {404: "There is no such page.",
-                                                        405: "This page cannot do that."}
-                             [exc.status_code])
+        if _is_console(request):
+            # Starlette's own refusals of a form (too many fields or files, a part too large, a
+            # body it cannot parse) as pages too.
+            response = _page(request, exc.status_code, {
+                404: "There is no such page.", 405: "This page cannot do that.",
+                413: "The form is too large."}.get(exc.status_code,
+                                                    "The form could not be read."))
             response.headers.update(getattr(exc, "headers", None) or {})
             return response
         if _is_oauth(request) and exc.status_code in (404, 405):

@@ -530,3 +530,20 @@ async def test_the_console_takes_token_names_as_the_api_does(client, plan: PlanF
                               data={"csrf_token": csrf, "name": name})
         assert r.status_code in (400, 422), name
         assert "tsp_" not in r.text
+
+
+async def test_a_form_starlette_cannot_read_is_refused_with_a_page(
+        client, plan: PlanFixture) -> None:
+    """Too many fields, or a file where none is taken: Starlette refuses the form before the
+    page's handler runs; the answer is still a page, not the API's JSON."""
+    member = await plan.add_user("member")
+    csrf = await sign_in(client, member)
+    before = await _tokens(client, member.auth)
+    many = {f"f{i}": "x" for i in range(60)} | {"csrf_token": csrf}
+    r = await client.post("/console/me/api-access/generate", data=many)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    assert "The form could not be read." in r.text
+    r = await client.post("/console/me/api-access/generate", data={"csrf_token": csrf},
+                          files={"name": ("a.txt", b"x")})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    assert await _tokens(client, member.auth) == before, "no token was made"
