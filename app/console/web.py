@@ -43,7 +43,10 @@ HEADERS = {
 
 env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                   autoescape=select_autoescape(default=True), trim_blocks=True,
-                  lstrip_blocks=True)
+                  lstrip_blocks=True,
+                  # The templates are part of the code: read once, not checked on disk for
+                  # changes before every page (a stat per template per request).
+                  auto_reload=False)
 
 
 class SignInRequired(Exception):
