@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import credentials
 from app.audit import service as audit
-from app.db import connection, has_only_read, persist_before_refusing, rows
+from app.db import connection, has_only_read, persist_before_refusing, release, rows
 from app.errors import Busy, Conflict, TooManyAtOnce, TooManyAttempts
 from app.throttle import hashing
 from app.throttle import store as throttle
@@ -123,6 +123,9 @@ async def sign_in(session: AsyncSession, email: str, password: str, *, via: str,
         if throttles is not None and not ok:
             await throttles.failed(keys, now)
 
+    # The throttle's check may take a connection of its own (SQLite reads its rows): the
+    # session gives back what it read with before (the client, at the authorization endpoint).
+    await release(session)
     await still_allowed()
     # Checked again at its turn for a hashing slot, and a failure counted before the slot is
     # let go: a burst sent at once gets no more checks than the limit.

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
@@ -173,3 +173,18 @@ async def test_a_scheduled_deactivation_spares_an_approved_integration(
     await cycle(worker)
     assert (await view_of(client, plan, reg))["state"] == "deactivated"
     assert (await gateway(client, token)).status_code == 403
+
+
+async def test_an_exception_until_the_last_instant_there_is(client, operator, plan,
+                                                          clock) -> None:  # noqa: ANN001
+    """The latest instant the API takes is stored by PostgreSQL as `infinity`, which asyncpg
+    reads back without a zone: it is still an aware UTC instant to every rule."""
+    reg = await register_custom(client, plan)
+    judge_at = clock.now()
+    await judge(client, operator, reg, deactivate_at=judge_at + timedelta(days=60),
+                review_deadline=judge_at + timedelta(days=7))
+    clock.advance(days=8)
+    await grant_exception(client, operator, reg, datetime.max.replace(tzinfo=UTC))
+    token = await machine_token(client, reg)  # client credentials: judged by rule 6
+    assert (await gateway(client, token)).status_code == 200
+    assert (await view_of(client, plan, reg))["exception_until"].startswith("9999-12-31T23:59:59")

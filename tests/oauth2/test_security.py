@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -10,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.helpers import create_gateway_client, introspect
-from tests.oauth2.browser import redirect_params
+from tests.oauth2.browser import form_of, redirect_params
 from tests.oauth2.conftest import REDIRECT, register_custom
 
 pytestmark = pytest.mark.asyncio
@@ -202,3 +203,20 @@ async def test_malformed_basic_client_credentials(client, header) -> None:
                           headers={"Authorization": header})
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     assert "malformed" in r.json()["error_description"]
+
+
+async def test_forty_sign_ins_at_once_at_the_authorization_endpoint(browser, custom,
+                                                                    plan) -> None:  # noqa: ANN001
+    """Each sign-in reads the client in its unit of work, then asks the throttle (which on SQLite
+    reads on a connection of its own): holding the first while waiting for the second, 40 at
+    once would take every connection of the pool and answer 503 once it gave up, not what each
+    had to say. Wrong passwords, to an attacker's taste: refused (200, the form again) or, past
+    the limit, slowed down (429)."""
+    _verifier, challenge = pkce()
+    page = await browser.http.get(authorize_url(custom.client_id, challenge))
+    form = form_of(page.text)
+    answers = await asyncio.gather(*(browser.http.post(form["action"], data={
+        **form["fields"], "email": plan.admin.email, "password": f"wrong-{i}"})
+        for i in range(40)))
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {200, 400, 401, 429} and 503 not in codes, codes
