@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, or_, select, union_all
+from sqlalchemy import Integer, Row, Select, String, Uuid, and_, bindparam, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
+from app.db import rows
 from app.errors import InvalidRequest
 from app.integrations.models import Installation
 
@@ -53,35 +55,52 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
                              code="invalid_cursor") from None
 
 
+# A page's statement for each shape of request (the platform's decisions included or not, after
+# a cursor or not, filtered by action or not), built once, its values bound: building it per
+# request cost more than reading it.
+_NEWEST = (AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+_PLAN = bindparam("plan_id", type_=Uuid)
+_LIMIT = bindparam("limit", type_=Integer)
+_AT = bindparam("at", type_=AuditEvent.occurred_at.type)
+_INSTALLED = select(Installation.integration_id).where(Installation.plan_id == _PLAN)
+
+
+@functools.cache
+def _page_query(platform: bool, after: bool, action: bool) -> Select[Any]:
+    conditions = []
+    if after:
+        conditions.append(or_(AuditEvent.occurred_at < _AT, and_(
+            AuditEvent.occurred_at == _AT, AuditEvent.id < bindparam("ident", type_=Uuid))))
+    if action:
+        conditions.append(AuditEvent.action.like(bindparam("pattern", type_=String),
+                                                 escape="\\"))
+    kinds = [AuditEvent.plan_id == _PLAN]
+    if platform:
+        kinds.append(and_(AuditEvent.plan_id.is_(None), AuditEvent.target_type == "integration",
+                          AuditEvent.target_id.in_(bindparam("installed", expanding=True))))
+    # Two reads, each along the (plan_id, occurred_at) index and cut at the page's size, then
+    # merged: one read with an OR of the two kinds would scan the whole table for every page.
+    parts = [select(AuditEvent.id).where(kind, *conditions).order_by(*_NEWEST).limit(_LIMIT)
+             .subquery() for kind in kinds]
+    # Each part as a subquery of its own: SQLite takes no ORDER BY inside a UNION's members.
+    ids = union_all(*(select(part.c.id) for part in parts)).subquery() if len(parts) > 1 \
+        else parts[0]
+    return (select(*_COLUMNS).where(AuditEvent.id.in_(select(ids.c.id)))
+            .order_by(*_NEWEST).limit(_LIMIT))
+
+
 async def page(session: AsyncSession, plan_id: uuid.UUID, limit: int,
                cursor: str | None, action: str | None = None) -> tuple[list[Row], str | None]:
     """A page of the plan's trail, newest first: its own events, and the platform's decisions
     on integrations installed in it (only the actions starting with `action`, if given); and
     the cursor of the next page, if there is one."""
-    installed = select(Installation.integration_id).where(Installation.plan_id == plan_id)
-    installed_ids = [str(i) for i in (await session.execute(installed)).scalars()]
-    # Two reads, each along the (plan_id, occurred_at) index and cut at the page's size, then
-    # merged: one read with an OR of the two kinds would scan the whole table for every page.
-    newest = (AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
-    after = None
+    params: dict[str, Any] = {"plan_id": plan_id, "limit": limit + 1}
+    params["installed"] = [str(i) for (i,) in await rows(session, _INSTALLED, params)]
     if cursor:
-        at, ident = _parse_cursor(cursor)
-        after = or_(AuditEvent.occurred_at < at,
-                    and_(AuditEvent.occurred_at == at, AuditEvent.id < ident))
+        params["at"], params["ident"] = _parse_cursor(cursor)
     if action:
         escaped = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        matching = AuditEvent.action.like(f"{escaped}%", escape="\\")
-        after = matching if after is None else and_(after, matching)
-    kinds = [AuditEvent.plan_id == plan_id]
-    if installed_ids:
-        kinds.append(and_(AuditEvent.plan_id.is_(None), AuditEvent.target_type == "integration",
-                          AuditEvent.target_id.in_(installed_ids)))
-    parts = [select(AuditEvent.id).where(kind, *([after] if after is not None else []))
-             .order_by(*newest).limit(limit + 1).subquery() for kind in kinds]
-    # Each part as a subquery of its own: SQLite takes no ORDER BY inside a UNION's members.
-    ids = union_all(*(select(part.c.id) for part in parts)).subquery() if len(parts) > 1 \
-        else parts[0]
-    rows = list((await session.execute(
-        select(*_COLUMNS).where(AuditEvent.id.in_(select(ids.c.id)))
-        .order_by(*newest).limit(limit + 1))).all())
-    return rows[:limit], (_cursor(rows[limit - 1]) if len(rows) > limit else None)
+        params["pattern"] = f"{escaped}%"
+    query = _page_query(bool(params["installed"]), bool(cursor), bool(action))
+    found = list(await rows(session, query, params))
+    return found[:limit], (_cursor(found[limit - 1]) if len(found) > limit else None)
