@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -30,7 +31,7 @@ from app.oauth2.fast_path import FastForms
 from app.oauth2.metadata import metadata as authorization_server_metadata
 from app.oauth2.proofs import ProofRecorder
 from app.ops.endpoints import router as ops_router
-from app.ops.metrics import StateCollector
+from app.ops.metrics import StateCollector, watch_event_loop
 from app.ops.observe import Observed
 from app.throttle import hashing
 from app.throttle.store import Throttles
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             token_cache, engine, heartbeat_seconds=settings.token_cache_heartbeat_seconds,
             throttles=throttles)
         _app.state.listener = listener
+        watcher = asyncio.create_task(watch_event_loop(), name="tessera-loop-lag") \
+            if settings.metrics_enabled else None
         if listener is not None:
             listener.start()  # it learns the blocks in force when it connects
         else:
@@ -137,6 +140,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                     await worker_engine.dispose()
         else:
             yield
+        if watcher is not None:
+            watcher.cancel()
         if listener is not None:
             await listener.stop()
         await _close_pool(engine)

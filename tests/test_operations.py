@@ -102,7 +102,7 @@ async def test_metrics_count_the_hot_paths_and_need_the_token(served) -> None:
     for name in ("tessera_db_pool_connections", "tessera_outbox_pending",
                  "tessera_outbox_oldest_pending_age_seconds", "tessera_batch_size",
                  "tessera_throttle_refusals_total", "tessera_cache_lookups_total",
-                 "tessera_worker_cycle_seconds"):
+                 "tessera_worker_cycle_seconds", "tessera_event_loop_lag_seconds_count"):
         assert name in text, name
 
 
@@ -134,3 +134,27 @@ async def test_the_loop_histogram_exposes_what_prometheus_clients_would() -> Non
                       if not line.startswith("#") and "_created" not in line)
 
     assert lines(ours_registry) == lines(theirs_registry)
+
+
+async def test_the_event_loop_lag_is_measured_when_the_loop_is_held() -> None:
+    """A synchronous step that holds the event loop (here 0.4 s) shows as one late timer: the
+    time every request in flight waited, whatever its own handling cost."""
+    import asyncio
+
+    from app.ops.metrics import LOOP_LAG, watch_event_loop
+
+    def late(over: float) -> int:
+        """Samples later than `over` seconds (a bucket counts values up to its bound)."""
+        child = LOOP_LAG.children.get((), [0] * (len(LOOP_LAG.bounds) + 2))
+        return sum(child[i] for i, bound in enumerate(LOOP_LAG.bounds) if bound > over) \
+            + child[len(LOOP_LAG.bounds)]
+
+    before = late(0.25)
+    watcher = asyncio.create_task(watch_event_loop(0.05))
+    try:
+        await asyncio.sleep(0.01)
+        time.sleep(0.4)  # noqa: ASYNC251 - the point: the loop held, no timer runs meanwhile
+        await asyncio.sleep(0.2)
+    finally:
+        watcher.cancel()
+    assert late(0.25) == before + 1

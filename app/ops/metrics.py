@@ -8,6 +8,7 @@ increment itself.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections.abc import Iterator
@@ -104,6 +105,27 @@ WORKER_CYCLE = Histogram("tessera_worker_cycle_seconds", "Worker cycles and how 
                          registry=REGISTRY)
 WORKER_ITEMS = Counter("tessera_worker_items", "What worker jobs did, by job and outcome",
                        ["job", "outcome"], registry=REGISTRY)
+
+# How late the event loop runs a timer: while it is late, every request in flight waits,
+# whatever its own handling costs (a long synchronous step, a garbage collection, or the process
+# not scheduled at all). Sampled every `LOOP_LAG_INTERVAL` seconds.
+LOOP_LAG_INTERVAL = 0.25
+LOOP_LAG = LoopHistogram("tessera_event_loop_lag_seconds",
+                         f"How late the event loop ran a timer due every {LOOP_LAG_INTERVAL} s: "
+                         "a time every request in flight waited",
+                         [], (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+REGISTRY.register(LOOP_LAG)
+
+
+async def watch_event_loop(interval: float = LOOP_LAG_INTERVAL) -> None:
+    """Runs for the life of the server (`app.main`): each sample one timer, nothing per
+    request."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval
+        await asyncio.sleep(interval)
+        LOOP_LAG.observe((), max(0.0, loop.time() - due))
+
 
 _STATUS = {code: str(code) for code in range(100, 600)}
 
