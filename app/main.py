@@ -110,8 +110,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             token_cache, engine, heartbeat_seconds=settings.token_cache_heartbeat_seconds,
             throttles=throttles)
         _app.state.listener = listener
-        watcher = asyncio.create_task(watch_event_loop(), name="tessera-loop-lag") \
-            if settings.metrics_enabled else None
         if listener is not None:
             listener.start()  # it learns the blocks in force when it connects
         else:
@@ -122,6 +120,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             gc.freeze()
             _young, older, oldest = gc.get_threshold()
             gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
+        watcher = asyncio.create_task(watch_event_loop(), name="tessera-loop-lag") \
+            if settings.metrics_enabled else None
         if settings.run_worker_in_serve:  # the background jobs in this process too
             from app.worker.loop import in_background
 
