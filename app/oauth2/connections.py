@@ -22,9 +22,8 @@ from app.integrations.models import Integration
 from app.oauth2 import scopes as catalogue
 from app.tokens import cache, repository
 from app.tokens.models import Token
-from app.tokens.rules import TokenKind, check
+from app.tokens.rules import check
 
-_OAUTH_KINDS = (TokenKind.access.value, TokenKind.refresh.value)
 # A user authorizes a handful of apps; a grant holds one live refresh token and its access
 # tokens. Past this many live tokens the oldest are not read for the list (they stay revocable).
 LISTED = 500
@@ -76,7 +75,7 @@ async def revoke(session: AsyncSession, principal: Principal, integration_id: uu
     the number revoked (0: nothing was connected)."""
     user_id = principal.require_user()
     mine = (Token.user_id == user_id, Token.integration_id == integration_id,
-            Token.kind.in_(_OAUTH_KINDS), Token.revoked_at.is_(None))
+            Token.kind.in_(repository.OAUTH_KINDS), Token.revoked_at.is_(None))
     # Locked first, in one order, so a rotation in flight commits before (and its new token is
     # revoked too) or waits and then finds its token revoked (`app.tokens.batches`).
     ids = list((await session.execute(

@@ -17,7 +17,7 @@ from app.integrations.models import Installation, Integration
 from app.plans.expiry import plan_period
 from app.plans.models import Plan
 from app.tokens.models import Token
-from app.tokens.rules import TokenFacts
+from app.tokens.rules import TokenFacts, TokenKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,10 @@ async def find_by_id(session: AsyncSession, token_id: uuid.UUID) -> StoredToken 
     return _stored(tuple(row)) if row is not None else None
 
 
+# The kinds of token the OAuth endpoints issue (an integration's grants, as opposed to personal
+# and integration tokens).
+OAUTH_KINDS = (TokenKind.access.value, TokenKind.refresh.value)
+
 # A listing's filters, each a condition with its value as a parameter: the statement of a set
 # of filters is built and compiled once (`_listing`), not per request (building and adapting a
 # statement of 28 columns was a third of a page of tokens' CPU).
@@ -138,7 +142,7 @@ _FILTERS = {
     "plan_id": (Token.plan_id == bindparam("plan_id", type_=Uuid),),
     "user_id": (Token.user_id == bindparam("user_id", type_=Uuid),),
     "kind": (Token.kind == bindparam("kind", type_=Token.kind.type),),
-    "oauth": (Token.kind.in_(("access", "refresh")), Token.integration_id.is_not(None)),
+    "oauth": (Token.kind.in_(OAUTH_KINDS), Token.integration_id.is_not(None)),
     "revoked": (Token.revoked_at.is_not(None),),
     "unrevoked": (Token.revoked_at.is_(None),),
 }
