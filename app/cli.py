@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.access_log:  # read by every worker process, which reads its settings anew
         os.environ["TESSERA_ACCESS_LOG"] = "true"
     uvicorn.run("app.main:create_served_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http=SlowClientGuard,
+                workers=args.workers, loop=args.loop, http=SlowClientGuard,
                 log_level=settings.log_level, access_log=False,
                 log_config=logs.config(settings.log_level, settings.log_format),
                 timeout_keep_alive=settings.keep_alive_timeout_seconds,
@@ -235,6 +235,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes (all need the same TESSERA_SECRET_KEY)")
+    serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                       help="event loop; under load asyncio's took in 64 new connections "
+                            "at once, uvloop's over half a second, their first answers waiting "
+                            "as long (README, architecture)")
     serve.add_argument("--access-log", action="store_true",
                        help="log one line per request, with its id, route, status and time "
                             "(TESSERA_ACCESS_LOG)")

@@ -6,8 +6,10 @@ Alembic owns the schema (see `migrations/`); nothing here creates tables.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -25,7 +27,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util.concurrency import await_
+from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -80,6 +85,66 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+class FairQueue(AsyncAdaptedQueue):
+    """The pool's idle connections, handed to the requests waiting for one in the order they
+    began to wait.
+
+    SQLAlchemy's asyncio queue is an `asyncio.Queue`: a connection put back wakes the first
+    waiter, but any request that asks before the woken one runs takes it, and the woken one
+    queues again at the back. Under a load above the pool's size the same requests lost again
+    and again until the pool's timeout (503) while later ones were served. Here a connection
+    put back goes to the longest waiter directly, and a request finding others waiting queues
+    behind them (bench/NOTES.md, eleventh pass)."""
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        super().__init__(maxsize, use_lifo)
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+
+    def _someone_waits(self) -> bool:
+        while self._waiters and self._waiters[0].done():  # gone: timed out or cancelled
+            self._waiters.popleft()
+        return bool(self._waiters)
+
+    def put_nowait(self, item: Any) -> None:  # noqa: ANN401 - the pool's own record type
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        super().put_nowait(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:  # noqa: ANN401
+        if not self._someone_waits():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                return self._queue.get_nowait()
+        if not block:
+            raise Empty
+        return await_(self._wait(seconds=timeout))
+
+    async def _wait(self, *, seconds: float | None) -> Any:  # noqa: ANN401
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(seconds):
+                return await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a connection just as the wait ended (timeout, cancellation): pass it
+                # on, so that no connection leaves the pool with nobody holding it.
+                self.put_nowait(waiter.result())
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise Empty from None
+            raise
+
+
+class FairQueuePool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio pool with `FairQueue`: first come, first served."""
+
+    _queue_class = FairQueue
+
+
 def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
                 statement_timeout: float | None = None, connect_timeout: float | None = None,
                 **kwargs: Any) -> AsyncEngine:
@@ -116,6 +181,7 @@ def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
         # connections were opened and closed request after request (a PostgreSQL backend
         # started each time), which halved personal token creation (bench/NOTES.md). A request
         # beyond the pool waits for a connection, and a wait past the pool's timeout is a 503.
+        poolclass=FairQueuePool,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,

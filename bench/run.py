@@ -388,7 +388,7 @@ async def main_async(args: argparse.Namespace) -> int:
                                [session_cookie(u) for u in fx.users])
         admin_session = write_lines(workdir / "admin-session.txt",
                                     [session_cookie(fx.users[0])])
-        tessera_cmd = [sys.executable, "-m", "app.cli", "serve"]
+        tessera_cmd = [sys.executable, "-m", "app.cli", "serve", "--loop", args.loop]
         # "cold": a cache of one entry of each kind keeps the one gateway client it is asked by,
         # while the tokens, 10,000 of them in turn, evict each other: every lookup misses.
         with serve(tessera_cmd, env, "tessera", workdir) as (tessera_url, tessera_pid), \
@@ -403,7 +403,7 @@ async def main_async(args: argparse.Namespace) -> int:
             sample = httpx2.post(f"{tessera_url}/oauth2/introspect", data={"token": known[0]},
                                  auth=(fx.gateway.client_id, fx.gateway.secret)).json()
             assert sample["active"] is True, sample
-            with serve([sys.executable, "-m", "bench.yardstick"],
+            with serve([sys.executable, "-m", "bench.yardstick", "--loop", args.loop],
                        {"BENCH_YARDSTICK_BODY": __import__("json").dumps(sample)}, "yardstick",
                        workdir) as (yard_url, _):
                 servers = {"tessera": (tessera_url, tessera_pid),
@@ -571,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before")
     parser.add_argument("--rounds", type=int, default=3, help="runs per scenario (median)")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the servers' event loop (tessera serve --loop), yardstick's too")
     # One wrk thread: on this 2-core machine a second one competes with the server for a core
     # and its own scheduling delays land in the latencies (yardstick, 3 runs of 5 s each way:
     # p99 59-213 ms with 2 threads, 13-18 ms with 1, and no fewer requests/s with 1).

@@ -28,8 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
-    uvicorn.run("bench.yardstick:app", host=args.host, port=args.port, loop="uvloop",
+    uvicorn.run("bench.yardstick:app", host=args.host, port=args.port, loop=args.loop,
                 http="httptools", log_level="warning", access_log=False, proxy_headers=True)
 
 

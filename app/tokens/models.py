@@ -17,8 +17,10 @@ class Token(Base):
 
     __tablename__ = "tokens"
     __table_args__ = (
-        Index("ix_tokens_plan_id_issued_at", "plan_id", "issued_at"),
-        Index("ix_tokens_user_id", "user_id"),
+        # Listings walk these newest first, ties broken by id: a page reads its rows and stops
+        # (migration 0009).
+        Index("ix_tokens_plan_id_issued_at_id", "plan_id", "issued_at", "id"),
+        Index("ix_tokens_user_id_issued_at_id", "user_id", "issued_at", "id"),
         Index("ix_tokens_family_id", "family_id"),
         Index("ix_tokens_integration_id", "integration_id"),
     )

@@ -151,7 +151,9 @@ _FILTERS = {
 @functools.cache
 def _listing(filters: frozenset[str]) -> Select[Any]:
     return (_CHECK_QUERY.where(*(c for name in sorted(filters) for c in _FILTERS[name]))
-            .order_by(Token.issued_at.desc(), Token.id)
+            # Both descending: a backward walk of the (plan or user, issued_at, id) index gives
+            # the page in order, however many tokens share an instant.
+            .order_by(Token.issued_at.desc(), Token.id.desc())
             .limit(bindparam("limit", type_=Integer)).offset(bindparam("offset", type_=Integer)))
 
 
