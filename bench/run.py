@@ -1,5 +1,6 @@
 """`make bench` (`python -m bench.run`): seed PostgreSQL with 10k and then 1M tokens, serve
-Tessera as a user runs it (`tessera serve`: uvicorn, uvloop, httptools, one worker), drive it with
+Tessera as a user runs it (`tessera serve`: uvicorn, httptools, asyncio's loop unless `--loop
+uvloop`, one worker), drive it with
 wrk at 64 connections, and compare every scenario with a bare FastAPI endpoint returning the same
 JSON, measured in the same run. Prints one table and writes it to bench/RESULTS.md.
 

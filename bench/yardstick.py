@@ -1,6 +1,7 @@
 """The yardstick: a bare FastAPI endpoint returning the same JSON as the measured endpoints,
-rendered the same way (orjson) and served the same way as `tessera serve` (uvicorn, uvloop,
-httptools, one worker, no access log). Run: `python -m bench.yardstick --port 8001`."""
+rendered the same way (orjson) and served the same way as `tessera serve` (uvicorn, httptools,
+the same event loop, one worker, no access log). Run: `python -m bench.yardstick --port 8001
+[--loop uvloop]`."""
 
 from __future__ import annotations
 

@@ -28,11 +28,14 @@ async def test_a_connection_given_back_goes_to_the_longest_waiter() -> None:
         released = asyncio.Event()
         tasks: list[asyncio.Task] = []
 
+        holding = asyncio.Event()
+
         async def use(name: str, until: asyncio.Event | None = None) -> None:
             async with engine.connect() as conn:
                 order.append(name)
                 await conn.exec_driver_sql("SELECT 1")
                 if until is not None:
+                    holding.set()
                     await until.wait()
 
         @event.listens_for(engine.sync_engine.pool, "checkin")
@@ -42,8 +45,7 @@ async def test_a_connection_given_back_goes_to_the_longest_waiter() -> None:
 
         try:
             first = asyncio.create_task(use("first", until=released))
-            while not order:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(holding.wait(), 10)
             waiting = []
             for n in range(5):  # queued one after another, in this order
                 waiting.append(asyncio.create_task(use(f"w{n}")))
