@@ -29,8 +29,12 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util.concurrency import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
+
+try:  # SQLAlchemy 2.1 (the lock); 2.0 knows it as await_only
+    from sqlalchemy.util.concurrency import await_
+except ImportError:  # pragma: no cover - SQLAlchemy 2.0
+    from sqlalchemy.util.concurrency import await_only as await_
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -174,6 +178,7 @@ def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
         connect_args["command_timeout"] = statement_timeout
         connect_args["server_settings"] = {
             "statement_timeout": str(max(1, int(statement_timeout * 1000)))}
+    kwargs.setdefault("poolclass", FairQueuePool)
     return create_async_engine(
         url,
         connect_args=connect_args,
@@ -181,7 +186,6 @@ def make_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 30,
         # connections were opened and closed request after request (a PostgreSQL backend
         # started each time), which halved personal token creation (bench/NOTES.md). A request
         # beyond the pool waits for a connection, and a wait past the pool's timeout is a 503.
-        poolclass=FairQueuePool,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,

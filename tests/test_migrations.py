@@ -63,3 +63,62 @@ async def test_replicas_may_all_migrate_at_once(tmp_path, backend) -> None:
     finally:
         if name:
             await drop_pg_database(name)
+
+
+async def test_an_index_build_left_invalid_is_built_again(tmp_path) -> None:
+    """Migration 0009 builds its indexes concurrently on PostgreSQL. A build that stops half way
+    (here: a unique build refused by duplicates, as a killed `tessera migrate` would leave it)
+    leaves an invalid index of the new name; the next run drops and builds it again, and only
+    then drops the old indexes, instead of keeping the invalid one (IF NOT EXISTS) and listing
+    a plan's tokens with no usable index."""
+    import asyncpg
+    from alembic import command
+
+    from app.cli import alembic_config
+    from tests.conftest import (
+        PG_HOST,
+        _pg_reachable,
+        create_pg_database,
+        drop_pg_database,
+        pg_url,
+        require,
+    )
+
+    require(await _pg_reachable(), "PostgreSQL")
+    name = await create_pg_database("tessera_invalid")
+    cfg = alembic_config(pg_url(name))
+    dsn = PG_HOST.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        await asyncio.to_thread(command.upgrade, cfg, "0008")
+        conn = await asyncpg.connect(dsn)
+        try:
+            plan = await conn.fetchval(
+                "INSERT INTO plans (id, name, created_at) VALUES (gen_random_uuid(), 'p', now()) "
+                "RETURNING id")
+            for n in range(2):
+                await conn.execute(
+                    "INSERT INTO tokens (id, kind, digest, hint, plan_id, scopes, issued_at) "
+                    "VALUES (gen_random_uuid(), 'personal', $1, 'x', $2, '', now())",
+                    f"d{n}", plan)
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute("CREATE UNIQUE INDEX CONCURRENTLY "
+                                   "ix_tokens_plan_id_issued_at_id ON tokens (plan_id)")
+            assert await conn.fetchval(
+                "SELECT indisvalid FROM pg_index "
+                "WHERE indexrelid = 'ix_tokens_plan_id_issued_at_id'::regclass") is False
+            await asyncio.to_thread(command.upgrade, cfg, "head")
+            rows = await conn.fetch(
+                "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid) AS def "
+                "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = 'tokens'::regclass")
+        finally:
+            await conn.close()
+        found = {r["relname"]: (r["indisvalid"], r["def"]) for r in rows}
+        assert found["ix_tokens_plan_id_issued_at_id"][0] is True
+        assert "(plan_id, issued_at, id)" in found["ix_tokens_plan_id_issued_at_id"][1]
+        assert "UNIQUE" not in found["ix_tokens_plan_id_issued_at_id"][1]
+        assert found["ix_tokens_user_id_issued_at_id"][0] is True
+        assert "ix_tokens_plan_id_issued_at" not in found
+        assert "ix_tokens_user_id" not in found
+    finally:
+        await drop_pg_database(name)
