@@ -38,7 +38,9 @@ async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, lock: bool = Fa
     query = select(Plan).where(Plan.id == plan_id)
     if lock:
         await write_lock(session, Plan, Plan.id == plan_id)
-        query = query.with_for_update()
+        # The row as locked, even if this session read it before (the identity map would
+        # otherwise keep the earlier values).
+        query = query.with_for_update().execution_options(populate_existing=True)
     plan = (await session.execute(query)).scalar_one_or_none()
     if plan is None:
         raise NotFound("no such plan")
@@ -68,7 +70,16 @@ def _close_period(session: AsyncSession, plan: Plan, actor: Principal,
 
 async def set_period(session: AsyncSession, plan_id: uuid.UUID, period: Period,
                      actor: Principal, now: datetime) -> Plan:
+    """Set the plan's period. The period in force set again changes nothing (an idempotent
+    PUT, as configuration tools send it every run): no spell closed and kept in the plan's
+    history, no audit event, no notification to the replicas. Each kept spell is read by every
+    page that explains a token's death, so re-sending the period must not grow the history."""
+    plan = await get_plan(session, plan_id)
+    if period_of(plan) == period:
+        return plan
     plan = await get_plan(session, plan_id, lock=True)
+    if period_of(plan) == period:  # set meanwhile by a concurrent request
+        return plan
     before = _close_period(session, plan, actor, now)
     plan.expiration_value, plan.expiration_unit = period.value, period.unit.value
     await audit.record(session, actor.actor, "plan.period_set", plan_id, "plan", plan_id, now,

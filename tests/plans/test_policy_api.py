@@ -177,3 +177,46 @@ async def test_policy_changes_are_audited_and_rewrite_no_token(client, plan, dat
                                   .where(AuditEvent.plan_id == plan.plan_id))).all()
     assert before == after
     assert ("plan.period_set", {"period": "2 years"}) in [(a, d) for a, d in events]
+
+
+async def test_the_period_in_force_set_again_changes_nothing(client, plan, clock,
+                                                             database) -> None:
+    """An idempotent PUT (a configuration tool re-applying its settings): the answer is the
+    policy, and nothing is recorded: no spell kept in the plan's history (each one is read
+    whenever a token's death is explained), no audit event, the same `updated_at`."""
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    from app.audit.models import AuditEvent
+    from app.db import make_sessionmaker
+    from app.plans.models import PastPeriod
+
+    path = f"/v1/plans/{plan.plan_id}/token-expiration"
+    first = await client.put(path, json={"value": 90, "unit": "days"}, headers=plan.admin.auth)
+    assert first.status_code == 200, first.text
+
+    async def counts() -> tuple[int, int]:
+        async with make_sessionmaker(database.engine)() as s:
+            spells = await s.scalar(select(func.count()).select_from(PastPeriod)
+                                    .where(PastPeriod.plan_id == plan.plan_id))
+            events = await s.scalar(select(func.count()).select_from(AuditEvent)
+                                    .where(AuditEvent.plan_id == plan.plan_id))
+            return spells, events
+
+    before = await counts()
+    for _ in range(5):
+        clock.advance(minutes=1)
+        again = await client.put(path, json={"value": 90, "unit": "days"},
+                                 headers=plan.admin.auth)
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+    assert await counts() == before
+    changed = await client.put(path, json={"value": 30, "unit": "days"}, headers=plan.admin.auth)
+    assert changed.status_code == 200 and changed.json()["period"]["value"] == 30
+    spells, events = await counts()
+    assert (spells, events) == (before[0] + 1, before[1] + 1)  # a real change: both kept
+    twenty = await asyncio.gather(*(client.put(path, json={"value": 30, "unit": "days"},
+                                               headers=plan.admin.auth) for _ in range(20)))
+    assert {r.status_code for r in twenty} == {200}
+    assert await counts() == (spells, events)
