@@ -117,7 +117,7 @@ async def test_an_index_build_left_invalid_is_built_again(tmp_path) -> None:
         assert found["ix_tokens_plan_id_issued_at_id"][0] is True
         assert "(plan_id, issued_at, id)" in found["ix_tokens_plan_id_issued_at_id"][1]
         assert "UNIQUE" not in found["ix_tokens_plan_id_issued_at_id"][1]
-        assert found["ix_tokens_user_id_issued_at_id"][0] is True
+        assert found["ix_tokens_user_id_kind_issued_at_id"][0] is True
         assert "ix_tokens_plan_id_issued_at" not in found
         assert "ix_tokens_user_id" not in found
     finally:

@@ -18,9 +18,10 @@ class Token(Base):
     __tablename__ = "tokens"
     __table_args__ = (
         # Listings walk these newest first, ties broken by id: a page reads its rows and stops
-        # (migration 0009).
+        # (migration 0009). A user's listings are of one kind (personal tokens; OAuth ones),
+        # which a user's thousands of refresh tokens must not be walked past.
         Index("ix_tokens_plan_id_issued_at_id", "plan_id", "issued_at", "id"),
-        Index("ix_tokens_user_id_issued_at_id", "user_id", "issued_at", "id"),
+        Index("ix_tokens_user_id_kind_issued_at_id", "user_id", "kind", "issued_at", "id"),
         Index("ix_tokens_family_id", "family_id"),
         Index("ix_tokens_integration_id", "integration_id"),
     )

@@ -1,10 +1,10 @@
-"""token listings walk an index in their order: (plan_id, issued_at, id) and (user_id,
+"""token listings walk an index in their order: (plan_id, issued_at, id) and (user_id, kind,
 issued_at, id) replace (plan_id, issued_at) and (user_id)
 
 A page of a plan's or a user's tokens is ordered newest first with the id as tie-breaker. With
 (plan_id, issued_at) alone, PostgreSQL read every token sharing the newest instant to sort them by
 id (50,000 tokens issued in one instant: 29 ms per page); a user's tokens were all read and
-sorted.
+sorted, and a user's personal tokens are listed past all their OAuth tokens without the kind.
 
 Revision ID: 0009
 Revises: 0008
@@ -22,7 +22,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _NEW = {"ix_tokens_plan_id_issued_at_id": ["plan_id", "issued_at", "id"],
-        "ix_tokens_user_id_issued_at_id": ["user_id", "issued_at", "id"]}
+        "ix_tokens_user_id_kind_issued_at_id": ["user_id", "kind", "issued_at", "id"]}
 _OLD = {"ix_tokens_plan_id_issued_at": ["plan_id", "issued_at"],
         "ix_tokens_user_id": ["user_id"]}
 
