@@ -74,11 +74,8 @@ async def set_period(session: AsyncSession, plan_id: uuid.UUID, period: Period,
     PUT, as configuration tools send it every run): no spell closed and kept in the plan's
     history, no audit event, no notification to the replicas. Each kept spell is read by every
     page that explains a token's death, so re-sending the period must not grow the history."""
-    plan = await get_plan(session, plan_id)
-    if period_of(plan) == period:
-        return plan
     plan = await get_plan(session, plan_id, lock=True)
-    if period_of(plan) == period:  # set meanwhile by a concurrent request
+    if period_of(plan) == period:
         return plan
     before = _close_period(session, plan, actor, now)
     plan.expiration_value, plan.expiration_unit = period.value, period.unit.value

@@ -151,8 +151,8 @@ _FILTERS = {
 @functools.cache
 def _listing(filters: frozenset[str]) -> Select[Any]:
     return (_CHECK_QUERY.where(*(c for name in sorted(filters) for c in _FILTERS[name]))
-            # Both descending: a backward walk of the (plan or user, issued_at, id) index gives
-            # the page in order, however many tokens share an instant.
+            # Both descending: a backward walk of the (plan_id, issued_at, id) or (user_id, kind,
+            # issued_at, id) index gives the page in order, however many tokens share an instant.
             .order_by(Token.issued_at.desc(), Token.id.desc())
             .limit(bindparam("limit", type_=Integer)).offset(bindparam("offset", type_=Integer)))
 
