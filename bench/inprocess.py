@@ -1,11 +1,12 @@
-"""CPU per request in process: the ASGI app called directly, one request at a time, no sockets
-(no HTTP parsing, no client). Shows what a request costs the server's own code, apart from
-uvicorn and wrk. With `--concurrency 1` (the default) requests run one at a time, so batching
-(app/tokens/batches.py) has nothing to group; with more, that many run at once and the mean
-batch sizes of the token reader and writer are printed too.
+"""CPU per request in process: the ASGI app called directly, one request at a time, no sockets (no
+HTTP parsing, no client); `raw` is the raw ASGI yardstick (bench/yardstick.py). Shows what a
+request costs the server's own code, apart from uvicorn and wrk. With `--concurrency 1` (the
+default) requests run one at a time, so batching (app/tokens/batches.py) has nothing to group;
+with more, that many run at once and the mean batch sizes of the token reader and writer are
+printed too.
 
     python -m bench.inprocess [--requests 1000] [--concurrency 1]
-                              [--kinds healthz,check,introspect,cc,refresh]
+                              [--kinds raw,healthz,check,introspect,cc,refresh]
                               # also: me, my-tokens, period, ..., page-api-access,
                               # page-security, page-tokens, page-integrations
                               [--cache-size 0]  # 0: every lookup reads the database
@@ -29,8 +30,9 @@ import asyncpg
 
 from app.config import Settings
 from app.main import create_app, serve
+from app.ops.observe import Observed
 from app.tokens import batches
-from bench import seed
+from bench import seed, yardstick
 
 _FORM = (b"content-type", b"application/x-www-form-urlencoded")
 
@@ -87,7 +89,7 @@ async def main_async(args: argparse.Namespace) -> None:
                             token_cache_size=args.cache_size, secret_key="bench-inprocess")
         inner = create_app(settings)
         # As `tessera serve` composes it (app.main.create_served_app), without the heap freeze.
-        app = serve(inner)
+        served = Observed(serve(inner), metrics_on=settings.metrics_enabled)
         token_auth, intro_auth = _basic(fx.app), _basic(fx.gateway)
 
         plan = fx.plans[0]
@@ -130,7 +132,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     "refresh": lambda: f"grant_type=refresh_token&refresh_token={next(refresh)}",
                     }.get(kind, str)().encode()
             match kind:
-                case "healthz":
+                case "healthz" | "raw":
                     return _scope("GET", "/healthz", []), b""
                 case "check":
                     return _scope("GET", "/v1/gateway/check", [bearer]), b""
@@ -153,6 +155,8 @@ async def main_async(args: argparse.Namespace) -> None:
         async def measure(kind: str) -> None:
             sizes.clear()
             counter = iter(range(args.requests))
+
+            app = yardstick.raw if kind == "raw" else served
 
             async def worker() -> None:
                 for i in counter:
@@ -181,7 +185,8 @@ async def main_async(args: argparse.Namespace) -> None:
             for _round in range(2):
                 for kind in args.kinds.split(","):
                     for i in range(10):
-                        assert await _call(app, *request(kind, i)) in (200, 201), kind
+                        assert await _call(yardstick.raw if kind == "raw" else served,
+                                           *request(kind, i)) in (200, 201), kind
                     await measure(kind)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
