@@ -11,6 +11,16 @@ its answer, closed). Bytes that begin no request (blank lines between kept-alive
 not keep a connection open: the header deadline runs from the first of them. A client that
 stops reading its answer (the server's send buffer full) for `TESSERA_BODY_TIMEOUT_SECONDS`
 loses the connection, so it cannot hold a request task by not reading.
+
+It also answers the hottest request there is without an ASGI request: a gateway check (`GET` or
+`HEAD /v1/gateway/check`) whose answer needs no I/O (a cached bearer token, or no usable
+`Authorization`: `service.decide_cached`) is answered as soon as its headers are parsed, with
+the application's own answer, request id and metrics (`Observed.quick_check`). uvicorn would
+otherwise make a task, a scope, ASGI messages and a Starlette response for it, which cost more
+than the check itself (bench/NOTES.md, twelfth pass). Any other request, or a check that must
+read its token or verify a DPoP proof, goes to the application as before, and so does a check
+that arrives while an earlier request of the connection is still being answered (pipelining
+keeps its order), one with a body, over HTTP/1.0 or asking for an upgrade.
 """
 
 from __future__ import annotations
@@ -18,9 +28,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.config import get_settings
+from app.gateway.endpoints import CHECK
+
+_CHECK = CHECK.encode()
+_CHECK_QUERY = _CHECK + b"?"
+_METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
 
 _TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                 b"content-length: 25\r\nconnection: close\r\n\r\nthe request came too slow")
@@ -34,17 +49,34 @@ class SlowClientGuard(HttpToolsProtocol):
         settings = get_settings()
         self._header_seconds = settings.header_timeout_seconds
         self._body_seconds = settings.body_timeout_seconds
-        self._deadline: asyncio.TimerHandle | None = None
+        # The running deadline (loop time), and one timer per connection that looks at it: a
+        # deadline moves with every request, a timer is made only when it would fire too late
+        # (rather than three made and cancelled per request).
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._stalled: asyncio.TimerHandle | None = None
+        self._quick = _quick_check(self.app)
+        self._answered = False  # the current request was answered by `_answer_check`
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._too_slow)
+        self._deadline = deadline = self.loop.time() + seconds
+        if self._timer is not None and self._timer.when() > deadline:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._look)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = None
+
+    def _look(self) -> None:
+        self._timer = None
+        if self._deadline is None:
+            return
+        if self._deadline - self.loop.time() > 0.001:  # moved on since this timer was made
+            self._timer = self.loop.call_at(self._deadline, self._look)
+            return
+        self._too_slow()
 
     def _too_slow(self) -> None:
         self._deadline = None
@@ -63,6 +95,9 @@ class SlowClientGuard(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._stalled is not None:
             self._stalled.cancel()
             self._stalled = None
@@ -97,9 +132,60 @@ class SlowClientGuard(HttpToolsProtocol):
         self._arm(self._header_seconds)
 
     def on_headers_complete(self) -> None:
+        if self._quick is not None and self._answer_check():
+            self._answered = True
+            return
         super().on_headers_complete()
         self._arm(self._body_seconds)
 
     def on_message_complete(self) -> None:
         self._disarm()
+        if self._answered:
+            self._answered = False
+            self.on_response_complete()  # uvicorn's own: the count, keep-alive timer, pipelining
+            return
         super().on_message_complete()
+
+    def _answer_check(self) -> bool:
+        """Answer a gateway check that needs no I/O, here and now (see the module's doc)."""
+        url = self.url
+        if not (url == _CHECK or url.startswith(_CHECK_QUERY)) or b"#" in url:
+            return False
+        method = _METHODS.get(self.parser.get_method())
+        # A client that does not read its answers is served by the application's path, which
+        # waits for it (so answers cannot pile up here), and then let go (`_not_reading`).
+        if method is None or self.parser.get_http_version() != "1.1" \
+                or self.parser.should_upgrade() or self.pipeline or self.flow.write_paused \
+                or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        for name, value in self.headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                return False
+        answer = self._quick(method, url[len(_CHECK_QUERY):], self.headers)
+        if answer is None:
+            return False
+        status, headers, body = answer
+        keep_alive = self.parser.should_keep_alive()
+        content = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            content += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        if method == "GET":
+            content.append(body)
+        self.transport.write(b"".join(content))
+        if not keep_alive:
+            self.transport.close()
+        return True
+
+
+def _quick_check(app: Any) -> Any:  # noqa: ANN401
+    """`Observed.quick_check` of the served application (`app.main.create_served_app`), under
+    whatever uvicorn wrapped it in (its proxy-headers middleware), or None."""
+    for _ in range(4):
+        quick = getattr(app, "quick_check", None)
+        if quick is not None:
+            return quick
+        app = getattr(app, "app", None)
+    return None

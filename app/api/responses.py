@@ -15,10 +15,15 @@ class JSON(JSONResponse):
     each route's response model rather than a string.)"""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except TypeError:  # a lone surrogate somewhere: escaped, never a failed answer
-            return json.dumps(content, default=str).encode()
+        return render(content)
+
+
+def render(content: Any) -> bytes:  # noqa: ANN401
+    """JSON by orjson; a lone surrogate somewhere is escaped, never a failed answer."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:
+        return json.dumps(content, default=str).encode()
 
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

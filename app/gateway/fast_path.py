@@ -52,29 +52,10 @@ class FastChecks:
 
     async def decision(self, scope: dict[str, Any]) -> service.Decision | None:
         """The route's decision (`gateway_check`), or None for the application to answer."""
-        authorization, scope_headers = None, []
-        forwarded: dict[str, str] | None = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if authorization is not None:
-                    return None  # two of them: the application decides
-                authorization = value.decode("latin-1")
-            elif name == b"x-required-scope":
-                scope_headers.append(value.decode("latin-1"))
-            elif name in _FORWARDED:
-                if forwarded is None:
-                    forwarded = {}
-                elif name.decode() in forwarded:
-                    return None  # a repeated one (two DPoP proofs): the application decides
-                forwarded[name.decode()] = value.decode("latin-1")
-        query = scope["query_string"]
-        try:
-            required = service.required_scopes(
-                ",".join(v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-                         if k == "scope") if query else None,
-                ",".join(scope_headers))
-        except service.BadScope:
-            return None  # the route answers 400
+        request = _read(scope["headers"], scope["query_string"])
+        if request is None:
+            return None
+        authorization, required, forwarded = request
         state = self.state
         # Read only for a DPoP-bound request: a bearer token's check does nothing more.
         dpop_scheme = authorization is not None and authorization[:5].lower() == "dpop "
@@ -84,3 +65,43 @@ class FastChecks:
             forwarded=service.Forwarded.of((forwarded or {}).get, scope["method"])
             if dpop_scheme else None,
             dpop_state=dpop_state(state) if dpop_scheme else None)
+
+    def decided(self, headers: list[tuple[bytes, bytes]], query: bytes) -> service.Decision | None:
+        """The decision for a check that needs no I/O (`service.decide_cached`: a cached bearer
+        token, or no usable `Authorization`), the same as `decision`'s; None otherwise. For
+        the HTTP protocol, which answers these without an ASGI request (`app.serving`)."""
+        request = _read(headers, query)
+        if request is None:
+            return None
+        state = self.state
+        return service.decide_cached(request[0], request[1], state.clock.now(),
+                                     cache=state.token_cache)
+
+
+def _read(headers: list[tuple[bytes, bytes]], query: bytes,
+          ) -> tuple[str | None, frozenset[str], dict[str, str] | None] | None:
+    """(authorization, required scopes, forwarded headers) of a check, or None for the
+    application to answer it (a repeated header, a malformed required scope)."""
+    authorization, scope_headers = None, []
+    forwarded: dict[str, str] | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if authorization is not None:
+                return None  # two of them: the application decides
+            authorization = value.decode("latin-1")
+        elif name == b"x-required-scope":
+            scope_headers.append(value.decode("latin-1"))
+        elif name in _FORWARDED:
+            if forwarded is None:
+                forwarded = {}
+            elif name.decode() in forwarded:
+                return None  # a repeated one (two DPoP proofs): the application decides
+            forwarded[name.decode()] = value.decode("latin-1")
+    try:
+        required = service.required_scopes(
+            ",".join(v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+                     if k == "scope") if query else None,
+            ",".join(scope_headers))
+    except service.BadScope:
+        return None  # the route answers 400
+    return authorization, required, forwarded

@@ -204,6 +204,44 @@ def judge(stored: StoredToken | None, required: frozenset[str], now: datetime) -
     return _identity(stored, verdict.expiry)
 
 
+def decide_cached(authorization: str | None, required: frozenset[str], now: datetime, *,
+                  cache: TokenCache | None) -> Decision | None:
+    """`decide` where no I/O is needed: no usable `Authorization`, or a bearer token the cache
+    holds; None where the token must be read or a DPoP proof checked. Answers the same as
+    `decide` (which it is the first part of), without an event loop (`app.serving`)."""
+    presented = _presented_or_refused(authorization)
+    if isinstance(presented, Decision):
+        return presented
+    scheme, secret = presented
+    if scheme != "bearer" or cache is None:
+        return None
+    stored = cache.get(credentials.digest(secret), count_miss=False)  # `decide` counts it
+    return None if stored is None else _presented(stored, scheme, required, now)
+
+
+def _presented_or_refused(authorization: str | None) -> tuple[str, str] | Decision:
+    """(scheme, token) of the request's `Authorization`, or the refusal of its absence or form."""
+    if not authorization:
+        return missing_token()
+    presented = presented_token(authorization)
+    if presented is None:
+        return unauthorized("expected 'Authorization: Bearer <token>' or 'DPoP <token>'")
+    return presented
+
+
+def _presented(stored: StoredToken | None, scheme: str, required: frozenset[str],
+               now: datetime) -> Decision:
+    """The decision for a token presented with `scheme`, before any DPoP proof is checked."""
+    if stored is not None and stored.kind not in _BEARER_TOKEN_KINDS:
+        return unauthorized(_NOT_BEARER)
+    if stored is not None and stored.jkt is not None and scheme == "bearer":
+        return dpop_refusal("invalid_token", "a DPoP-bound token is sent as 'Authorization: "
+                                             "DPoP <token>' with a DPoP proof")
+    if stored is not None and stored.jkt is None and scheme == "dpop":
+        return unauthorized("the token is not DPoP-bound; send it as a bearer token")
+    return judge(stored, required, now)
+
+
 async def decide(authorization: str | None, required: frozenset[str], now: datetime, *,
                  cache: TokenCache | None, reader: TokenReader,
                  forwarded: Forwarded | None = None,
@@ -212,11 +250,9 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
     batches, one SELECT for those of concurrent requests (no transaction around it). A
     DPoP-bound token passes only with `Authorization: DPoP` and a proof of its key for the
     request the gateway `forwarded` (RFC 9449 §7); `dpop_state`: (replays, nonces)."""
-    if not authorization:
-        return missing_token()
-    presented = presented_token(authorization)
-    if presented is None:
-        return unauthorized("expected 'Authorization: Bearer <token>' or 'DPoP <token>'")
+    presented = _presented_or_refused(authorization)
+    if isinstance(presented, Decision):
+        return presented
     scheme, secret = presented
     digest = credentials.digest(secret)
     # A cached entry is a stored token, so its string is well formed: the format check (a
@@ -225,15 +261,8 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
     if stored is None:
         if credentials.kind_of(secret) not in _BEARER_KINDS:
             return unauthorized(_NOT_BEARER)
-        stored = await token_cache.read_through(cache, digest, reader.find)
-    if stored is not None and stored.kind not in _BEARER_TOKEN_KINDS:
-        return unauthorized(_NOT_BEARER)
-    if stored is not None and stored.jkt is not None and scheme == "bearer":
-        return dpop_refusal("invalid_token", "a DPoP-bound token is sent as 'Authorization: "
-                                             "DPoP <token>' with a DPoP proof")
-    if stored is not None and stored.jkt is None and scheme == "dpop":
-        return unauthorized("the token is not DPoP-bound; send it as a bearer token")
-    decision = judge(stored, required, now)
+        stored = await token_cache.read_missed(cache, digest, reader.find)
+    decision = _presented(stored, scheme, required, now)
     if decision.status == 200 and scheme == "dpop" and stored is not None:
         refusal = await _proven(stored, secret, forwarded, now, dpop_state)
         if refusal is not None:

@@ -43,7 +43,7 @@ async def introspect(caller: ClientFacts, token: str, now: datetime,
     if stored is None:
         if credentials.kind_of(token) not in _TOKEN_KINDS:
             return INACTIVE
-        stored = await token_cache.read_through(cache, digest, reader.find)
+        stored = await token_cache.read_missed(cache, digest, reader.find)
     if stored is None or not (await callers.access_in(caller, stored.plan_id, now, cache,
                                                        engine)).allowed:
         return INACTIVE

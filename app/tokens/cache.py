@@ -150,14 +150,16 @@ class TokenCache:
         self.clear()
 
     # -- reads and writes -----------------------------------------------------------------
-    def get(self, digest: str) -> StoredToken | None:
+    def get(self, digest: str, *, count_miss: bool = True) -> StoredToken | None:
+        """A token's cached facts. `count_miss=False`: a miss is not counted, because the
+        caller's fallback (`app.serving` leaving a check to the application) asks again."""
         if not self.serving:
             return None
         stored = self._entries.get(digest)
         if stored is not None:
             self._entries.move_to_end(digest)
             CACHE.inc(*_TOKEN_HIT)
-        else:
+        elif count_miss:
             CACHE.inc(*_TOKEN_MISS)
         return stored
 
@@ -318,6 +320,12 @@ async def read_through(cache: TokenCache | None, digest: str,
     stored = cache.get(digest) if cache is not None else None
     if stored is not None:
         return stored
+    return await read_missed(cache, digest, read)
+
+
+async def read_missed(cache: TokenCache | None, digest: str,
+                      read: Callable[[str], Awaitable[StoredToken | None]]) -> StoredToken | None:
+    """`read_through` after the caller's own lookup missed (so the miss is counted once)."""
     generation = cache.generation if cache is not None else 0
     stored = await read(digest)
     if stored is not None and cache is not None:
