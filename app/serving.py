@@ -12,15 +12,20 @@ not keep a connection open: the header deadline runs from the first of them. A c
 stops reading its answer (the server's send buffer full) for `TESSERA_BODY_TIMEOUT_SECONDS`
 loses the connection, so it cannot hold a request task by not reading.
 
-It also answers the hottest request there is without an ASGI request: a gateway check (`GET` or
-`HEAD /v1/gateway/check`) whose answer needs no I/O (a cached bearer token, or no usable
-`Authorization`: `service.decide_cached`) is answered as soon as its headers are parsed, with
-the application's own answer, request id and metrics (`Observed.quick_check`). uvicorn would
-otherwise make a task, a scope, ASGI messages and a Starlette response for it, which cost more
-than the check itself (bench/NOTES.md, twelfth pass). Any other request, or a check that must
-read its token or verify a DPoP proof, goes to the application as before, and so does a check
-that arrives while an earlier request of the connection is still being answered (pipelining
-keeps its order), one with a body, over HTTP/1.0 or asking for an upgrade.
+It also answers the two hottest requests without an ASGI request, when their answer needs no
+I/O: a gateway check (`GET` or `HEAD /v1/gateway/check`: a cached bearer token, or no usable
+`Authorization`; `gateway.service.decide_cached`) as soon as its headers are parsed, and an
+introspection (`POST /oauth2/introspect`, a form of at most 4 KiB: its caller's credentials and
+the token cached; `introspection.handle_cached`) once its body is whole. The answer is the
+application's own, with its request id and metrics (`Observed.quick_check`,
+`quick_introspection`). uvicorn would otherwise make a task, a scope, ASGI messages and a
+Starlette response for each, which cost more than the answer itself (bench/NOTES.md, twelfth
+pass). Everything else goes to the application as before: other requests, a check or an
+introspection that must read the database or verify a DPoP proof (an introspection whose body
+was collected here is handed on whole), one that arrives while an earlier request of the
+connection is still being answered (pipelining keeps its order), or while the client is not
+reading its answers, one over HTTP/1.0, asking for an upgrade or a `100 Continue`, or with a
+body of another shape.
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.config import get_settings
 from app.gateway.endpoints import CHECK
+from app.oauth2.fast_path import MAX_BODY
+from app.ops.observe import INTROSPECT, observed_in
 
 _CHECK = CHECK.encode()
 _CHECK_QUERY = _CHECK + b"?"
+_INTROSPECT = INTROSPECT.encode()
 _METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
 
 _TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -55,8 +63,9 @@ class SlowClientGuard(HttpToolsProtocol):
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._stalled: asyncio.TimerHandle | None = None
-        self._quick = _quick_check(self.app)
-        self._answered = False  # the current request was answered by `_answer_check`
+        self._observed = observed_in(self.app)
+        self._answered = False  # the current request was answered here
+        self._form: list[bytes] | None = None  # an introspection's body, while it comes
 
     def _arm(self, seconds: float) -> None:
         self._deadline = deadline = self.loop.time() + seconds
@@ -132,11 +141,25 @@ class SlowClientGuard(HttpToolsProtocol):
         self._arm(self._header_seconds)
 
     def on_headers_complete(self) -> None:
-        if self._quick is not None and self._answer_check():
-            self._answered = True
-            return
+        if self._observed is not None and self._free():
+            url = self.url
+            method = _METHODS.get(self.parser.get_method())
+            if method is not None and (url == _CHECK or url.startswith(_CHECK_QUERY)) \
+                    and not self._has_body() and self._answer_check(method, url):
+                self._answered = True
+                return
+            if method is None and url == _INTROSPECT and self._small_body():
+                self._form = []  # collected here; answered, or handed on, when it is whole
+                self._arm(self._body_seconds)
+                return
         super().on_headers_complete()
         self._arm(self._body_seconds)
+
+    def on_body(self, body: bytes) -> None:
+        if self._form is not None:
+            self._form.append(body)
+            return
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -144,27 +167,58 @@ class SlowClientGuard(HttpToolsProtocol):
             self._answered = False
             self.on_response_complete()  # uvicorn's own: the count, keep-alive timer, pipelining
             return
+        if self._form is not None:
+            body, self._form = b"".join(self._form), None
+            answer = self._observed.quick_introspection(self.headers, body)
+            if answer is not None:
+                self._write(*answer, head=False)
+                self.on_response_complete()
+                return
+            # The application's path after all, as if the request had just been parsed.
+            HttpToolsProtocol.on_headers_complete(self)
+            self.cycle.body = body
         super().on_message_complete()
 
-    def _answer_check(self) -> bool:
-        """Answer a gateway check that needs no I/O, here and now (see the module's doc)."""
-        url = self.url
-        if not (url == _CHECK or url.startswith(_CHECK_QUERY)) or b"#" in url:
-            return False
-        method = _METHODS.get(self.parser.get_method())
-        # A client that does not read its answers is served by the application's path, which
-        # waits for it (so answers cannot pile up here), and then let go (`_not_reading`).
-        if method is None or self.parser.get_http_version() != "1.1" \
-                or self.parser.should_upgrade() or self.pipeline or self.flow.write_paused \
-                or (self.cycle is not None and not self.cycle.response_complete):
-            return False
+    def _free(self) -> bool:
+        """Whether a request may be answered here: nothing of the connection's is still being
+        answered (pipelining keeps its order), its client reads its answers (one that does
+        not is served by the application's path, which waits for it, so answers cannot pile
+        up here, and then let go: `_not_reading`), HTTP/1.1, no upgrade."""
+        return not self.pipeline and not self.flow.write_paused \
+            and (self.cycle is None or self.cycle.response_complete) \
+            and self.parser.get_http_version() == "1.1" and not self.parser.should_upgrade() \
+            and b"#" not in self.url
+
+    def _has_body(self) -> bool:
         for name, value in self.headers:
             if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                return True
+        return False
+
+    def _small_body(self) -> bool:
+        """A `POST` with a body of a stated length of at most `MAX_BODY`, not waiting for a
+        `100 Continue`."""
+        if self.parser.get_method() != b"POST" or self.expect_100_continue:
+            return False
+        length = None
+        for name, value in self.headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and length is not None):
                 return False
-        answer = self._quick(method, url[len(_CHECK_QUERY):], self.headers)
+            if name == b"content-length":
+                length = value
+        return length is not None and length.isdigit() and int(length) <= MAX_BODY
+
+    def _answer_check(self, method: str, url: bytes) -> bool:
+        """Answer a gateway check that needs no I/O, here and now (see the module's doc)."""
+        answer = self._observed.quick_check(method, url[len(_CHECK_QUERY):], self.headers)
         if answer is None:
             return False
-        status, headers, body = answer
+        self._write(*answer, head=method == "HEAD")
+        return True
+
+    def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *,
+               head: bool) -> None:
+        """An answer, as uvicorn writes one (its default headers first)."""
         keep_alive = self.parser.should_keep_alive()
         content = [STATUS_LINE[status]]
         for name, value in (*self.server_state.default_headers, *headers):
@@ -172,20 +226,8 @@ class SlowClientGuard(HttpToolsProtocol):
         if not keep_alive:
             content.append(b"connection: close\r\n")
         content.append(b"\r\n")
-        if method == "GET":
+        if not head:
             content.append(body)
         self.transport.write(b"".join(content))
         if not keep_alive:
             self.transport.close()
-        return True
-
-
-def _quick_check(app: Any) -> Any:  # noqa: ANN401
-    """`Observed.quick_check` of the served application (`app.main.create_served_app`), under
-    whatever uvicorn wrapped it in (its proxy-headers middleware), or None."""
-    for _ in range(4):
-        quick = getattr(app, "quick_check", None)
-        if quick is not None:
-            return quick
-        app = getattr(app, "app", None)
-    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +53,47 @@ class Counting:
 def answer(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
     """Everything a response says, for comparing two of them."""
     return r.status_code, sorted(r.headers.multi_items()), r.content
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One HTTP/1.1 answer read off an asyncio stream: status line, headers, body."""
+    status = await asyncio.wait_for(reader.readline(), 5)
+    headers = {}
+    while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), 5)
+    return status, headers, body
+
+
+@asynccontextmanager
+async def served_by_uvicorn(app: Any) -> AsyncIterator[Any]:  # noqa: ANN401
+    """`tessera serve`'s composition of `app` (`create_served_app`) behind uvicorn and its
+    protocol (`app.serving`), in this process, on a free port; yields the outermost layer,
+    whose `.calls` counts the requests that reached the ASGI application at all (the protocol
+    answers some itself), with `.url`, `.port` and `.server` (uvicorn's)."""
+    import uvicorn
+
+    from app.main import serve
+    from app.ops.observe import Observed
+    from app.serving import SlowClientGuard
+
+    outer = Counting(Observed(serve(app)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(outer, host="127.0.0.1", port=port,
+                                           http=SlowClientGuard, lifespan="off",
+                                           log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server says so only by this flag
+        await asyncio.sleep(0.01)
+    outer.url, outer.port, outer.server = f"http://127.0.0.1:{port}", port, server
+    try:
+        yield outer
+    finally:
+        server.should_exit = True
+        await task
 
 
 @asynccontextmanager

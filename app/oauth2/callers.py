@@ -31,10 +31,15 @@ PLATFORM = "platform"
 log = logging.getLogger("tessera.oauth2")
 
 
+def standing(caller: ClientFacts, now: datetime) -> Access:
+    """The caller's access whatever the plan: pure, nothing logged (`refusal` logs)."""
+    state = caller.installation_state if caller.kind == "custom" else "active"
+    return decide(facts_of(caller), state, now)
+
+
 def refusal(caller: ClientFacts, now: datetime) -> Access | None:
     """The rule that refuses this caller whatever the plan, or None."""
-    state = caller.installation_state if caller.kind == "custom" else "active"
-    access = decide(facts_of(caller), state, now)
+    access = standing(caller, now)
     if access.allowed:
         return None
     log.info("integration refused", extra={"event": "integration_refused",
@@ -57,12 +62,21 @@ def refused(access: Access, *, status_code: int = 400) -> UnauthorizedClientErro
     return UnauthorizedClientError(description=description(access), status_code=status_code)
 
 
-async def access_in(caller: ClientFacts, plan_id: uuid.UUID, now: datetime,
-                    cache: TokenCache | None, engine: AsyncEngine) -> Access:
-    """May this caller (not refused as a whole: `refusal`) act on tokens of `plan_id`?"""
+def access_known(caller: ClientFacts, plan_id: uuid.UUID) -> Access | None:
+    """`access_in` where the caller alone decides it (the platform's callers, custom
+    integrations), or None where its installation in the plan must be read."""
     if caller.kind == PLATFORM:
         return Access(True)
     if caller.plan_id is not None:  # custom: its own plan, where `refusal` judged it
         return Access(True) if caller.plan_id == plan_id else Access(False, Rule.not_installed)
+    return None
+
+
+async def access_in(caller: ClientFacts, plan_id: uuid.UUID, now: datetime,
+                    cache: TokenCache | None, engine: AsyncEngine) -> Access:
+    """May this caller (not refused as a whole: `refusal`) act on tokens of `plan_id`?"""
+    known = access_known(caller, plan_id)
+    if known is not None:
+        return known
     found = await placements.in_plan(engine, cache, caller.id, plan_id)
     return decide(facts_of(caller), found.state if found else None, now)

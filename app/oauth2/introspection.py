@@ -100,6 +100,29 @@ async def handle(state: Any, authorization: str | None, form: dict[str, str],  #
     return await introspect(caller, token, now, cache, state.token_batches.reader, state.engine)
 
 
+def handle_cached(state: Any, authorization: str | None, form: dict[str, str],  # noqa: ANN401
+                  now: datetime) -> dict[str, Any] | None:
+    """`handle` where no I/O is needed: a caller whose credentials the cache knows, allowed to
+    introspect, asking about a token the cache holds, of a plan the caller alone says it may
+    see. None otherwise (errors included): `handle` answers, counting any cache miss once.
+    For the HTTP protocol, which answers these without an ASGI request (`app.serving`)."""
+    cache = state.token_cache
+    key = clients.credentials_key(authorization, form, "introspect") if cache is not None \
+        else None
+    known = cache.get_client(key, count_miss=False) if key is not None else None
+    if known is None:
+        return None
+    caller = known.integration
+    token = form.get("token")
+    if not caller.can_introspect or not token or not callers.standing(caller, now).allowed:
+        return None
+    stored = cache.get(credentials.digest(token), count_miss=False)
+    access = callers.access_known(caller, stored.plan_id) if stored is not None else None
+    if access is None:
+        return None
+    return answer_for(stored, now) if access.allowed else INACTIVE
+
+
 async def introspection_endpoint(request: Request) -> JSON:
     state = request.app.state
     form = await read_form(request)

@@ -3,7 +3,8 @@ one came and is sane, or a new one, returned in the answer and on every log line
 counted and timed by route for `/metrics`, and, with the access log on, is logged in one line.
 
 It wraps the fast paths too (`app.main.serve`), so the hottest requests count like the others,
-and `quick_check` does the same for the checks the HTTP protocol answers itself (`app.serving`).
+and `quick_check` and `quick_introspection` do the same for the requests the HTTP protocol
+answers itself (`app.serving`).
 Cost, measured in `make bench` (a server with metrics off beside one with them on): see
 bench/RESULTS.md.
 """
@@ -14,9 +15,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from app.api.responses import render
+from app.api.responses import NO_STORE, render
 from app.gateway.endpoints import CHECK
 from app.ops import logs, metrics
 
@@ -26,7 +28,8 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 # What uvicorn refuses in a header value.
 _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 # Paths answered in front of the application: their own route label.
-_FAST = frozenset({"/v1/gateway/check", "/oauth2/token", "/oauth2/introspect"})
+INTROSPECT = "/oauth2/introspect"
+_FAST = frozenset({CHECK, "/oauth2/token", INTROSPECT})
 
 
 class Observed:
@@ -35,7 +38,9 @@ class Observed:
         self.app = app
         self.state = getattr(app, "state", None)
         self.metrics_on, self.access_log = metrics_on, access_log
-        self._decided = getattr(app, "decided", None)  # app.gateway.fast_path.FastChecks
+        # What the fast paths answer without I/O (app/gateway/fast_path.py, app/oauth2/...).
+        self._decided = find(app, "decided")
+        self._introspected = find(app, "introspected")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
         if scope["type"] != "http":
@@ -73,31 +78,79 @@ class Observed:
                     ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """(status, headers, body) of a gateway check that needs no I/O, as the application
         would answer it, with its request id and counted the same; None for the application to
-        answer (a token to read, a DPoP proof, anything unusual) or when the access log is on
-        (its line names the client as the proxy-headers middleware sees it)."""
-        if self._decided is None or self.access_log:
+        answer (a token to read, a DPoP proof, anything unusual)."""
+        if self._decided is None:
+            return None
+
+        def decided() -> tuple[int, dict[str, str], Any] | None:
+            decision = self._decided(headers, query)
+            return None if decision is None else \
+                (decision.status, decision.headers, decision.body)
+
+        return self._quick(CHECK, method, headers, decided)
+
+    def quick_introspection(self, headers: list[tuple[bytes, bytes]], body: bytes,
+                            ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The same for an introspection (`POST /oauth2/introspect`, its form `body`)."""
+        if self._introspected is None:
+            return None
+
+        def introspected() -> tuple[int, dict[str, str], Any] | None:
+            answer = self._introspected(headers, body)
+            return None if answer is None else (200, NO_STORE, answer)
+
+        return self._quick(INTROSPECT, "POST", headers, introspected)
+
+    def _quick(self, route: str, method: str, headers: list[tuple[bytes, bytes]],
+               answer_of: Callable[[], tuple[int, dict[str, str], Any] | None],
+               ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """Not with the access log on: its line names the client as the proxy-headers
+        middleware sees it, which only the application's path does."""
+        if self.access_log:
             return None
         started = time.perf_counter()
         rid = _request_id(headers)
         token = logs.request_id.set(rid)
         try:
-            decision = self._decided(headers, query)
-            if decision is None:
+            answer = answer_of()
+            if answer is None:
                 return None
-            answer = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                      for name, value in decision.headers.items()]
-            body = render(decision.body)
+            status, given, content = answer
+            sent = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                    for name, value in given.items()]
+            body = render(content)
         except Exception:  # noqa: BLE001 - whatever it is, the application's path answers it
             return None
         finally:
             logs.request_id.reset(token)
-        if _BAD_VALUE.search(b"\t".join(value for _, value in answer)):
+        if _BAD_VALUE.search(b"\t".join(value for _, value in sent)):
             return None  # uvicorn fails such an answer; the application's path says how
-        answer += [(b"content-length", str(len(body)).encode()),
-                   (b"content-type", b"application/json"), (b"x-request-id", rid.encode())]
+        sent += [(b"content-length", str(len(body)).encode()),
+                 (b"content-type", b"application/json"), (b"x-request-id", rid.encode())]
         if self.metrics_on:
-            metrics.observe_request(CHECK, method, decision.status, time.perf_counter() - started)
-        return decision.status, answer, body
+            metrics.observe_request(route, method, status, time.perf_counter() - started)
+        return status, sent, body
+
+
+def find(app: Any, name: str) -> Any:  # noqa: ANN401
+    """Attribute `name` of the first ASGI application in the chain from `app` inward (each
+    middleware's `.app`) that has one, or None."""
+    return next((getattr(a, name) for a in _chain(app) if getattr(a, name, None) is not None),
+                None)
+
+
+def observed_in(app: Any) -> Observed | None:  # noqa: ANN401
+    """The `Observed` layer in the chain from `app` inward (under whatever uvicorn wrapped it
+    in: its proxy-headers middleware), or None."""
+    return next((a for a in _chain(app) if isinstance(a, Observed)), None)
+
+
+def _chain(app: Any) -> Iterator[Any]:  # noqa: ANN401
+    for _ in range(8):
+        if app is None:
+            return
+        yield app
+        app = getattr(app, "app", None)
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:

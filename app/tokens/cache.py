@@ -177,13 +177,15 @@ class TokenCache:
             oldest = next(iter(self._entries))
             self._drop(oldest)
 
-    def get_client(self, key: str) -> Any | None:  # noqa: ANN401
+    def get_client(self, key: str, *, count_miss: bool = True) -> Any | None:  # noqa: ANN401
         """A client that authenticated with exactly these credentials, if cached. `key` is a
-        digest of the credentials as presented, so other (or wrong) ones never match."""
+        digest of the credentials as presented, so other (or wrong) ones never match.
+        `count_miss`: as for `get`."""
         if not self.serving:
             return None
         entry = self._clients.get(key)
-        CACHE.inc(*(_CLIENT_HIT if entry is not None else _CLIENT_MISS))
+        if entry is not None or count_miss:
+            CACHE.inc(*(_CLIENT_HIT if entry is not None else _CLIENT_MISS))
         return entry[1] if entry is not None else None
 
     def put_client(self, key: str, integration_id: uuid.UUID, facts: Any,  # noqa: ANN401

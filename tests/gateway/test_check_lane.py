@@ -12,15 +12,10 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 
-from app.main import serve
 from app.ops import metrics
-from app.ops.observe import Observed
-from app.serving import SlowClientGuard
-from tests.gateway.processes import free_port
 from tests.gateway.test_check import CHECK, bearer, custom_integration_token
-from tests.helpers import Counting, set_period
+from tests.helpers import read_answer, served_by_uvicorn, set_period
 from tests.integrations.test_token_client_cache import serve_cache
 
 pytestmark = pytest.mark.asyncio
@@ -31,23 +26,9 @@ _STACK = {"date", "server", "x-request-id"}
 
 @pytest.fixture
 async def lane(app) -> AsyncIterator[Any]:  # noqa: ANN001
-    """`tessera serve`'s composition (`create_served_app`) behind uvicorn and its protocol, in
-    this process; `.calls` counts the requests that reached the ASGI application at all."""
     serve_cache(app)
-    outer = Counting(Observed(serve(app)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(outer, host="127.0.0.1", port=port,
-                                           http=SlowClientGuard, lifespan="off",
-                                           log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn's Server says so only by this flag
-        await asyncio.sleep(0.01)
-    outer.url, outer.port, outer.server = f"http://127.0.0.1:{port}", port, server
-    try:
+    async with served_by_uvicorn(app) as outer:
         yield outer
-    finally:
-        server.should_exit = True
-        await task
 
 
 def seen(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -138,16 +119,6 @@ async def test_what_needs_io_or_is_unusual_reaches_the_application(app, client, 
     answer = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200 ") and lane.calls == calls + 1
-
-
-async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
-    status = await asyncio.wait_for(reader.readline(), 5)
-    headers = {}
-    while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    body = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), 5)
-    return status, headers, body
 
 
 async def test_pipelined_answers_keep_their_order_and_close_is_honoured(lane, plan) -> None:  # noqa: ANN001

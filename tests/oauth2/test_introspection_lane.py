@@ -1,0 +1,158 @@
+"""Introspections answered by the HTTP protocol itself (`app.serving`): over real sockets to a
+real uvicorn serving `tessera serve`'s composition, an introspection that needs no I/O (its
+caller's credentials and the token cached) is answered as the application answers it, without
+reaching it; every other one still reaches it, whatever its shape."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from app.ops import metrics
+from tests.helpers import create_gateway_client, read_answer, served_by_uvicorn
+from tests.integrations.test_token_client_cache import serve_cache
+
+pytestmark = pytest.mark.asyncio
+
+INTROSPECT = "/oauth2/introspect"
+_STACK = {"date", "server", "x-request-id"}
+
+
+@pytest.fixture
+async def lane(app) -> AsyncIterator[Any]:  # noqa: ANN001
+    serve_cache(app)
+    async with served_by_uvicorn(app) as outer:
+        yield outer
+
+
+def seen(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    return r.status_code, sorted((k, v) for k, v in r.headers.multi_items()
+                                 if k not in _STACK), r.content
+
+
+async def test_introspections_needing_no_io_are_answered_as_by_the_application(
+        app, client, lane, plan, other_plan, clock) -> None:  # noqa: ANN001
+    creds = await create_gateway_client(client, plan)
+    user, stranger = await plan.add_user(), await other_plan.add_user()
+    post = {"client_id": creds[0], "client_secret": creds[1]}
+    requests: list[dict[str, Any]] = [
+        {"data": {"token": user.token}, "auth": creds},  # active
+        {"data": {"token": user.token, "token_type_hint": "access_token"}, "auth": creds},
+        {"data": {"token": user.token, **post}},  # client_secret_post
+        # A custom integration sees its own plan's tokens only: inactive, from its facts.
+        {"data": {"token": stranger.token}, "auth": creds},
+    ]
+    async with httpx2.AsyncClient(base_url=lane.url) as http:
+        for request in requests:
+            await http.post(INTROSPECT, **request)  # the caller and the token, read and cached
+            calls = lane.calls
+            fast, route = (await http.post(INTROSPECT, **request),
+                           await client.post(INTROSPECT, **request))
+            assert seen(fast) == seen(route), request
+            assert lane.calls == calls, request  # no ASGI request was made for it
+        assert (await http.post(INTROSPECT, **requests[0])).json()["sub"] == str(user.user_id)
+        assert (await http.post(INTROSPECT, **requests[3])).json() == {"active": False}
+
+        def counted() -> int:
+            return sum(metrics.REQUESTS.children.get((INTROSPECT, "POST", "200"), [0])[:-1])
+        before = counted()
+        await http.post(INTROSPECT, **requests[0])
+        assert counted() == before + 1
+
+        # Revoked: inactive at once, still without the application.
+        r = await client.delete(f"/v1/me/tokens/{(await my_token_id(client, user.token))}",
+                                headers={"Authorization": f"Bearer {user.token}"})
+        assert r.status_code in (200, 204), r.text
+        calls = lane.calls
+        r = await http.post(INTROSPECT, **requests[0])
+        assert r.json() == {"active": False} and lane.calls == calls + 1  # evicted: read again
+        r = await http.post(INTROSPECT, **requests[0])
+        assert r.json() == {"active": False} and lane.calls == calls + 1  # and cached as it is
+
+
+async def my_token_id(client: httpx2.AsyncClient, token: str) -> str:
+    r = await client.get("/v1/me/tokens", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    return r.json()["items"][0]["id"]
+
+
+async def test_what_needs_io_or_is_unusual_reaches_the_application(
+        app, client, lane, plan) -> None:  # noqa: ANN001
+    creds = await create_gateway_client(client, plan)
+    user = await plan.add_user()
+    async with httpx2.AsyncClient(base_url=lane.url) as http:
+        r = await http.post(INTROSPECT, data={"token": user.token}, auth=creds)
+        assert r.json()["active"] is True
+        cases: list[tuple[dict[str, Any], int]] = [
+            ({"data": {"token": user.token}, "auth": (creds[0], "wrong")}, 401),
+            ({"data": {}, "auth": creds}, 400),  # no token
+            ({"data": {"token": "tsp_not_a_real_token"}, "auth": creds}, 200),  # never cached
+            ({"content": b"token=" + user.token.encode(), "auth": creds,
+              "headers": {"Content-Type": "application/json"}}, 400),
+            ({"content": f"token={user.token}&token={user.token}".encode(), "auth": creds,
+              "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 400),
+            ({"data": {"token": user.token, "pad": "x" * 5000}, "auth": creds}, 200),  # large
+            ({"data": {"token": user.token}, "auth": creds, "params": {"a": "b"}}, 200),
+            ({"data": {"token": user.token}, "auth": creds, "headers": {"DPoP": "x"}}, 200),
+        ]
+        for request, status in cases:
+            calls = lane.calls
+            r = await http.post(INTROSPECT, **request)
+            assert r.status_code == status, (request, r.text)
+            assert lane.calls == calls + 1, request
+    # Chunked, and a body announced with `Expect: 100-continue`: the application's path, which
+    # sends the 100 and reads the body as it comes.
+    basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode())
+    form = f"token={user.token}".encode()
+    head = (b"POST " + INTROSPECT.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+            + basic + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n")
+    for request in (head + b"Transfer-Encoding: chunked\r\n\r\n"
+                    + f"{len(form):x}\r\n".encode() + form + b"\r\n0\r\n\r\n",
+                    head + b"Expect: 100-continue\r\nContent-Length: "
+                    + str(len(form)).encode() + b"\r\n\r\n" + form):
+        reader, writer = await asyncio.open_connection("127.0.0.1", lane.port)
+        calls = lane.calls
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b'"active":true'), 5)
+        writer.close()
+        assert b"HTTP/1.1 200 OK" in answer and lane.calls == calls + 1
+
+
+async def test_a_body_in_pieces_and_pipelined_requests(client, lane, plan) -> None:  # noqa: ANN001
+    creds = await create_gateway_client(client, plan)
+    user = await plan.add_user()
+    basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode())
+    form = f"token={user.token}".encode()
+    request = (b"POST " + INTROSPECT.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+               + basic + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+               b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form)
+    me = (b"GET /v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + user.token.encode()
+          + b"\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", lane.port)
+    try:
+        writer.write(request)  # caller and token read once, cached from here on
+        assert b'"active":true' in (await read_answer(reader))[2]
+        calls = lane.calls
+        # The body in three pieces, a moment apart: answered when it is whole.
+        cut = len(request) - 10
+        for piece in (request[:cut - 20], request[cut - 20:cut], request[cut:]):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        assert b'"active":true' in (await read_answer(reader))[2]
+        assert lane.calls == calls
+        # Pipelined behind a request the application answers: after it, in order.
+        writer.write(me + request + me)
+        await writer.drain()
+        answers = [await read_answer(reader) for _ in range(3)]
+    finally:
+        writer.close()
+    assert [b'"active":true' in body for _status, _headers, body in answers] == \
+        [False, True, False]
+    assert all(status.startswith(b"HTTP/1.1 200 ") for status, _h, _b in answers)
