@@ -12,9 +12,9 @@ bench/RESULTS.md.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -154,8 +154,9 @@ def _chain(app: Any) -> Iterator[Any]:  # noqa: ANN401
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
-    """The request's `X-Request-ID` when it is sane, or a new one."""
+    """The request's `X-Request-ID` when it is sane, or a new one: 128 random bits in hex
+    (`uuid.uuid4().hex` takes 2.1 µs, this 0.45)."""
     for name, value in headers:
         if name == b"x-request-id":
-            return value.decode() if _SANE_ID.fullmatch(value) else uuid.uuid4().hex
-    return uuid.uuid4().hex
+            return value.decode() if _SANE_ID.fullmatch(value) else os.urandom(16).hex()
+    return os.urandom(16).hex()
