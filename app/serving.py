@@ -66,6 +66,7 @@ class SlowClientGuard(HttpToolsProtocol):
         self._observed = observed_in(self.app)
         self._answered = False  # the current request was answered here
         self._form: list[bytes] | None = None  # an introspection's body, while it comes
+        self._last = False  # the server is shutting down: close after the current answer
 
     def _arm(self, seconds: float) -> None:
         self._deadline = deadline = self.loop.time() + seconds
@@ -91,7 +92,11 @@ class SlowClientGuard(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        started = self.cycle is not None and self.cycle.response_started
+        # The last cycle uvicorn made may be an earlier request's, long answered (or this
+        # request is collected here, with no cycle of its own): only a cycle still being
+        # answered means the answer has begun.
+        started = self.cycle is not None and not self.cycle.response_complete \
+            and self.cycle.response_started
         if not started:
             self.transport.write(_TIMEOUT_408)
         if self.cycle is not None:
@@ -177,7 +182,18 @@ class SlowClientGuard(HttpToolsProtocol):
             # The application's path after all, as if the request had just been parsed.
             HttpToolsProtocol.on_headers_complete(self)
             self.cycle.body = body
+            if self._last:
+                self.cycle.keep_alive = False
         super().on_message_complete()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown closes an idle connection at once and lets a request
+        being answered finish; an introspection whose body is being collected here has no
+        cycle of its own yet, but is a request being answered all the same."""
+        if self._form is not None:
+            self._last = True
+            return
+        super().shutdown()
 
     def _free(self) -> bool:
         """Whether a request may be answered here: nothing of the connection's is still being
@@ -219,7 +235,7 @@ class SlowClientGuard(HttpToolsProtocol):
     def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *,
                head: bool) -> None:
         """An answer, as uvicorn writes one (its default headers first)."""
-        keep_alive = self.parser.should_keep_alive()
+        keep_alive = self.parser.should_keep_alive() and not self._last
         content = [STATUS_LINE[status]]
         for name, value in (*self.server_state.default_headers, *headers):
             content += (name, b": ", value, b"\r\n")

@@ -153,3 +153,27 @@ async def test_a_client_that_does_not_read_its_answers_is_let_go(served) -> None
     answered = received.count(b"HTTP/1.1 200 OK\r\n")
     assert dropped, f"the connection was still open after {answered} answers"
     assert answered < count  # dropped on the way, not once everything was read
+
+
+@pytest.mark.parametrize("path", ["/oauth2/introspect", "/oauth2/token", None])
+async def test_a_slow_request_after_an_answered_one_is_answered_408(served, path) -> None:  # noqa: ANN001
+    """The deadline's 408 does not depend on what the connection did before: after a request
+    answered in full, a body that does not arrive in time is answered 408 like the first
+    request's would be (on the path the HTTP protocol collects itself, introspection, and on
+    the application's), and so are headers (`None`)."""
+    reader, writer = await asyncio.open_connection(served.hostname, served.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    length = 0
+    while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await asyncio.wait_for(reader.readexactly(length), 5)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHo" if path is None else
+                 f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+                 "urlencoded\r\nContent-Length: 10\r\n\r\ntoken".encode())
+    await writer.drain()
+    answer = await answer_within(reader, LIMIT + 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]

@@ -215,8 +215,11 @@ def decide_cached(authorization: str | None, required: frozenset[str], now: date
     scheme, secret = presented
     if scheme != "bearer" or cache is None:
         return None
-    stored = cache.get(credentials.digest(secret), count_miss=False)  # `decide` counts it
-    return None if stored is None else _presented(stored, scheme, required, now)
+    stored = cache.get(credentials.digest(secret), count=False)  # `decide` counts its own
+    if stored is None:
+        return None
+    cache.counted_hits(tokens=1)
+    return _presented(stored, scheme, required, now)
 
 
 def _presented_or_refused(authorization: str | None) -> tuple[str, str] | Decision:

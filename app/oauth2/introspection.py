@@ -109,17 +109,19 @@ def handle_cached(state: Any, authorization: str | None, form: dict[str, str],  
     cache = state.token_cache
     key = clients.credentials_key(authorization, form, "introspect") if cache is not None \
         else None
-    known = cache.get_client(key, count_miss=False) if key is not None else None
+    # Nothing counted for /metrics until it answers: `handle` counts its own lookups.
+    known = cache.get_client(key, count=False) if key is not None else None
     if known is None:
         return None
     caller = known.integration
     token = form.get("token")
     if not caller.can_introspect or not token or not callers.standing(caller, now).allowed:
         return None
-    stored = cache.get(credentials.digest(token), count_miss=False)
+    stored = cache.get(credentials.digest(token), count=False)
     access = callers.access_known(caller, stored.plan_id) if stored is not None else None
     if access is None:
         return None
+    cache.counted_hits(tokens=1, clients=1)
     return answer_for(stored, now) if access.allowed else INACTIVE
 
 

@@ -150,18 +150,28 @@ class TokenCache:
         self.clear()
 
     # -- reads and writes -----------------------------------------------------------------
-    def get(self, digest: str, *, count_miss: bool = True) -> StoredToken | None:
-        """A token's cached facts. `count_miss=False`: a miss is not counted, because the
-        caller's fallback (`app.serving` leaving a check to the application) asks again."""
+    def get(self, digest: str, *, count: bool = True) -> StoredToken | None:
+        """A token's cached facts. `count=False`: neither hit nor miss is counted (for
+        `/metrics`), because the caller may leave the request to a path that asks again
+        (`app.serving`); it counts its hits itself when it answers (`counted_hits`)."""
         if not self.serving:
             return None
         stored = self._entries.get(digest)
         if stored is not None:
             self._entries.move_to_end(digest)
-            CACHE.inc(*_TOKEN_HIT)
-        elif count_miss:
+            if count:
+                CACHE.inc(*_TOKEN_HIT)
+        elif count:
             CACHE.inc(*_TOKEN_MISS)
         return stored
+
+    @staticmethod
+    def counted_hits(*, tokens: int = 0, clients: int = 0) -> None:
+        """Hits found with `count=False`, counted once the answer they gave is sent."""
+        for _ in range(tokens):
+            CACHE.inc(*_TOKEN_HIT)
+        for _ in range(clients):
+            CACHE.inc(*_CLIENT_HIT)
 
     def put(self, digest: str, stored: StoredToken, generation: int) -> None:
         """Store facts read from the database, unless anything was evicted since the read
@@ -177,14 +187,14 @@ class TokenCache:
             oldest = next(iter(self._entries))
             self._drop(oldest)
 
-    def get_client(self, key: str, *, count_miss: bool = True) -> Any | None:  # noqa: ANN401
+    def get_client(self, key: str, *, count: bool = True) -> Any | None:  # noqa: ANN401
         """A client that authenticated with exactly these credentials, if cached. `key` is a
         digest of the credentials as presented, so other (or wrong) ones never match.
-        `count_miss`: as for `get`."""
+        `count`: as for `get`."""
         if not self.serving:
             return None
         entry = self._clients.get(key)
-        if entry is not None or count_miss:
+        if count:
             CACHE.inc(*(_CLIENT_HIT if entry is not None else _CLIENT_MISS))
         return entry[1] if entry is not None else None
 

@@ -156,3 +156,63 @@ async def test_a_body_in_pieces_and_pipelined_requests(client, lane, plan) -> No
     assert [b'"active":true' in body for _status, _headers, body in answers] == \
         [False, True, False]
     assert all(status.startswith(b"HTTP/1.1 200 ") for status, _h, _b in answers)
+
+
+async def test_cache_lookups_are_counted_once_per_request(client, lane, plan) -> None:  # noqa: ANN001
+    """/metrics counts each lookup once, whichever path answers: the protocol counts its hits
+    when it answers, and counts nothing when it leaves the request to the application."""
+    creds = await create_gateway_client(client, plan)
+    user, other = await plan.add_user(), await plan.add_user()
+
+    def counts() -> dict[tuple[str, str], int]:
+        return {k: metrics.CACHE.children.get(k, 0) for k in
+                [("token", "hit"), ("token", "miss"), ("client", "hit"), ("client", "miss")]}
+
+    async with httpx2.AsyncClient(base_url=lane.url) as http:
+        await http.post(INTROSPECT, data={"token": user.token}, auth=creds)  # all cached now
+        before = counts()
+        await http.post(INTROSPECT, data={"token": user.token}, auth=creds)  # the protocol's
+        after = counts()
+        assert {k: after[k] - before[k] for k in after} == {
+            ("token", "hit"): 1, ("token", "miss"): 0, ("client", "hit"): 1,
+            ("client", "miss"): 0}
+        calls = lane.calls
+        await http.post(INTROSPECT, data={"token": other.token}, auth=creds)  # token unread
+        assert lane.calls == calls + 1
+        again = counts()
+        assert {k: again[k] - after[k] for k in again} == {
+            ("token", "hit"): 0, ("token", "miss"): 1, ("client", "hit"): 1,
+            ("client", "miss"): 0}
+
+
+async def test_a_graceful_shutdown_answers_an_introspection_being_read(client, lane,
+                                                                       plan) -> None:  # noqa: ANN001
+    """uvicorn's shutdown closes idle connections and lets requests being answered finish; an
+    introspection whose body is still coming is one of those: answered, then closed."""
+    creds = await create_gateway_client(client, plan)
+    user = await plan.add_user()
+    basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode())
+    form = f"token={user.token}".encode()
+    request = (b"POST " + INTROSPECT.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+               + basic + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+               b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form)
+    for repeat in (False, True):  # read by the application, then answered by the protocol
+        reader, writer = await asyncio.open_connection("127.0.0.1", lane.port)
+        writer.write(request)
+        await writer.drain()
+        assert b'"active":true' in (await read_answer(reader))[2]
+        writer.close()
+        if repeat:
+            break
+    reader, writer = await asyncio.open_connection("127.0.0.1", lane.port)
+    writer.write(request[:-5])
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    lane.server.should_exit = True  # what SIGTERM does
+    await asyncio.sleep(0.3)
+    writer.write(request[-5:])
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # everything, up to the close
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b'"active":true' in answer
+    assert b"connection: close" in answer.lower()
