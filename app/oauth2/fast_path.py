@@ -71,7 +71,6 @@ class FastForms:
             return errors.failure_response(exc, "POST", path)
         return JSON(answer, headers=NO_STORE)
 
-
     def introspected(self, headers: list[tuple[bytes, bytes]], body: bytes,
                      ) -> dict[str, Any] | None:
         """The answer to an introspection that needs no I/O (`introspection.handle_cached`),

@@ -39,8 +39,8 @@ class Observed:
         self.state = getattr(app, "state", None)
         self.metrics_on, self.access_log = metrics_on, access_log
         # What the fast paths answer without I/O (app/gateway/fast_path.py, app/oauth2/...).
-        self._decided = find(app, "decided")
-        self._introspected = find(app, "introspected")
+        self._decided = _find(app, "decided")
+        self._introspected = _find(app, "introspected")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
         if scope["type"] != "http":
@@ -132,7 +132,7 @@ class Observed:
         return status, sent, body
 
 
-def find(app: Any, name: str) -> Any:  # noqa: ANN401
+def _find(app: Any, name: str) -> Any:  # noqa: ANN401
     """Attribute `name` of the first ASGI application in the chain from `app` inward (each
     middleware's `.app`) that has one, or None."""
     return next((getattr(a, name) for a in _chain(app) if getattr(a, name, None) is not None),
