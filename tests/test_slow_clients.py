@@ -20,6 +20,7 @@ from tests.gateway.processes import ROOT, tessera
 pytestmark = pytest.mark.asyncio
 
 LIMIT = 1.0
+KEEP_ALIVE = 2 * LIMIT
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def served(tmp_path_factory):  # noqa: ANN201
                    capture_output=True, env={**os.environ, "TESSERA_DATABASE_URL": url},
                    timeout=120)
     with tessera(url, folder, "slow", header_timeout_seconds=str(LIMIT),
-                 body_timeout_seconds=str(LIMIT)) as base:
+                 body_timeout_seconds=str(LIMIT),
+                 keep_alive_timeout_seconds=str(KEEP_ALIVE)) as base:
         yield urlsplit(base)
 
 
@@ -177,3 +179,25 @@ async def test_a_slow_request_after_an_answered_one_is_answered_408(served, path
     answer = await answer_within(reader, LIMIT + 5)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/v1/gateway/check"])
+async def test_an_idle_connection_is_closed_at_the_keep_alive_limit(served, path) -> None:  # noqa: ANN001
+    """Between requests a connection may stay idle for `TESSERA_KEEP_ALIVE_TIMEOUT_SECONDS`,
+    then it is closed, whoever answered its last request (the application, or the HTTP
+    protocol itself: a check with no token)."""
+    reader, writer = await asyncio.open_connection(served.hostname, served.port)
+    for _ in range(2):
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 ")
+        length = 0
+        while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await asyncio.wait_for(reader.readexactly(length), 5)
+    started = time.monotonic()
+    rest = await answer_within(reader, KEEP_ALIVE + 5)  # up to the close
+    idle = time.monotonic() - started
+    writer.close()
+    assert rest == b"" and KEEP_ALIVE - 0.3 <= idle < KEEP_ALIVE + 2, idle
