@@ -146,6 +146,18 @@ async def app(settings: Settings, clock: FrozenClock, database: Database):  # no
 
 
 @pytest.fixture
+async def lane(app):  # noqa: ANN001, ANN201
+    """`tessera serve`'s composition of `app` behind uvicorn and its HTTP protocol, in this
+    process, with the token cache serving (`tests.helpers.served_by_uvicorn`)."""
+    from tests.helpers import served_by_uvicorn
+    from tests.integrations.test_token_client_cache import serve_cache
+
+    serve_cache(app)
+    async with served_by_uvicorn(app) as outer:
+        yield outer
+
+
+@pytest.fixture
 async def client(app) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:

@@ -66,6 +66,17 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, 
     return status, headers, body
 
 
+# What only the served stack adds (uvicorn's default headers, the request id of `Observed`).
+_STACK = {"date", "server", "x-request-id"}
+
+
+def answer_of_app(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    """`answer`, less what only the served stack adds: a served answer compared with the
+    application's own."""
+    return r.status_code, sorted((k, v) for k, v in r.headers.multi_items()
+                                 if k not in _STACK), r.content
+
+
 @asynccontextmanager
 async def served_by_uvicorn(app: Any) -> AsyncIterator[Any]:  # noqa: ANN401
     """`tessera serve`'s composition of `app` (`create_served_app`) behind uvicorn and its

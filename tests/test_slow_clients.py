@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.gateway.processes import ROOT, tessera
+from tests.helpers import read_answer
 
 pytestmark = pytest.mark.asyncio
 
@@ -77,13 +78,8 @@ async def test_requests_sent_in_time_are_served_and_kept_alive(served) -> None: 
     for _ in range(3):
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), 5)
+        status = (await read_answer(reader))[0]
         assert status.startswith(b"HTTP/1.1 200"), status
-        length = 0
-        while (line := await reader.readline()) != b"\r\n":
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
         await asyncio.sleep(LIMIT / 2)  # idle between requests: the keep-alive limit, not ours
     writer.close()
 
@@ -94,12 +90,7 @@ async def test_blank_lines_between_requests_do_not_keep_a_connection(served) -> 
     reader, writer = await asyncio.open_connection(served.hostname, served.port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # one request, answered
     await writer.drain()
-    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
-    length = 0
-    while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    await asyncio.wait_for(reader.readexactly(length), 5)
+    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200")
     started = time.monotonic()
 
     async def trickle() -> None:
@@ -166,12 +157,7 @@ async def test_a_slow_request_after_an_answered_one_is_answered_408(served, path
     reader, writer = await asyncio.open_connection(served.hostname, served.port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
-    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
-    length = 0
-    while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    await asyncio.wait_for(reader.readexactly(length), 5)
+    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200")
     writer.write(b"GET /healthz HTTP/1.1\r\nHo" if path is None else
                  f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
                  "urlencoded\r\nContent-Length: 10\r\n\r\ntoken".encode())
@@ -190,12 +176,7 @@ async def test_an_idle_connection_is_closed_at_the_keep_alive_limit(served, path
     for _ in range(2):
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         await writer.drain()
-        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 ")
-        length = 0
-        while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await asyncio.wait_for(reader.readexactly(length), 5)
+        assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 ")
     started = time.monotonic()
     rest = await answer_within(reader, KEEP_ALIVE + 5)  # up to the close
     idle = time.monotonic() - started

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -15,26 +14,9 @@ import pytest
 
 from app.ops import metrics
 from tests.gateway.test_check import CHECK, bearer, custom_integration_token
-from tests.helpers import read_answer, served_by_uvicorn, set_period
-from tests.integrations.test_token_client_cache import serve_cache
+from tests.helpers import answer_of_app, read_answer, set_period
 
 pytestmark = pytest.mark.asyncio
-
-# What only the served stack adds (uvicorn's default headers, the request id of `Observed`).
-_STACK = {"date", "server", "x-request-id"}
-
-
-@pytest.fixture
-async def lane(app) -> AsyncIterator[Any]:  # noqa: ANN001
-    serve_cache(app)
-    async with served_by_uvicorn(app) as outer:
-        yield outer
-
-
-def seen(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
-    return r.status_code, sorted((k, v) for k, v in r.headers.multi_items()
-                                 if k not in _STACK), r.content
-
 
 async def test_checks_needing_no_io_are_answered_by_the_protocol_as_by_the_application(
         app, client, lane, plan, clock) -> None:  # noqa: ANN001
@@ -55,7 +37,7 @@ async def test_checks_needing_no_io_are_answered_by_the_protocol_as_by_the_appli
             await http.get(CHECK, **request)  # a token's first check reads it, and caches it
             calls = lane.calls
             fast, route = await http.get(CHECK, **request), await client.get(CHECK, **request)
-            assert seen(fast) == seen(route), request
+            assert answer_of_app(fast) == answer_of_app(route), request
             assert lane.calls == calls, request  # no ASGI request was made for it
             assert fast.headers["server"] == "uvicorn" and fast.headers["date"]
         # Counted for /metrics like every request.
@@ -68,7 +50,8 @@ async def test_checks_needing_no_io_are_answered_by_the_protocol_as_by_the_appli
         calls = lane.calls
         head = await http.head(CHECK, headers=bearer(user.token))
         assert lane.calls == calls and head.content == b""
-        assert seen(head)[:2] == seen(await client.head(CHECK, headers=bearer(user.token)))[:2]
+        route = await client.head(CHECK, headers=bearer(user.token))
+        assert answer_of_app(head)[:2] == answer_of_app(route)[:2]
         assert head.headers["x-tessera-subject"] == str(user.user_id)
         # The request id it was given, or one of its own, as on every other answer.
         given = await http.get(CHECK, headers={**bearer(user.token), "X-Request-ID": "req-42"})
@@ -81,7 +64,8 @@ async def test_checks_needing_no_io_are_answered_by_the_protocol_as_by_the_appli
         fast = await http.get(CHECK, headers=bearer(user.token))
         assert fast.status_code == 401 and lane.calls == calls
         assert 'error_description="the token is expired"' in fast.headers["www-authenticate"]
-        assert seen(fast) == seen(await client.get(CHECK, headers=bearer(user.token)))
+        route = await client.get(CHECK, headers=bearer(user.token))
+        assert answer_of_app(fast) == answer_of_app(route)
 
 
 async def test_what_needs_io_or_is_unusual_reaches_the_application(app, client, lane,

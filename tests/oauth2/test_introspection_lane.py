@@ -7,32 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import pytest
 
 from app.ops import metrics
-from tests.helpers import create_gateway_client, read_answer, served_by_uvicorn
-from tests.integrations.test_token_client_cache import serve_cache
+from tests.helpers import answer_of_app, create_gateway_client, read_answer
 
 pytestmark = pytest.mark.asyncio
 
 INTROSPECT = "/oauth2/introspect"
-_STACK = {"date", "server", "x-request-id"}
-
-
-@pytest.fixture
-async def lane(app) -> AsyncIterator[Any]:  # noqa: ANN001
-    serve_cache(app)
-    async with served_by_uvicorn(app) as outer:
-        yield outer
-
-
-def seen(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes]:
-    return r.status_code, sorted((k, v) for k, v in r.headers.multi_items()
-                                 if k not in _STACK), r.content
+def introspection_request(creds: tuple[str, str], token: str) -> bytes:
+    """An introspection of `token` as raw HTTP/1.1, authenticated with `creds` (Basic)."""
+    basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode())
+    form = f"token={token}".encode()
+    return (b"POST " + INTROSPECT.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+            + basic + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form)
 
 
 async def test_introspections_needing_no_io_are_answered_as_by_the_application(
@@ -53,7 +45,7 @@ async def test_introspections_needing_no_io_are_answered_as_by_the_application(
             calls = lane.calls
             fast, route = (await http.post(INTROSPECT, **request),
                            await client.post(INTROSPECT, **request))
-            assert seen(fast) == seen(route), request
+            assert answer_of_app(fast) == answer_of_app(route), request
             assert lane.calls == calls, request  # no ASGI request was made for it
         assert (await http.post(INTROSPECT, **requests[0])).json()["sub"] == str(user.user_id)
         assert (await http.post(INTROSPECT, **requests[3])).json() == {"active": False}
@@ -127,11 +119,7 @@ async def test_what_needs_io_or_is_unusual_reaches_the_application(
 async def test_a_body_in_pieces_and_pipelined_requests(client, lane, plan) -> None:  # noqa: ANN001
     creds = await create_gateway_client(client, plan)
     user = await plan.add_user()
-    basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode())
-    form = f"token={user.token}".encode()
-    request = (b"POST " + INTROSPECT.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
-               + basic + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-               b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form)
+    request = introspection_request(creds, user.token)
     me = (b"GET /v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + user.token.encode()
           + b"\r\n\r\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", lane.port)
@@ -191,11 +179,7 @@ async def test_a_graceful_shutdown_answers_an_introspection_being_read(client, l
     introspection whose body is still coming is one of those: answered, then closed."""
     creds = await create_gateway_client(client, plan)
     user = await plan.add_user()
-    basic = base64.b64encode(f"{creds[0]}:{creds[1]}".encode())
-    form = f"token={user.token}".encode()
-    request = (b"POST " + INTROSPECT.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
-               + basic + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-               b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form)
+    request = introspection_request(creds, user.token)
     for repeat in (False, True):  # read by the application, then answered by the protocol
         reader, writer = await asyncio.open_connection("127.0.0.1", lane.port)
         writer.write(request)
