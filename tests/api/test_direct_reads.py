@@ -1,0 +1,121 @@
+"""The listings' reads straight on asyncpg (`app.db.DirectReads`, PostgreSQL): the same rows as
+SQLAlchemy's, and a failed read leaves the pool as sound as SQLAlchemy would."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import bindparam, func, literal, select
+from sqlalchemy.exc import DBAPIError
+
+from app.api.errors import _is_db_outage
+from app.audit import service as audit
+from app.db import (
+    DirectReads,
+    is_data_error,
+    make_engine,
+    make_read_sessionmaker,
+    rows,
+    session_scope,
+)
+from app.integrations import lifecycle
+from app.tokens import repository
+from app.users import service as users
+from app.users.models import User
+from tests.conftest import _pg_reachable, pg_url, require
+
+
+async def _world(client, plan) -> dict[str, object]:  # noqa: ANN001
+    """A plan with an installed integration, a revoked token and an audit trail."""
+    r = await client.post(f"/v1/plans/{plan.plan_id}/integrations", headers=plan.admin.auth,
+                          json={"name": "reader", "can_introspect": True})
+    assert r.status_code == 201, r.text
+    member = await plan.add_user()
+    listed = await client.get("/v1/me/tokens", headers=member.auth)
+    token_id = listed.json()["items"][0]["id"]
+    r = await client.delete(f"/v1/plans/{plan.plan_id}/tokens/{token_id}",
+                            headers=plan.admin.auth)
+    assert r.status_code == 204, r.text
+    return {"plan_id": plan.plan_id, "user_id": member.user_id, "kind": "personal",
+            "limit": 100, "offset": 0}
+
+
+def _statements() -> dict[str, object]:
+    return {
+        "users": users._IN_PLAN,
+        "plan tokens": repository._listing(frozenset({"plan_id"})),
+        "a user's tokens": repository._listing(frozenset({"user_id", "kind"})),
+        "integrations": lifecycle._LISTED,
+        "installed": audit._INSTALLED,
+    }
+
+
+@pytest.mark.asyncio
+async def test_direct_reads_give_the_rows_sqlalchemy_gives(database, client, plan) -> None:
+    params = await _world(client, plan)
+    maker = make_read_sessionmaker(database.engine)
+    if database.backend != "postgresql":
+        assert maker.direct is None  # SQLite: the read-only session reads
+        return
+    for what, statement in _statements().items():
+        wanted = {k: v for k, v in params.items() if k in statement.compile().params}
+        async with database.engine.connect() as conn:
+            expected = (await conn.execute(statement, wanted)).all()
+        async with session_scope(maker) as session:
+            got = await rows(session, statement, wanted)
+            assert session.made is None, what  # no session was made for it
+        assert expected, what
+        assert [tuple(r) for r in got] == [tuple(r) for r in expected], what
+        for name in expected[0]._fields:
+            if list(expected[0]._fields).count(name) == 1:
+                assert [getattr(r, name) for r in got] == [getattr(r, name) for r in expected]
+        # Aware datetimes, as SQLAlchemy's column types give them.
+        assert all(v.tzinfo is not None for r in got for v in r if hasattr(v, "tzinfo"))
+
+
+@pytest.mark.asyncio
+async def test_a_statement_with_an_expanding_list_is_read_by_sqlalchemy(database, plan) -> None:
+    statement = select(User.email).where(User.id.in_(bindparam("ids", expanding=True)))
+    maker = make_read_sessionmaker(database.engine)
+    if database.backend == "postgresql":
+        assert maker.direct is not None and not maker.direct.takes(statement)
+        assert maker.direct.takes(users._IN_PLAN)
+    async with session_scope(maker) as session:
+        got = await rows(session, statement, {"ids": [plan.admin.user_id]})
+    assert [r.email for r in got] == [plan.admin.email]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_direct_read_leaves_the_pool_sound() -> None:
+    """A refused value is the caller's error (class 22), a statement past its timeout an
+    outage (503), a read cancelled half way (its client gone) a connection thrown away: after
+    each, every connection is back or gone, and the next read works."""
+    require(await _pg_reachable(), "PostgreSQL")
+    engine = make_engine(pg_url("postgres"), pool_size=2, statement_timeout=0.3)
+    reads, pool = DirectReads(engine), engine.sync_engine.pool
+    one = select(literal(1).label("one"))
+    try:
+        with pytest.raises(DBAPIError) as refused:
+            await reads.all(select((literal(1) / bindparam("zero")).label("x")), {"zero": 0})
+        assert is_data_error(refused.value) and not _is_db_outage(refused.value)
+        assert pool.checkedout() == 0
+
+        with pytest.raises((DBAPIError, TimeoutError)) as slow:
+            await reads.all(select(func.pg_sleep(bindparam("s")).label("slept")), {"s": 2})
+        assert _is_db_outage(slow.value)
+        assert pool.checkedout() == 0
+
+        task = asyncio.ensure_future(
+            reads.all(select(func.pg_sleep(bindparam("s")).label("slept")), {"s": 0.25}))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.checkedout() == 0
+
+        for _ in range(4):  # more reads than the pool has connections: none was left broken
+            assert [tuple(r) for r in await reads.all(one)] == [(1,)]
+        assert pool.checkedout() == 0
+    finally:
+        await engine.dispose()
