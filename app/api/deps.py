@@ -6,7 +6,7 @@ thread hop per request on the hot path for nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Annotated
 
@@ -24,13 +24,23 @@ _READS = frozenset({"GET", "HEAD"})
 _READ_ONLY_PATHS = ("/v1/", "/console/")
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+SESSION = "tessera.session"
+
+
+def unit_of_work(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+    """The request's unit of work (`app.db.session_scope`): a read-only session for the
+    requests that only read, the application's sessions otherwise."""
     state = request.app.state
     maker = state.read_sessionmaker if (
         request.method in _READS and request.scope["path"].startswith(_READ_ONLY_PATHS)) \
         else state.sessionmaker
-    async with session_scope(maker) as session:
-        yield session
+    return session_scope(maker)
+
+
+async def get_session(request: Request) -> AsyncSession:
+    """The session of the unit of work the route opened around its handler
+    (`app.api.routing.UnitOfWorkRoute`)."""
+    return request.scope[SESSION]
 
 
 async def get_clock(request: Request) -> Clock:
@@ -46,8 +56,8 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-# scope="function": the unit of work commits when the handler returns, *before* the response is
-# sent, so no client ever holds a token (or a success) whose row is not yet committed.
-Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+# The unit of work commits when the handler returns, *before* the response is sent, so no client
+# ever holds a token (or a success) whose row is not yet committed (`UnitOfWorkRoute`).
+Session = Annotated[AsyncSession, Depends(get_session)]
 Now = Annotated[datetime, Depends(get_now)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
