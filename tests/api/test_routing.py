@@ -11,7 +11,8 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select, update
 from starlette.routing import Match, Route
 
-from app.api.routing import RouteIndex
+from app.api.deps import get_session
+from app.api.routing import RouteIndex, UnitOfWorkRoute, _uses
 from app.db import make_read_sessionmaker, session_scope
 from app.main import create_app
 from app.users.models import User
@@ -104,3 +105,14 @@ async def test_a_405_names_every_method_the_resource_allows(client, plan) -> Non
         assert r.status_code == 405, (method, path)
         assert r.headers["allow"] == allowed, (method, path)
         assert r.json()["error"] == "method_not_allowed"
+
+
+def test_every_route_taking_the_session_runs_in_its_unit_of_work(settings) -> None:
+    """`Session` is the session of the unit of work the route opens (`UnitOfWorkRoute`): a
+    route made otherwise would find none, so every such route must be one."""
+    app = create_app(settings)
+    taking = [r for r in app.routes if isinstance(r, APIRoute) and _uses(r.dependant, get_session)]
+    assert len(taking) > 30  # the management API, the OAuth endpoints, the console
+    assert all(isinstance(r, UnitOfWorkRoute) for r in taking), \
+        [r.path for r in taking if not isinstance(r, UnitOfWorkRoute)]
+    assert any(r.path == "/v1/me" for r in taking)
