@@ -286,7 +286,9 @@ def _terminate(pooled: Any) -> None:  # noqa: ANN401 - a pool's proxied DBAPI co
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    maker = SessionMaker(engine, expire_on_commit=False, autoflush=False)
+    maker.direct = DirectReads(engine) if engine.dialect.name == "postgresql" else None
+    return maker
 
 
 class ReadOnlySession(Session):
@@ -328,7 +330,7 @@ async def rows(session: AsyncSession, statement: Any,  # noqa: ANN401
     columns). A read-only session's connection goes back to the pool at once, as its `execute`
     does."""
     direct = getattr(session, "direct", None)
-    if direct is not None and direct.takes(statement):
+    if direct is not None and getattr(session, "read_only", False) and direct.takes(statement):
         return await direct.all(statement, params)
     conn = await session.connection()
     found = (await conn.execute(statement, params)).all()
@@ -455,10 +457,30 @@ def _adapted(pooled: Any, exc: BaseException) -> BaseException:  # noqa: ANN401
     return exc
 
 
-class ReadSessionMaker(async_sessionmaker[AsyncSession]):
-    """The makers of read-only sessions; on PostgreSQL with the direct reads of `rows`."""
+class SessionMaker(async_sessionmaker[AsyncSession]):
+    """The application's makers of sessions; on PostgreSQL with direct reads, which
+    `rows` uses for a read-only session's reads and `read_alone` for any session's."""
 
     direct: DirectReads | None = None
+    read_only = False
+
+
+async def read_alone(session: AsyncSession, statement: Any,  # noqa: ANN401 - a Select
+                     params: dict[str, Any] | None = None) -> Sequence[Any]:
+    """A Core SELECT's rows, read outside the session's transaction: for a read that needs
+    nothing of it (it may see a commit later than the session's earlier reads did). On
+    PostgreSQL straight on asyncpg (`DirectReads`): one round trip, instead of a transaction's
+    three when it is the session's first statement. A session that holds a connection gives it
+    back first (`release`), so the request never holds one connection while it waits for
+    another; one that wrote cannot, and reads through itself."""
+    direct = getattr(session, "direct", None)
+    made = getattr(session, "made", session)
+    if direct is None or not direct.takes(statement) or (
+            made is not None and made.in_transaction() and not has_only_read(made)):
+        return await rows(session, statement, params)
+    if made is not None:
+        await release(made)
+    return await direct.all(statement, params)
 
 
 def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -468,9 +490,9 @@ def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     if engine.dialect.name == "postgresql":
         direct = DirectReads(engine)
         engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    maker = ReadSessionMaker(engine, expire_on_commit=False, autoflush=False,
-                             class_=ReadOnlyAsyncSession, sync_session_class=ReadOnlySession)
-    maker.direct = direct
+    maker = SessionMaker(engine, expire_on_commit=False, autoflush=False,
+                         class_=ReadOnlyAsyncSession, sync_session_class=ReadOnlySession)
+    maker.direct, maker.read_only = direct, True
     return maker
 
 
@@ -479,13 +501,15 @@ class LazySession:
     its session, and constructing one is a measurable part of such a request (bench/NOTES.md).
     Everything is delegated to the real session once it exists."""
 
-    __slots__ = ("_maker", "_session", "direct")
+    __slots__ = ("_maker", "_session", "direct", "read_only")
 
     def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
         self._maker = maker
         self._session: AsyncSession | None = None
-        # A read-only session's reads by `rows` need no session at all (`DirectReads`).
+        # A read-only session's reads by `rows` need no session at all (`DirectReads`), nor do
+        # any session's reads by `read_alone`.
         self.direct: DirectReads | None = getattr(maker, "direct", None)
+        self.read_only: bool = getattr(maker, "read_only", False)
 
     @property
     def made(self) -> AsyncSession | None:

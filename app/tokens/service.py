@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Uuid, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import credentials
 from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.credentials import SecretKind
-from app.db import has_only_read
+from app.db import has_only_read, read_alone
 from app.errors import NotFound
 from app.plans.models import Plan
 from app.tokens import cache, repository
@@ -52,6 +52,8 @@ def new_row(*, kind: TokenKind, plan_id: uuid.UUID, now: datetime,
 # multi-row `.values([...])` has no compiled-cache key in SQLAlchemy, so it was compiled anew on
 # every request: bench/RESULTS.md.)
 _INSERT = insert(Token.__table__)
+# The plan's policy, as a new token's answer states its expiry (built once).
+_PLAN_POLICY = select(*repository.PLAN_POLICY).where(Plan.id == bindparam("plan_id", type_=Uuid))
 _INSERT_EVENTS = insert(AuditEvent.__table__)
 
 
@@ -95,8 +97,8 @@ async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: u
     creation, and the sign-in when `via` is the password) are written with the row."""
     if not has_only_read(session):
         raise RuntimeError("create_personal needs a session that has only read")
-    policy = (await session.execute(
-        select(*repository.PLAN_POLICY).where(Plan.id == plan_id))).first()
+    found = await read_alone(session, _PLAN_POLICY, {"plan_id": plan_id})
+    policy = found[0] if found else None
     if policy is None:
         raise NotFound("no such plan")
     row, secret = new_row(kind=TokenKind.personal, plan_id=plan_id, user_id=user_id, name=name,

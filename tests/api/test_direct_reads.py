@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import bindparam, func, literal, select
+from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.exc import DBAPIError
 
 from app.api.errors import _is_db_outage
@@ -16,6 +16,8 @@ from app.db import (
     is_data_error,
     make_engine,
     make_read_sessionmaker,
+    make_sessionmaker,
+    read_alone,
     rows,
     session_scope,
 )
@@ -119,3 +121,35 @@ async def test_a_failed_direct_read_leaves_the_pool_sound() -> None:
         assert pool.checkedout() == 0
     finally:
         await engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_a_read_alone_never_holds_one_connection_while_waiting_for_another(
+        database, plan) -> None:
+    """`read_alone` on a session that has read gives the session's connection back first: with
+    a pool of one connection it still reads (holding it, it would wait for a second one until
+    the pool's timeout). A session that wrote reads through itself, and sees its own write."""
+    engine = make_engine(database.url, pool_size=1, pool_timeout=2) \
+        if database.backend == "postgresql" else database.engine
+    maker = make_sessionmaker(engine)
+    by_id = select(User.email, User.name).where(User.id == bindparam("user_id"))
+    try:
+        async with session_scope(maker) as session:
+            assert (await session.execute(select(User.id).limit(1))).first() is not None
+            got = await read_alone(session, by_id, {"user_id": plan.admin.user_id})
+            assert [r.email for r in got] == [plan.admin.email]
+            if database.backend == "postgresql":
+                assert engine.sync_engine.pool.checkedout() == 0  # both given back
+        with pytest.raises(RuntimeError, match="rolled back"):
+            async with session_scope(maker) as session:
+                await session.execute(update(User).where(User.id == plan.admin.user_id)
+                                      .values(name="renamed in this transaction"))
+                got = await read_alone(session, by_id, {"user_id": plan.admin.user_id})
+                assert [r.name for r in got] == ["renamed in this transaction"]
+                raise RuntimeError("rolled back")
+        async with session_scope(maker) as session:
+            got = await read_alone(session, by_id, {"user_id": plan.admin.user_id})
+            assert [r.name for r in got] != ["renamed in this transaction"]
+    finally:
+        if engine is not database.engine:
+            await engine.dispose()
