@@ -29,7 +29,7 @@ FINAL = ("Expiry is final: a token the period expires is dead for good. Lengthen
          "the period later spares only tokens that have not expired yet.")
 
 
-def _policy(plan: Plan) -> PolicyOut:
+def _policy(plan: Plan | service.PolicyRow) -> PolicyOut:
     return _policy_of(plan.id, service.period_of(plan), plan.policy_updated_at,
                       plan.expired_through)
 

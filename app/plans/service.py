@@ -6,13 +6,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import Uuid, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.auth.principal import Principal
-from app.db import write_lock
+from app.db import read_alone, write_lock
 from app.errors import NotFound
 from app.plans.expiry import (
     NOTICE_WINDOW,
@@ -47,7 +48,14 @@ async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, lock: bool = Fa
     return plan
 
 
-def period_of(plan: Plan) -> Period | None:
+# The plan's policy by the names of `Plan`'s attributes (built once): what `set_period` answers
+# when the period in force is set again.
+_POLICY = select(Plan.id, Plan.expiration_value, Plan.expiration_unit, Plan.policy_updated_at,
+                 Plan.expired_through).where(Plan.id == bindparam("plan_id", type_=Uuid))
+PolicyRow = Any  # a row of _POLICY: id, expiration_value, expiration_unit, policy_updated_at, ...
+
+
+def period_of(plan: Plan | PolicyRow) -> Period | None:
     return plan_period(plan.expiration_value, plan.expiration_unit)
 
 
@@ -69,11 +77,17 @@ def _close_period(session: AsyncSession, plan: Plan, actor: Principal,
 
 
 async def set_period(session: AsyncSession, plan_id: uuid.UUID, period: Period,
-                     actor: Principal, now: datetime) -> Plan:
+                     actor: Principal, now: datetime) -> Plan | PolicyRow:
     """Set the plan's period. The period in force set again changes nothing (an idempotent
     PUT, as configuration tools send it every run): no spell closed and kept in the plan's
     history, no audit event, no notification to the replicas. Each kept spell is read by every
     page that explains a token's death, so re-sending the period must not grow the history."""
+    # Most such PUTs change nothing: one read outside a transaction tells, and the answer is
+    # what it read (a change committed just after it comes after this PUT, as it would have
+    # after the lock). Otherwise the locked read decides.
+    found = await read_alone(session, _POLICY, {"plan_id": plan_id})
+    if found and period_of(found[0]) == period:
+        return found[0]
     plan = await get_plan(session, plan_id, lock=True)
     if period_of(plan) == period:
         return plan
