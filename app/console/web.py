@@ -19,12 +19,13 @@ from urllib.parse import quote, unquote, urlencode
 
 from fastapi import Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import Uuid, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.principal import Principal
 from app.console import i18n
+from app.db import rows
 from app.errors import Forbidden
 from app.oauth2 import browser
 from app.plans.models import Plan
@@ -78,8 +79,10 @@ class ViewerPlan:
 
 
 # The signed-in user and their plan's name, in one read.
+# Built once: on a page that only reads, `rows` runs it straight on the driver (`app.db`).
 _VIEWER = select(User.id, User.plan_id, User.email, User.name, User.role, User.locale,
-                 Plan.name).join(Plan, Plan.id == User.plan_id)
+                 Plan.name).join(Plan, Plan.id == User.plan_id) \
+    .where(User.id == bindparam("user_id", type_=Uuid))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +121,10 @@ async def viewer(request: Request, session: AsyncSession) -> Viewer:
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if login is None:
         raise SignInRequired(back)
-    row = (await session.execute(_VIEWER.where(User.id == login.user_id))).first()
-    if row is None:
+    found = await rows(session, _VIEWER, {"user_id": login.user_id})
+    if not found:
         raise SignInRequired(back)
-    user_id, plan_id, email, name, role, locale, plan_name = row
+    user_id, plan_id, email, name, role, locale, plan_name = found[0]
     return Viewer(ViewerUser(user_id, plan_id, email, name, role, locale),
                   ViewerPlan(plan_id, plan_name))
 

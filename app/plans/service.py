@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.auth.principal import Principal
-from app.db import read_alone, write_lock
+from app.db import read_alone, rows, write_lock
 from app.errors import NotFound
 from app.plans.expiry import (
     NOTICE_WINDOW,
@@ -53,6 +53,20 @@ async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, lock: bool = Fa
 _POLICY = select(Plan.id, Plan.expiration_value, Plan.expiration_unit, Plan.policy_updated_at,
                  Plan.expired_through).where(Plan.id == bindparam("plan_id", type_=Uuid))
 PolicyRow = Any  # a row of _POLICY: id, expiration_value, expiration_unit, policy_updated_at, ...
+
+
+# What the console's security page shows of the plan (built once).
+_SHOWN = select(Plan.id, Plan.expiration_value, Plan.expiration_unit, Plan.policy_updated_at,
+                Plan.dpop_required).where(Plan.id == bindparam("plan_id", type_=Uuid))
+
+
+async def shown_policy(session: AsyncSession, plan_id: uuid.UUID) -> PolicyRow:
+    """The plan's policy as columns (no ORM object; on a page that only reads, straight on the
+    driver: `app.db.rows`), by the names of `Plan`'s attributes."""
+    found = await rows(session, _SHOWN, {"plan_id": plan_id})
+    if not found:
+        raise NotFound("no such plan")
+    return found[0]
 
 
 def period_of(plan: Plan | PolicyRow) -> Period | None:
@@ -135,15 +149,17 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
 
 
+_HISTORY = select(PastPeriod.value, PastPeriod.unit, PastPeriod.since, PastPeriod.until) \
+    .where(PastPeriod.plan_id == bindparam("plan_id", type_=Uuid)).order_by(PastPeriod.until)
+
+
 async def history(session: AsyncSession, plan_id: uuid.UUID,
-                  plan: Plan | None = None) -> list[Spell]:
+                  plan: Plan | PolicyRow | None = None) -> list[Spell]:
     """Every period the plan has had, oldest first, the one in force last: to say when and why
     its tokens died (`expiry.death`)."""
-    rows = (await session.execute(
-        select(PastPeriod).where(PastPeriod.plan_id == plan_id).order_by(PastPeriod.until)
-    )).scalars()
-    spells = [Spell(Period(r.value, Unit(r.unit)), r.since, r.until) for r in rows]
-    plan = plan or await get_plan(session, plan_id)
+    spells = [Spell(Period(value, Unit(unit)), since, until) for value, unit, since, until
+              in await rows(session, _HISTORY, {"plan_id": plan_id})]
+    plan = plan or await shown_policy(session, plan_id)
     if (current := period_of(plan)) is not None:
         spells.append(Spell(current, plan.policy_updated_at))
     return spells
@@ -202,10 +218,9 @@ async def preview(session: AsyncSession, plan_id: uuid.UUID, period: Period,
     within = or_(Token.issued_at <= t_soon, Token.expires_at <= soon)
     bucket = case((immediately, 0), (within, 1), else_=2)
     live = live_tokens(plan, now)
-    rows = (await session.execute(
+    counts = dict((await session.execute(
         select(bucket, func.count()).where(live).group_by(bucket)
-    )).all()
-    counts = dict(rows)
+    )).all())
     listed = (await session.execute(
         select(Token.id, Token.kind, Token.name, Token.hint, Token.user_id, User.email,
                Token.issued_at, Token.expires_at)
