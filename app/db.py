@@ -234,6 +234,11 @@ def of_dialect(queries: dict[str | None, Select[Any]], dialect: str) -> Select[A
     return queries.get(dialect, queries[None])
 
 
+def dialect_of(session: AsyncSession) -> str:
+    """A session's database ("postgresql", "sqlite"); a lazy one is not made for it."""
+    return getattr(session, "dialect_name", None) or session.bind.dialect.name
+
+
 def unresponsive(exc: BaseException) -> bool:
     """The driver gave up waiting for the server (the statement or connect timeout): the
     connection is in an unknown state, and a server that does not answer would not answer its
@@ -515,6 +520,11 @@ class LazySession:
     def made(self) -> AsyncSession | None:
         """The real session, if anything has used it."""
         return self._session
+
+    @property
+    def dialect_name(self) -> str:
+        """The database's ("postgresql", "sqlite"), without making the session."""
+        return self._maker.kw["bind"].dialect.name
 
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401
         if self._session is None:

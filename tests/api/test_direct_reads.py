@@ -4,6 +4,8 @@ SQLAlchemy's, and a failed read leaves the pool as sound as SQLAlchemy would."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import bindparam, func, literal, select, update
@@ -33,6 +35,7 @@ async def _world(client, plan) -> dict[str, object]:  # noqa: ANN001
     r = await client.post(f"/v1/plans/{plan.plan_id}/integrations", headers=plan.admin.auth,
                           json={"name": "reader", "can_introspect": True})
     assert r.status_code == 201, r.text
+    integration = r.json()["id"]
     member = await plan.add_user()
     listed = await client.get("/v1/me/tokens", headers=member.auth)
     token_id = listed.json()["items"][0]["id"]
@@ -40,7 +43,9 @@ async def _world(client, plan) -> dict[str, object]:  # noqa: ANN001
                             headers=plan.admin.auth)
     assert r.status_code == 204, r.text
     return {"plan_id": plan.plan_id, "user_id": member.user_id, "kind": "personal",
-            "limit": 100, "offset": 0}
+            "limit": 100, "offset": 0, "installed": [integration],
+            "at": plan.clock.now() + timedelta(days=1), "ident": uuid.uuid4(),
+            "pattern": "%"}
 
 
 def _statements() -> dict[str, object]:
@@ -50,6 +55,8 @@ def _statements() -> dict[str, object]:
         "a user's tokens": repository._listing(frozenset({"user_id", "kind"})),
         "integrations": lifecycle._LISTED,
         "installed": audit._INSTALLED,
+        "an audit page": audit._page_query(True, False, False, True),
+        "an audit page after a cursor": audit._page_query(True, True, True, True),
     }
 
 
