@@ -228,6 +228,14 @@ def _uuid_text(value: object) -> str:
 _EVENT_COLUMNS = "id, occurred_at, actor, action, plan_id, target_type, target_id, detail"
 
 
+# _BY_KEY: the rows a batch updates (rotation, revocation) are found by their primary key, as
+# `tokens.id = ANY(ARRAY(<the batch's ids>))`, which PostgreSQL walks the primary key for,
+# whatever it believes of the table. Joined only to the batch's values, the UPDATE was planned
+# from the statistics of `used_at IS NULL AND revoked_at IS NULL`, and a stale estimate of one
+# such row gave a sequential scan of the whole table joined in a loop to the batch (43 ms for
+# 32 rotations of 8,800 tokens, growing with the table; bench/NOTES.md).
+
+
 @functools.cache
 def _insert_sql(columns: tuple[str, ...]) -> str:
     """One statement for any number of token rows ($1: JSON array of row objects) and their
@@ -261,10 +269,12 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
     concurrent rotation of the same token waits and then finds it used."""
     names = _names(columns)
     return (
-        "WITH rotated AS ("  # noqa: S608  # names from `new_row`, checked against the table
-        " UPDATE tokens SET used_at = v.at"
-        " FROM json_to_recordset($1::text::json) AS v(id uuid, at timestamptz)"
-        " WHERE tokens.id = v.id AND tokens.used_at IS NULL AND tokens.revoked_at IS NULL"
+        "WITH rotating AS MATERIALIZED ("  # noqa: S608  # names from `new_row`, checked
+        " SELECT * FROM json_to_recordset($1::text::json) AS v(id uuid, at timestamptz)),"
+        " rotated AS ("
+        " UPDATE tokens SET used_at = v.at FROM rotating AS v"
+        " WHERE tokens.id = ANY(ARRAY(SELECT id FROM rotating)) AND tokens.id = v.id"  # _BY_KEY
+        " AND tokens.used_at IS NULL AND tokens.revoked_at IS NULL"
         " RETURNING tokens.id),"
         " fresh AS ("
         " SELECT (e.j ->> 'rotates')::uuid AS rotates, t.*"
@@ -406,11 +416,14 @@ _REVOKE_SQL = (
     " SELECT v.id AS target, v.at, v.reason, v.actor FROM v"
     " UNION ALL"
     " SELECT t.id, v.at, v.reason, v.actor FROM v JOIN tokens t ON t.family_id = v.family_id"
-    " WHERE v.family_id IS NOT NULL),"
-    " revoked AS ("
+    # The grants' tokens by the family index, as _BY_KEY says for the primary key.
+    " WHERE t.family_id = ANY(ARRAY(SELECT family_id FROM v WHERE family_id IS NOT NULL))),"
+    " chosen AS MATERIALIZED (SELECT DISTINCT ON (target) * FROM doomed ORDER BY target, at),"
+    " revoked AS ("  # the rows by their primary key: see _BY_KEY
     " UPDATE tokens SET revoked_at = d.at, revoked_reason = d.reason, revoked_by = d.actor"
-    " FROM (SELECT DISTINCT ON (target) * FROM doomed ORDER BY target, at) AS d"
-    " WHERE tokens.id = d.target AND tokens.revoked_at IS NULL"
+    " FROM chosen AS d"
+    " WHERE tokens.id = ANY(ARRAY(SELECT target FROM chosen)) AND tokens.id = d.target"
+    " AND tokens.revoked_at IS NULL"
     " RETURNING tokens.id),"
     " audited AS ("
     " INSERT INTO audit_events"
@@ -422,9 +435,9 @@ _REVOKE_SQL = (
     " (SELECT count(pg_notify($3, p)) FROM json_array_elements_text($4::text::json) AS p)")
 
 
-_LOCK_FAMILIES_SQL = (
-    "SELECT 1 FROM tokens WHERE family_id IN"
-    " (SELECT value::uuid FROM json_array_elements_text($1::text::json))"
+_LOCK_FAMILIES_SQL = (  # the grants' tokens by the family index, as _BY_KEY says
+    "SELECT 1 FROM tokens WHERE family_id = ANY(ARRAY("
+    "SELECT value::uuid FROM json_array_elements_text($1::text::json)))"
     " ORDER BY id FOR UPDATE")
 
 

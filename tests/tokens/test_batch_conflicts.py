@@ -115,7 +115,7 @@ async def test_a_revocation_batch_aborted_by_a_deadlock_runs_again(pg, pg_plan, 
     with statements(pg.engine) as seen:
         await deadlock(pg, rows[0]["id"], rows[1]["id"], lambda: batches.revoker.revoke(
             stored, actor="test", reason="revoked", at=clock.now()))
-    locks = [q for q in seen if q.startswith("SELECT 1 FROM TOKENS WHERE FAMILY_ID IN")]
+    locks = [q for q in seen if q.startswith("SELECT 1 FROM TOKENS WHERE FAMILY_ID = ANY")]
     assert len(locks) == 2  # the run the deadlock aborted, and the one that committed
 
     assert await revoked(pg, [r["id"] for r in rows]) == {r["id"]: True for r in rows}
@@ -136,7 +136,7 @@ async def test_a_rotation_batch_aborted_by_a_deadlock_runs_again(pg, pg_plan, cl
 
     with statements(pg.engine) as seen:
         assert await deadlock(pg, old[0]["id"], old[1]["id"], both) == [True, True]
-    assert len([q for q in seen if q.startswith("WITH ROTATED AS")]) == 2  # aborted, then run
+    assert len([q for q in seen if q.startswith("WITH ROTATING AS")]) == 2  # aborted, then run
     async with pg.engine.connect() as conn:
         used = (await conn.execute(select(func.count()).select_from(Token).where(
             Token.id.in_([r["id"] for r in old]), Token.used_at.is_not(None)))).scalar_one()

@@ -162,7 +162,7 @@ async def test_a_mixed_batch_is_one_statement_on_postgresql(database, plan, cloc
     assert [await used_at(database.engine, t["id"]) for t in old] == [at] * 3
     touching = [s for s in seen if "TOKENS" in s]
     if database.backend == "postgresql":
-        assert len(touching) == 1 and touching[0].startswith("WITH ROTATED AS"), touching
+        assert len(touching) == 1 and touching[0].startswith("WITH ROTATING AS"), touching
     else:
         assert [s.split()[0] for s in touching] == ["UPDATE", "INSERT"], touching
 
@@ -194,7 +194,7 @@ async def test_a_write_that_breaks_a_constraint_fails_alone(database, plan, cloc
         assert await used_at(database.engine, old["id"]) == at
     # The whole batch [good, bad, other]; its halves [good] and [bad, other]; the latter's
     # halves [bad] and [other].
-    writes = [s for s in seen if s.startswith(("INSERT INTO TOKENS", "WITH ROTATED AS",
+    writes = [s for s in seen if s.startswith(("INSERT INTO TOKENS", "WITH ROTATING AS",
                                                "WITH INSERTED AS"))]
     assert len(writes) == 5, writes
 
