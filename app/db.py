@@ -348,7 +348,7 @@ class _Prepared:
     """A built-once SELECT compiled for asyncpg: its SQL, its parameters in order with their
     types' conversions, its columns' conversions, and a row type with the columns' names."""
 
-    __slots__ = ("binds", "convert", "make", "sql")
+    __slots__ = ("binds", "convert", "make", "required", "sql")
 
     def __init__(self, statement: Any, dialect: Dialect) -> None:  # noqa: ANN401 - a Select
         compiled = statement.compile(dialect=dialect)
@@ -360,6 +360,10 @@ class _Prepared:
         self.binds = [(name, bind.type.bind_processor(dialect), bind.effective_value)
                       for name in compiled.positiontup
                       for bind in (compiled.binds[name],)]
+        # Values the caller must give (SQLAlchemy refuses a statement without them; a missing
+        # `limit` must not become LIMIT NULL, no limit at all).
+        self.required = frozenset(name for name in compiled.positiontup
+                                  if compiled.binds[name].required)
         self.convert = [(i, c.type.result_processor(dialect, None))
                         for i, c in enumerate(statement.selected_columns)]
         self.convert = [(i, p) for i, p in self.convert if p is not None]
@@ -406,10 +410,18 @@ class DirectReads:
         if prepared is None:
             raise ValueError("a statement DirectReads does not take (see `takes`)")
         given = params or {}
+        if not prepared.required <= given.keys():
+            raise ValueError(f"values missing: {sorted(prepared.required - given.keys())}")
         args = [value if convert is None else convert(value)
                 for name, convert, own in prepared.binds
                 for value in (given.get(name, own),)]
-        pooled = await self._engine.raw_connection()
+        try:
+            pooled = await self._engine.raw_connection()
+        except self._dialect.loaded_dbapi.Error as exc:
+            # As SQLAlchemy raises it (no statement: none could be had), so a database that
+            # refuses connections (restarting, full) is an outage, a 503 (`app.api.errors`).
+            raise DBAPIError.instance(None, None, exc, self._dialect.loaded_dbapi.Error,
+                                      hide_parameters=True, dialect=self._dialect) from exc
         try:
             found = await pooled.driver_connection.fetch(prepared.sql, *args)
         except BaseException as exc:
@@ -433,15 +445,20 @@ class DirectReads:
             out.append(make(values))
         return out
 
-    @staticmethod
-    async def _failed(pooled: Any, exc: BaseException) -> None:  # noqa: ANN401
+    async def _failed(self, pooled: Any, exc: BaseException) -> None:  # noqa: ANN401
         """A connection in an unknown state (the server stopped answering, or the read was
-        cancelled half way) is closed, not given back."""
+        cancelled half way) or closed by the server (its shutdown, a terminated backend) is
+        thrown away, not given back. On a closed one, as SQLAlchemy does on a disconnect,
+        every connection opened before it is replaced at its next checkout: a restarted server
+        closed them all."""
         from asyncpg import PostgresError  # the server's own refusal: the connection is sound
 
-        if unresponsive(exc) or not isinstance(exc, Exception) \
+        closed = pooled.driver_connection.is_closed()
+        if closed or unresponsive(exc) or not isinstance(exc, Exception) \
                 or (_of_driver(exc) and not isinstance(exc, PostgresError)):
             _terminate(pooled)
+            if closed:
+                self._engine.sync_engine.pool._invalidate(pooled, _checkin=False)  # noqa: SLF001
             await greenlet_spawn(pooled.invalidate, exc if isinstance(exc, Exception) else None)
         else:
             await greenlet_spawn(pooled.close)
@@ -543,7 +560,9 @@ _WROTE = "tessera.wrote"
 
 @event.listens_for(Session, "do_orm_execute")
 def _note_statement(state: ORMExecuteState) -> None:
-    if not state.is_select:
+    # A read that locks rows (FOR UPDATE) counts too: giving its connection back would end the
+    # transaction and free the locks (`release`, `read_alone`).
+    if not state.is_select or getattr(state.statement, "_for_update_arg", None) is not None:
         state.session.info[_WROTE] = True
 
 

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.exc import DBAPIError
@@ -27,7 +28,7 @@ from app.integrations import lifecycle
 from app.tokens import repository
 from app.users import service as users
 from app.users.models import User
-from tests.conftest import _pg_reachable, pg_url, require
+from tests.conftest import PG_HOST, _pg_reachable, pg_url, require
 
 
 async def _world(client, plan) -> dict[str, object]:  # noqa: ANN001
@@ -160,3 +161,74 @@ async def test_a_read_alone_never_holds_one_connection_while_waiting_for_another
     finally:
         if engine is not database.engine:
             await engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_a_database_that_refuses_or_drops_connections_is_an_outage() -> None:
+    """A database refusing new connections (here: it does not exist; a restarting or full
+    server the same way) and a connection the server closes mid-read (a terminated backend,
+    as a restart does) are outages (503), not 500s; the closed connection is never handed to
+    another read."""
+    require(await _pg_reachable(), "PostgreSQL")
+    refused = make_engine(pg_url(f"tessera_none_{uuid.uuid4().hex[:8]}"), pool_size=1)
+    try:
+        with pytest.raises(DBAPIError) as no_database:
+            await DirectReads(refused).all(select(literal(1).label("one")))
+        assert _is_db_outage(no_database.value)
+    finally:
+        await refused.dispose()
+
+    engine = make_engine(pg_url("postgres"), pool_size=1)
+    reads = DirectReads(engine)
+    slept = select(func.pg_sleep(bindparam("s")).label("slept"))
+    try:
+        task = asyncio.ensure_future(reads.all(slept, {"s": 5}))
+        killer = await asyncpg.connect(PG_HOST)
+        try:
+            for _ in range(100):  # until the read is running, then its backend is terminated
+                if await killer.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = 'postgres' AND state = 'active'"
+                        " AND query LIKE '%pg_sleep($1%'"
+                        " AND pid <> pg_backend_pid()"):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await killer.close()
+        with pytest.raises(DBAPIError) as dropped:
+            await task
+        assert _is_db_outage(dropped.value)
+        assert engine.sync_engine.pool.checkedout() == 0
+        # The pool's one connection was the closed one: the next read opens a new one.
+        assert [tuple(r) for r in await reads.all(select(literal(1).label("one")))] == [(1,)]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_a_read_alone_after_a_locking_read_keeps_the_lock(database, plan) -> None:
+    """A session that locked rows (FOR UPDATE) counts as one that wrote: `read_alone` reads
+    through it, so its transaction and its locks go on (giving its connection back would end
+    them). And a direct read missing a value the statement needs is refused, never run with
+    NULL in its place (a page without its LIMIT)."""
+    maker = make_sessionmaker(database.engine)
+    by_id = select(User.email).where(User.id == bindparam("user_id"))
+    async with session_scope(maker) as session:
+        await session.execute(select(User.id).where(User.id == plan.admin.user_id)
+                              .with_for_update())
+        got = await read_alone(session, by_id, {"user_id": plan.admin.user_id})
+        assert [r.email for r in got] == [plan.admin.email]
+        assert session.made.in_transaction()
+        if database.backend == "postgresql":
+            other = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await other.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE NOWAIT",
+                                        plan.admin.user_id)
+            finally:
+                await other.close()
+    if database.backend == "postgresql":
+        with pytest.raises(ValueError, match="limit"):
+            await make_read_sessionmaker(database.engine).direct.all(
+                repository._listing(frozenset({"plan_id"})), {"plan_id": plan.plan_id,
+                                                              "offset": 0})
