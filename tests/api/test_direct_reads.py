@@ -182,17 +182,19 @@ async def test_a_database_that_refuses_or_drops_connections_is_an_outage() -> No
     reads = DirectReads(engine)
     slept = select(func.pg_sleep(bindparam("s")).label("slept"))
     try:
+        # The pool's one connection: its backend, then a read on it that the server ends.
+        (backend,), = await reads.all(select(func.pg_backend_pid().label("pid")))
         task = asyncio.ensure_future(reads.all(slept, {"s": 5}))
         killer = await asyncpg.connect(PG_HOST)
         try:
-            for _ in range(100):  # until the read is running, then its backend is terminated
+            for _ in range(200):  # until the read is running, then its backend is terminated
                 if await killer.fetchval(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE datname = 'postgres' AND state = 'active'"
-                        " AND query LIKE '%pg_sleep($1%'"
-                        " AND pid <> pg_backend_pid()"):
+                        " WHERE pid = $1 AND state = 'active'", backend):
                     break
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the read never ran")
         finally:
             await killer.close()
         with pytest.raises(DBAPIError) as dropped:
