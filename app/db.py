@@ -219,15 +219,20 @@ def is_data_error(exc: BaseException) -> bool:
             and (getattr(exc.orig, "sqlstate", None) or "").startswith(("22", "23")))
 
 
+def in_list(column: Any, name: str, *, array: bool) -> Any:  # noqa: ANN401
+    """`column` among the values bound as `name`: with `array` (PostgreSQL) one array
+    parameter (`= ANY`), so the statement is the same for any number of values (and can be
+    read straight on the driver: `DirectReads`); otherwise an expanding IN."""
+    if array:
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def for_many(query: Select[Any], column: Any) -> dict[str | None, Select[Any]]:  # noqa: ANN401
-    """`query` for many values of `column` at once (`{"keys": [...]}`), built once per dialect:
-    on PostgreSQL one array parameter (`= ANY`), elsewhere an expanding IN. `of_dialect`
-    picks the one for a connection."""
-    return {
-        "postgresql": query.where(
-            column == any_(bindparam("keys", type_=postgresql.ARRAY(String)))),
-        None: query.where(column.in_(bindparam("keys", expanding=True))),
-    }
+    """`query` for many values of `column` at once (`{"keys": [...]}`), built once per dialect
+    (`in_list`). `of_dialect` picks the one for a connection."""
+    return {"postgresql": query.where(in_list(column, "keys", array=True)),
+            None: query.where(in_list(column, "keys", array=False))}
 
 
 def of_dialect(queries: dict[str | None, Select[Any]], dialect: str) -> Select[Any]:
@@ -364,9 +369,8 @@ class _Prepared:
         # `limit` must not become LIMIT NULL, no limit at all).
         self.required = frozenset(name for name in compiled.positiontup
                                   if compiled.binds[name].required)
-        self.convert = [(i, c.type.result_processor(dialect, None))
-                        for i, c in enumerate(statement.selected_columns)]
-        self.convert = [(i, p) for i, p in self.convert if p is not None]
+        self.convert = [(i, convert) for i, c in enumerate(statement.selected_columns)
+                        if (convert := c.type.result_processor(dialect, None)) is not None]
         self.make = namedtuple("Row", list(statement.selected_columns.keys()),  # noqa: PYI024
                                rename=True)._make
 

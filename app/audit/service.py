@@ -15,17 +15,15 @@ from sqlalchemy import (
     String,
     Uuid,
     and_,
-    any_,
     bindparam,
     or_,
     select,
     union_all,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
-from app.db import dialect_of, rows
+from app.db import dialect_of, in_list, rows
 from app.errors import InvalidRequest
 from app.integrations.models import Installation
 
@@ -80,9 +78,7 @@ _INSTALLED = select(Installation.integration_id).where(Installation.plan_id == _
 
 @functools.cache
 def _page_query(platform: bool, after: bool, action: bool, array: bool) -> Select[Any]:
-    """`array`: the installed integrations as one array parameter (PostgreSQL), which keeps
-    the statement the same for any number of them (and so read straight on the driver:
-    `app.db.rows`), rather than an expanding IN."""
+    """`array`: the installed integrations as one array parameter (PostgreSQL: `in_list`)."""
     conditions = []
     if after:
         conditions.append(or_(AuditEvent.occurred_at < _AT, and_(
@@ -93,9 +89,7 @@ def _page_query(platform: bool, after: bool, action: bool, array: bool) -> Selec
     kinds = [AuditEvent.plan_id == _PLAN]
     if platform:
         kinds.append(and_(AuditEvent.plan_id.is_(None), AuditEvent.target_type == "integration",
-                          AuditEvent.target_id == any_(bindparam(
-                              "installed", type_=postgresql.ARRAY(String))) if array else
-                          AuditEvent.target_id.in_(bindparam("installed", expanding=True))))
+                          in_list(AuditEvent.target_id, "installed", array=array)))
     # Two reads, each along the (plan_id, occurred_at) index and cut at the page's size, then
     # merged: one read with an OR of the two kinds would scan the whole table for every page.
     parts = [select(AuditEvent.id).where(kind, *conditions).order_by(*_NEWEST).limit(_LIMIT)

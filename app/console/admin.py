@@ -52,7 +52,7 @@ def _period(fields: dict[str, str]) -> Period:
 async def _security(request: Request, session: Session, seen: web.Viewer, now,  # noqa: ANN001
                     *, proposed: Period | None = None, error: str | None = None,
                     status: int = 200) -> Response:
-    plan = await plans.shown_policy(session, seen.plan.id)
+    plan = await plans.policy(session, seen.plan.id)
     preview = None
     if proposed is not None:
         counts, dying = await plans.preview(session, plan.id, proposed, now)

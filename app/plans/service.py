@@ -48,22 +48,18 @@ async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, lock: bool = Fa
     return plan
 
 
-# The plan's policy by the names of `Plan`'s attributes (built once): what `set_period` answers
-# when the period in force is set again.
+# The plan's policy as columns, by the names of `Plan`'s attributes (built once): what an
+# unchanged `PUT` answers, what the console's security page shows, what the history ends with.
 _POLICY = select(Plan.id, Plan.expiration_value, Plan.expiration_unit, Plan.policy_updated_at,
-                 Plan.expired_through).where(Plan.id == bindparam("plan_id", type_=Uuid))
-PolicyRow = Any  # a row of _POLICY: id, expiration_value, expiration_unit, policy_updated_at, ...
+                 Plan.expired_through, Plan.dpop_required) \
+    .where(Plan.id == bindparam("plan_id", type_=Uuid))
+PolicyRow = Any  # a row of _POLICY
 
 
-# What the console's security page shows of the plan (built once).
-_SHOWN = select(Plan.id, Plan.expiration_value, Plan.expiration_unit, Plan.policy_updated_at,
-                Plan.dpop_required).where(Plan.id == bindparam("plan_id", type_=Uuid))
-
-
-async def shown_policy(session: AsyncSession, plan_id: uuid.UUID) -> PolicyRow:
+async def policy(session: AsyncSession, plan_id: uuid.UUID) -> PolicyRow:
     """The plan's policy as columns (no ORM object; on a page that only reads, straight on the
-    driver: `app.db.rows`), by the names of `Plan`'s attributes."""
-    found = await rows(session, _SHOWN, {"plan_id": plan_id})
+    driver: `app.db.rows`)."""
+    found = await rows(session, _POLICY, {"plan_id": plan_id})
     if not found:
         raise NotFound("no such plan")
     return found[0]
@@ -159,7 +155,7 @@ async def history(session: AsyncSession, plan_id: uuid.UUID,
     its tokens died (`expiry.death`)."""
     spells = [Spell(Period(value, Unit(unit)), since, until) for value, unit, since, until
               in await rows(session, _HISTORY, {"plan_id": plan_id})]
-    plan = plan or await shown_policy(session, plan_id)
+    plan = plan or await policy(session, plan_id)
     if (current := period_of(plan)) is not None:
         spells.append(Spell(current, plan.policy_updated_at))
     return spells

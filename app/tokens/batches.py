@@ -228,7 +228,7 @@ def _uuid_text(value: object) -> str:
 _EVENT_COLUMNS = "id, occurred_at, actor, action, plan_id, target_type, target_id, detail"
 
 
-# _BY_KEY: the rows a batch updates (rotation, revocation) are found by their primary key, as
+# By key: the rows a batch updates (rotation, revocation) are found by their primary key, as
 # `tokens.id = ANY(ARRAY(<the batch's ids>))`, which PostgreSQL walks the primary key for,
 # whatever it believes of the table. Joined only to the batch's values, the UPDATE was planned
 # from the statistics of `used_at IS NULL AND revoked_at IS NULL`, and a stale estimate of one
@@ -273,7 +273,7 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
         " SELECT * FROM json_to_recordset($1::text::json) AS v(id uuid, at timestamptz)),"
         " rotated AS ("
         " UPDATE tokens SET used_at = v.at FROM rotating AS v"
-        " WHERE tokens.id = ANY(ARRAY(SELECT id FROM rotating)) AND tokens.id = v.id"  # _BY_KEY
+        " WHERE tokens.id = ANY(ARRAY(SELECT id FROM rotating)) AND tokens.id = v.id"  # by key
         " AND tokens.used_at IS NULL AND tokens.revoked_at IS NULL"
         " RETURNING tokens.id),"
         " fresh AS ("
@@ -416,10 +416,10 @@ _REVOKE_SQL = (
     " SELECT v.id AS target, v.at, v.reason, v.actor FROM v"
     " UNION ALL"
     " SELECT t.id, v.at, v.reason, v.actor FROM v JOIN tokens t ON t.family_id = v.family_id"
-    # The grants' tokens by the family index, as _BY_KEY says for the primary key.
+    # The grants' tokens by the family index, as "by key" above says for the primary key.
     " WHERE t.family_id = ANY(ARRAY(SELECT family_id FROM v WHERE family_id IS NOT NULL))),"
     " chosen AS MATERIALIZED (SELECT DISTINCT ON (target) * FROM doomed ORDER BY target, at),"
-    " revoked AS ("  # the rows by their primary key: see _BY_KEY
+    " revoked AS ("  # the rows by their primary key ("by key" above)
     " UPDATE tokens SET revoked_at = d.at, revoked_reason = d.reason, revoked_by = d.actor"
     " FROM chosen AS d"
     " WHERE tokens.id = ANY(ARRAY(SELECT target FROM chosen)) AND tokens.id = d.target"
@@ -435,7 +435,7 @@ _REVOKE_SQL = (
     " (SELECT count(pg_notify($3, p)) FROM json_array_elements_text($4::text::json) AS p)")
 
 
-_LOCK_FAMILIES_SQL = (  # the grants' tokens by the family index, as _BY_KEY says
+_LOCK_FAMILIES_SQL = (  # the grants' tokens by the family index, as "by key" above says
     "SELECT 1 FROM tokens WHERE family_id = ANY(ARRAY("
     "SELECT value::uuid FROM json_array_elements_text($1::text::json)))"
     " ORDER BY id FOR UPDATE")
