@@ -14,7 +14,7 @@ as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from app.api.deps import SESSION, get_session, unit_of_work
 from app.api.openapi import operation_id
 from app.api.responses import JSON
+from app.api.solving import Handler, solver
 
 _CHOSEN = "tessera.route"
 _ALLOWED = "tessera.allowed"
@@ -115,10 +116,24 @@ class UnitOfWorkRoute(APIRoute):
     of work (`app.api.deps.unit_of_work`): committed when the handler has made its response and
     before that response is sent, rolled back when it raises. The same as a dependency with
     `yield` and `scope="function"`, without FastAPI's exit stacks and shielded cancel scope
-    for it: a third of what `/v1/me` cost on top of its own work (bench/NOTES.md)."""
+    for it: a third of what `/v1/me` cost on top of its own work (bench/NOTES.md). Its
+    parameters and dependencies are solved by a plan made once (`app.api.solving`)."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    solved: bool = False
+    """Whether its parameters and dependencies are solved by a plan (`app.api.solving`)."""
+
+    def get_route_handler(self) -> Handler:
+        fastapi_handler = super().get_route_handler()
+        handler = solver(self, fastapi_handler)
+        self.solved = handler is not None
+        return self._in_unit_of_work(handler or fastapi_handler)
+
+    def fastapi_handler(self) -> Handler:
+        """The same route's handler with FastAPI solving its parameters and dependencies: what
+        the tests compare the plan's answers with."""
+        return self._in_unit_of_work(super().get_route_handler())
+
+    def _in_unit_of_work(self, handler: Handler) -> Handler:
         if not _uses(self.dependant, get_session):
             return handler
 
