@@ -14,7 +14,7 @@ as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
 
 from app.api.deps import SESSION, get_session, unit_of_work
 from app.api.openapi import operation_id
@@ -101,7 +102,11 @@ class RouteIndex(BaseRoute):
         route = scope.pop(_CHOSEN)
         if allowed:
             raise HTTPException(status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
-        await route.handle(scope, receive, send)
+        direct = getattr(route, "direct", None)
+        if direct is not None:
+            await direct(scope, receive, send)
+        else:
+            await route.handle(scope, receive, send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:  # noqa: ANN401
         raise NoMatchFound(name, path_params)  # the routes behind the index answer it
@@ -121,12 +126,25 @@ class UnitOfWorkRoute(APIRoute):
 
     solved: bool = False
     """Whether its parameters and dependencies are solved by a plan (`app.api.solving`)."""
+    direct: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+    """The route as an ASGI application for `RouteIndex`, which has matched its path and
+    method, when its plan needs none of what FastAPI's request wrapper sets up: no exit
+    stacks (no dependency has `yield`), and no exception handling of its own, since the
+    application's `ExceptionMiddleware`, just outside the router, maps an error with the same
+    handlers (`app.api.errors`)."""
 
     def get_route_handler(self) -> Handler:
         fastapi_handler = super().get_route_handler()
-        handler = solver(self, fastapi_handler)
-        self.solved = handler is not None
-        return self._in_unit_of_work(handler or fastapi_handler)
+        solved = solver(self, fastapi_handler)
+        self.solved = solved is not None
+        handler = self._in_unit_of_work(solved or fastapi_handler)
+        if solved is not None:
+            async def direct(scope: Scope, receive: Receive, send: Send) -> None:
+                response = await handler(Request(scope, receive, send))
+                await response(scope, receive, send)
+
+            self.direct = direct
+        return handler
 
     def fastapi_handler(self) -> Handler:
         """The same route's handler with FastAPI solving its parameters and dependencies: what

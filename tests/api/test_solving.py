@@ -29,6 +29,7 @@ def _through_fastapi(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     for route in app.routes:
         if isinstance(route, UnitOfWorkRoute):
             monkeypatch.setattr(route, "app", request_response(route.fastapi_handler()))
+            monkeypatch.setattr(route, "direct", None)  # the index takes `app` then
 
 
 def _shape(value: Any) -> Any:  # noqa: ANN401
