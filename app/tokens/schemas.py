@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +19,11 @@ class PersonalTokenIn(Input):
     name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
-class TokenOut(BaseModel):
+class _TokenFields(BaseModel):
+    """What is shown of a token: `TokenOut`, and `IssuedTokenOut` with the secret. Two
+    siblings, not a class and its subclass, so that no value of a field declared `TokenOut`
+    can carry a secret (and its renderings stay plain: `app.api.responses`)."""
+
     id: uuid.UUID
     kind: str
     name: str | None
@@ -35,7 +40,7 @@ class TokenOut(BaseModel):
 
     @classmethod
     def of(cls, stored: StoredToken, now: datetime, history: list[Spell] | None = None, *,
-           verdict: Verdict | None = None) -> TokenOut:
+           verdict: Verdict | None = None) -> Self:
         """`history`: the plan's periods (`plans.service.history`), for when an expired token
         died; needed for any token that may have. `verdict`: `check(stored.facts, now)`, when
         the caller has it already."""
@@ -52,7 +57,11 @@ class TokenOut(BaseModel):
         )
 
 
-class IssuedTokenOut(TokenOut):
+class TokenOut(_TokenFields):
+    pass
+
+
+class IssuedTokenOut(_TokenFields):
     token: str = Field(description="the secret; shown this once and never again")
 
 
