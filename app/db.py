@@ -555,6 +555,11 @@ class LazySession:
     def in_transaction(self) -> bool:
         return self._session is not None and self._session.in_transaction()
 
+    async def close(self) -> None:
+        """Closing a session never made closes nothing, and makes none."""
+        if self._session is not None:
+            await self._session.close()
+
 
 # A session that wrote says so in its `info`: any statement but a SELECT (ORM or Core, through
 # `Session.execute`), any flush. Such a session commits (`session_scope`), and one that must only
@@ -577,7 +582,12 @@ def _note_flush(session: Session, _flush: UOWTransaction) -> None:
 
 def has_only_read(session: AsyncSession) -> bool:
     """No object awaits a flush, nothing but SELECTs ran, and no commit hook is registered:
-    closing the session (its transaction rolled back) loses nothing."""
+    closing the session (its transaction rolled back) loses nothing. (A `LazySession` never
+    made has done nothing at all, and is not made to say so.)"""
+    if isinstance(session, LazySession):
+        if session.made is None:
+            return True
+        session = session.made
     return not (session.new or session.dirty or session.deleted or session.info)
 
 

@@ -40,7 +40,7 @@ from app.oauth2 import scopes as catalogue
 from app.tokens import repository
 from app.tokens import service as tokens
 from app.tokens.rules import TokenKind
-from app.tokens.schemas import IssuedTokenOut, TokenOut
+from app.tokens.schemas import IssuedTokenOut
 
 router = api_router(tags=["integrations"])
 
@@ -102,7 +102,7 @@ async def generate_integration_token(
                        scopes=token.scopes, via=principal.credential)
     await session.flush()
     stored = await repository.find_by_id(session, token.id)
-    return IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret)
+    return IssuedTokenOut.of(stored, now, token=secret)
 
 
 # --- the platform review (operators) --------------------------------------------------------

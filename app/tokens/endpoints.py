@@ -70,7 +70,7 @@ async def create_personal_token(
         session, request.app.state.token_batches, plan_id=principal.plan_id,
         user_id=principal.user_id, name=body.name if body else None, now=now,
         via=principal.credential)
-    return Rendered(IssuedTokenOut(**TokenOut.of(stored, now).model_dump(), token=secret),
+    return Rendered(IssuedTokenOut.of(stored, now, token=secret),
                     status_code=201)
 
 

@@ -40,10 +40,11 @@ class _TokenFields(BaseModel):
 
     @classmethod
     def of(cls, stored: StoredToken, now: datetime, history: list[Spell] | None = None, *,
-           verdict: Verdict | None = None) -> Self:
+           verdict: Verdict | None = None, **more: str) -> Self:
         """`history`: the plan's periods (`plans.service.history`), for when an expired token
         died; needed for any token that may have. `verdict`: `check(stored.facts, now)`, when
-        the caller has it already."""
+        the caller has it already. `more`: the fields of a subclass (the secret of
+        `IssuedTokenOut`)."""
         verdict = verdict or check(stored.facts, now)
         died = _death(stored, verdict, now, history)
         return cls(
@@ -53,7 +54,7 @@ class _TokenFields(BaseModel):
             status="active" if verdict.active else str(verdict.reason),
             revoked_at=stored.revoked_at, revoked_reason=stored.revoked_reason,
             user_id=stored.user_id, integration_id=stored.integration_id,
-            client_id=stored.client_id,
+            client_id=stored.client_id, **more,
         )
 
 

@@ -37,3 +37,22 @@ async def test_token_row_is_committed_when_the_response_starts(app, plan, databa
                               auth=(user.email, user.password))
     assert r.status_code == 201
     assert seen == [1]
+
+
+@pytest.mark.asyncio
+async def test_a_session_never_used_is_not_made_to_be_asked_or_closed(database) -> None:
+    """`has_only_read` and `close` on a unit of work's session that nothing used (a personal
+    token's creation: the caller came from the token cache) answer without making one."""
+    from app.db import LazySession, has_only_read, session_scope
+
+    async with session_scope(make_sessionmaker(database.engine)) as session:
+        assert isinstance(session, LazySession)
+        assert has_only_read(session)
+        await session.close()
+        assert session.made is None
+        await session.execute(select(func.count()).select_from(Token))
+        assert session.made is not None and has_only_read(session)
+        session.info["tessera.wrote"] = True
+        assert not has_only_read(session)
+        session.info.clear()
+        await session.close()
