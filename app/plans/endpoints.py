@@ -63,7 +63,8 @@ async def set_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentPrinc
                      session: Session, now: Now):
     principal.require_plan_admin(plan_id, write=True)
     principal.require_own_credentials("changing the plan's token expiration period")
-    return _policy(await service.set_period(session, plan_id, body.period(), principal, now))
+    return Rendered(_policy(await service.set_period(session, plan_id, body.period(), principal,
+                                                    now)))
 
 
 @router.delete("", status_code=204)

@@ -61,13 +61,17 @@ class Period:
         return f"{self.value} {unit}"
 
 
+# Days of each month of a common year (`calendar.monthrange` computes a weekday besides).
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def add_months(at: datetime, months: int) -> datetime:
     """Calendar month arithmetic; a day the target month lacks is clamped to the end of its last
     day (the module's docstring says why)."""
     index = at.year * 12 + (at.month - 1) + months
     year, month = divmod(index, 12)
     month += 1
-    last = calendar.monthrange(year, month)[1]
+    last = 29 if month == 2 and calendar.isleap(year) else _DAYS_IN_MONTH[month]
     if at.day <= last:
         return at.replace(year=year, month=month)
     return at.replace(year=year, month=month, day=last, hour=23, minute=59, second=59,
@@ -76,9 +80,10 @@ def add_months(at: datetime, months: int) -> datetime:
 
 def add_period(at: datetime, period: Period) -> datetime:
     """`at + period` in UTC. `at` must be timezone-aware."""
-    if at.tzinfo is None:
-        raise ValueError("naive datetime")
-    at = at.astimezone(UTC)
+    if at.tzinfo is not UTC:
+        if at.tzinfo is None:
+            raise ValueError("naive datetime")
+        at = at.astimezone(UTC)
     match period.unit:
         case Unit.minutes:
             return at + timedelta(minutes=period.value)

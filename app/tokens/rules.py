@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -36,6 +36,18 @@ class TokenFacts:
     installation_state: str | None = None
     # Rule 4: the plan's cut-off of generation times expired under earlier periods.
     expired_through: datetime | None = None
+    _expiry: datetime | None | object = field(default=..., init=False, repr=False,
+                                              compare=False)
+
+    @property
+    def expiry(self) -> datetime | None:
+        """Rule 1's effective expiry. The facts never change, so it is computed once: a
+        cached token's every check would otherwise do the same calendar arithmetic again."""
+        expiry = self._expiry
+        if expiry is ...:  # not computed yet
+            expiry = effective_expiry(self.issued_at, self.expires_at, self.period)
+            object.__setattr__(self, "_expiry", expiry)  # frozen: set once, here only
+        return expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +59,7 @@ class Verdict:
 
 
 def check(facts: TokenFacts, now: datetime) -> Verdict:
-    expiry = effective_expiry(facts.issued_at, facts.expires_at, facts.period)
+    expiry = facts.expiry
     if facts.revoked_at is not None:
         return Verdict(False, expiry, Inactive.revoked)
     if facts.kind == TokenKind.refresh and facts.used_at is not None:
