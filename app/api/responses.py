@@ -54,6 +54,25 @@ class Rendered(Response):
         super().__init__(body, status_code=status_code, headers=headers)
 
 
+    @classmethod
+    def fields(cls, model: type[BaseModel], values: dict[str, Any], status_code: int = 200,
+               headers: dict[str, str] | None = None) -> Rendered:
+        """`model`'s answer from `values` already of the types its fields declare (a page of
+        rows: no model made per row), rendered as the model would be; when orjson cannot
+        render them so (a model that is not plain, text it refuses), the model is made after
+        all and rendered as `Rendered` renders it."""
+        if _is_plain(model):
+            try:
+                body = orjson.dumps(values, default=_plainly, option=orjson.OPT_UTC_Z)
+            except TypeError:
+                pass
+            else:
+                answer = cls.__new__(cls)
+                Response.__init__(answer, body, status_code=status_code, headers=headers)
+                return answer
+        return cls(model.model_validate(values), status_code=status_code, headers=headers)
+
+
 def _rendered(model: BaseModel | list[BaseModel]) -> bytes:
     try:
         return orjson.dumps(model, default=_plainly, option=orjson.OPT_UTC_Z)

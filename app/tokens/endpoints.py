@@ -25,8 +25,8 @@ from app.tokens.schemas import (
     IssuedTokenOut,
     PersonalTokenIn,
     TokenList,
-    TokenOut,
     TokenStatusOut,
+    fields_of,
 )
 from app.users import service as users
 
@@ -152,10 +152,10 @@ async def _listing(session: Session, plan_id: uuid.UUID, items: list[StoredToken
     verdicts = [check(t.facts, now) for t in items]
     expired = any(v.reason is Inactive.expired for v in verdicts)
     history = await plans.history(session, plan_id) if expired else None
-    return Rendered(TokenList(
-        items=[TokenOut.of(t, now, history, verdict=v) for t, v in zip(items, verdicts,
-                                                                       strict=True)],
-        limit=limit, offset=offset))
+    return Rendered.fields(TokenList, {
+        "items": [fields_of(t, now, history, verdict=v)
+                  for t, v in zip(items, verdicts, strict=True)],
+        "limit": limit, "offset": offset})
 
 
 @router.get("/v1/me/grants", response_model=GrantList)

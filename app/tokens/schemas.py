@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,17 +45,24 @@ class _TokenFields(BaseModel):
         died; needed for any token that may have. `verdict`: `check(stored.facts, now)`, when
         the caller has it already. `more`: the fields of a subclass (the secret of
         `IssuedTokenOut`)."""
-        verdict = verdict or check(stored.facts, now)
-        died = _death(stored, verdict, now, history)
-        return cls(
-            id=stored.id, kind=stored.kind, name=stored.name, hint=stored.hint,
-            scopes=stored.scopes.split(), created_at=stored.issued_at,
-            expires_at=died.at if died else verdict.expiry,
-            status="active" if verdict.active else str(verdict.reason),
-            revoked_at=stored.revoked_at, revoked_reason=stored.revoked_reason,
-            user_id=stored.user_id, integration_id=stored.integration_id,
-            client_id=stored.client_id, **more,
-        )
+        return cls(**fields_of(stored, now, history, verdict=verdict), **more)
+
+
+def fields_of(stored: StoredToken, now: datetime, history: list[Spell] | None = None, *,
+              verdict: Verdict | None = None) -> dict[str, Any]:
+    """What `TokenOut.of` shows of a token, as values of the types its fields declare: a
+    listing renders them as they are (`Rendered.fields`), without a model per row."""
+    verdict = verdict or check(stored.facts, now)
+    died = _death(stored, verdict, now, history)
+    return {
+        "id": stored.id, "kind": stored.kind, "name": stored.name, "hint": stored.hint,
+        "scopes": stored.scopes.split(), "created_at": stored.issued_at,
+        "expires_at": died.at if died else verdict.expiry,
+        "status": "active" if verdict.active else str(verdict.reason),
+        "revoked_at": stored.revoked_at, "revoked_reason": stored.revoked_reason,
+        "user_id": stored.user_id, "integration_id": stored.integration_id,
+        "client_id": stored.client_id,
+    }
 
 
 class TokenOut(_TokenFields):

@@ -4,7 +4,6 @@ rule on its kind; one not found is checked on its way to the database."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
@@ -30,7 +29,7 @@ async def test_a_refresh_token_is_no_bearer_credential_cached_or_not(app, client
     r = await client.get("/v1/me", headers=headers)
     assert (r.status_code, r.json()["message"]) == (401, NOT_BEARER)
     # The same refresh token as the cache would hold it once introspected.
-    refresh = dataclasses.replace(mine, kind="refresh", id=uuid.uuid4())
+    refresh = mine._replace(kind="refresh", id=uuid.uuid4())
     cache.put(credentials.digest(secret), refresh, cache.generation)
     assert cache.get(credentials.digest(secret)) is refresh
     r = await client.get("/v1/me", headers=headers)

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import pytest
 from asyncpg.pgproto.pgproto import UUID as DriverUUID
 from pydantic import BaseModel, Field, computed_field, field_serializer
 
@@ -201,3 +202,61 @@ def _value(annotation: Any, at: datetime) -> Any:  # noqa: ANN401, PLR0911
     if origin is tuple:
         return [_value(a, at) for a in args if a is not Ellipsis]
     return _value(args[0], at)  # a union: its first type that is not None
+
+
+def test_fields_render_as_their_model_or_through_it() -> None:
+    at = _INSTANTS[1]
+    inner = {"at": at, "tags": ["x"]}
+    values = {"id": DriverUUID("12345678-1234-5678-1234-567812345678"), "other": None,
+              "text": "t", "count": 3, "flag": False, "at": at, "day": at.date(),
+              "colour": Colour.red, "kind": "a", "inner": inner, "inners": [inner],
+              "pair": (1, "x"), "labels": {}, "nothing": None}
+    expected = _by_pydantic(Plain.model_validate(values))
+    assert Rendered.fields(Plain, values).body == expected
+    # Text orjson refuses: the model is made after all, and answers as `Rendered` does.
+    odd = {**values, "text": "lone \ud800"}
+    assert Rendered.fields(Plain, odd).body == Rendered(Plain.model_validate(odd)).body
+    # A model that is not plain is always made.
+    assert Rendered.fields(Aliased, {"value": "v"}).body == Rendered(Aliased(value="v")).body
+    assert Rendered.fields(Plain, values, status_code=201).status_code == 201
+
+
+@pytest.mark.asyncio
+async def test_token_pages_render_as_pages_of_models(client, plan, monkeypatch) -> None:
+    """The API's token listings, rows as values (`fields_of`), give the bytes the same page
+    made of `TokenOut` models gives: tokens active, revoked, expired under a period since
+    removed (their death read from the plan's history), and an integration's."""
+    from app.tokens.schemas import TokenList
+    from tests.helpers import create_gateway_client, set_period
+
+    member = await plan.add_user()
+    await create_gateway_client(client, plan)
+    for name in ("kept", "revoked", "named \"é\" <b>"):
+        r = await client.post("/v1/me/tokens", json={"name": name}, headers=member.auth)
+        assert r.status_code == 201, r.text
+        if name == "revoked":
+            r = await client.delete(f"/v1/me/tokens/{r.json()['id']}", headers=member.auth)
+            assert r.status_code == 204, r.text
+    plan.clock.advance(days=3)
+    r = await set_period(client, plan, 1, "days")  # every token so far dies
+    assert r.status_code == 200, r.text
+    r = await client.delete(f"/v1/plans/{plan.plan_id}/token-expiration",
+                            headers=await _fresh(client, plan))
+    assert r.status_code == 204, r.text
+    admin = await _fresh(client, plan)
+    pages = [f"/v1/plans/{plan.plan_id}/tokens", f"/v1/plans/{plan.plan_id}/tokens?limit=2",
+             f"/v1/plans/{plan.plan_id}/tokens?kind=integration"]
+    fast = [(await client.get(p, headers=admin)).content for p in pages]
+    statuses = {item.status for item in TokenList.model_validate_json(fast[0]).items}
+    assert {"active", "expired", "revoked"} <= statuses
+
+    def through_models(cls, model, values, **kw):  # noqa: ANN001, ANN003, ANN202
+        return cls(model.model_validate(values), **kw)
+
+    monkeypatch.setattr(Rendered, "fields", classmethod(through_models))
+    assert [(await client.get(p, headers=admin)).content for p in pages] == fast
+
+
+async def _fresh(client, plan) -> dict[str, str]:  # noqa: ANN001
+    """A new token of the admin's, had with the password (the old one died with the rest)."""
+    return {"Authorization": f"Bearer {await plan.admin.renew(client)}"}
