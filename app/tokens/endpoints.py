@@ -66,10 +66,13 @@ async def create_personal_token(
     body: Annotated[PersonalTokenIn | None, Body()] = None,
 ):
     principal = await _user_for_creation(request, session, now)
+    own = principal.token  # the caller's own token, checked by its plan's policy just now
     stored, secret = await service.create_personal(
         session, request.app.state.token_batches, plan_id=principal.plan_id,
         user_id=principal.user_id, name=body.name if body else None, now=now,
-        via=principal.credential)
+        via=principal.credential,
+        policy=repository.policy_of(own) if own is not None and own.plan_id == principal.plan_id
+        else None)
     return Rendered(IssuedTokenOut.of(stored, now, token=secret),
                     status_code=201)
 

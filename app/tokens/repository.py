@@ -49,6 +49,13 @@ class StoredToken(NamedTuple):
 PLAN_POLICY = (Plan.expiration_value, Plan.expiration_unit, Plan.policy_updated_at,
                Plan.expired_through)
 
+
+def policy_of(stored: StoredToken) -> tuple[Any, ...]:
+    """The values of `PLAN_POLICY` a token's facts were read with: its plan's policy."""
+    period = stored.facts.period
+    return (period.value if period else None, period.unit.value if period else None,
+            stored.period_since, stored.facts.expired_through)
+
 _CHECK_COLUMNS = (
     Token.id, Token.kind, Token.plan_id, Token.user_id, Token.integration_id, Token.scopes,
     Token.issued_at, Token.expires_at, Token.revoked_at, Token.used_at,

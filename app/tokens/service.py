@@ -85,7 +85,8 @@ def issue(session: AsyncSession, *, kind: TokenKind, plan_id: uuid.UUID, now: da
 
 async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: uuid.UUID,
                           user_id: uuid.UUID, name: str | None, now: datetime,
-                          via: str) -> tuple[StoredToken, str]:
+                          via: str, policy: tuple[Any, ...] | None = None,
+                          ) -> tuple[StoredToken, str]:
     """A new personal token of `user_id`, as checks see it once stored, and its secret (shown
     once).
 
@@ -94,13 +95,19 @@ async def create_personal(session: AsyncSession, batches: Batches, *, plan_id: u
     (`batches.TokenWriter`): a request waiting on a batch must hold no pool connection the batch
     may need. The answer is built from the row, not read back: once the row is committed,
     nothing can fail the request and leave a token nobody was shown. Its audit events (the
-    creation, and the sign-in when `via` is the password) are written with the row."""
+    creation, and the sign-in when `via` is the password) are written with the row.
+
+    `policy`: the plan's policy (the values of `repository.PLAN_POLICY`) when the caller has
+    it already: the facts its own token was just checked by (`repository.policy_of`), as
+    fresh as any check's. It only says when the new token will expire in the answer; every
+    check of the token reads the policy in force then."""
     if not has_only_read(session):
         raise RuntimeError("create_personal needs a session that has only read")
-    found = await read_alone(session, _PLAN_POLICY, {"plan_id": plan_id})
-    policy = found[0] if found else None
     if policy is None:
-        raise NotFound("no such plan")
+        found = await read_alone(session, _PLAN_POLICY, {"plan_id": plan_id})
+        policy = found[0] if found else None
+        if policy is None:
+            raise NotFound("no such plan")
     row, secret = new_row(kind=TokenKind.personal, plan_id=plan_id, user_id=user_id, name=name,
                           now=now, created_by=user_id)
     actor = f"user:{user_id}"

@@ -291,3 +291,31 @@ async def test_a_page_of_a_crowded_plan_is_read_from_its_index_without_a_sort(pl
             await conn.execute(text("DELETE FROM tokens WHERE hint = 'crwd'"))
             await conn.execute(text("ANALYZE tokens" if database.backend == "postgresql"
                                     else "ANALYZE"))
+
+
+async def test_a_new_token_s_expiry_is_the_plan_s_period_in_force(app, client, plan) -> None:
+    """Created with a personal token, the answer's expiry comes from the facts that token was
+    just checked by (the cache's): right after a period is set, and after it changes again."""
+    from datetime import timedelta
+
+    from tests.helpers import set_period
+    from tests.integrations.test_token_client_cache import serve_cache
+
+    serve_cache(app)
+    member = await plan.add_user()
+
+    async def created_expiry() -> str | None:
+        r = await client.post("/v1/me/tokens", json={"name": "n"}, headers=member.auth)
+        assert r.status_code == 201, r.text
+        listed = await client.get(f"/v1/me/tokens/{r.json()['id']}/status", headers=member.auth)
+        assert listed.json()["expires_at"] == r.json()["expires_at"]  # what a check says
+        return r.json()["expires_at"]
+
+    assert await created_expiry() is None
+    for value, unit, delta in ((3, "days", timedelta(days=3)), (2, "hours", timedelta(hours=2))):
+        r = await set_period(client, plan, value, unit)
+        assert r.status_code == 200, r.text
+        r = await client.get("/v1/me", headers=member.auth)  # the member's token cached anew
+        assert r.status_code == 200
+        expected = (plan.clock.now() + delta).isoformat().replace("+00:00", "Z")
+        assert await created_expiry() == expected
