@@ -10,8 +10,9 @@ from enum import Enum
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, Strict
 from starlette.responses import JSONResponse, Response
 
 
@@ -86,12 +87,28 @@ def _rendered(model: BaseModel | list[BaseModel]) -> bytes:
 def _plainly(value: Any) -> Any:  # noqa: ANN401
     """orjson's fallback for what it does not know: a plain model (`_is_plain`) as its fields,
     a UUID of the driver's own class as text; anything else refused, for pydantic to render."""
-    if isinstance(value, BaseModel) and _is_plain(type(value)):
-        return value.__dict__
+    if isinstance(value, BaseModel):
+        cls = type(value)
+        # Of a class some field declares, or of none such: pydantic renders a field by the
+        # class it declares, so a subclass's value there (more fields) stays with pydantic.
+        if _is_plain(cls) and _DECLARED.isdisjoint(cls.__mro__[1:]):
+            return value.__dict__
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError
 
+
+# Model classes that fields of plain models declare (`_same_json`).
+_DECLARED: set[type[BaseModel]] = set()
+
+# What may annotate a field of a plain model besides its type: constraints on input, which
+# change nothing of its JSON. (A serializer, or a type with a schema of its own, may.)
+_CONSTRAINTS = (annotated_types.BaseMetadata, Strict, type(Field(pattern="x").metadata[0]))
+
+# Settings of a model's own that change how pydantic writes it.
+_SERIALIZING = {"json_encoders", "ser_json_timedelta", "ser_json_temporal", "ser_json_bytes",
+                "ser_json_inf_nan", "use_enum_values", "serialize_by_alias", "alias_generator",
+                "json_schema_serialization_defaults_required", "val_json_bytes"}
 
 # The types whose JSON is the same from orjson (with `OPT_UTC_Z`) as from pydantic's serializer.
 # (Not float: the two may spell a number differently.)
@@ -102,11 +119,10 @@ def _same_json(annotation: Any) -> bool:  # noqa: ANN401
     if annotation in _SAME_JSON:
         return True
     if isinstance(annotation, type):
-        # A model within a model: pydantic renders the fields of the declared class, so one
-        # with subclasses (a value of a subclass has more fields) stays with pydantic.
-        return (issubclass(annotation, Enum) and issubclass(annotation, (str, int))) \
-            or (issubclass(annotation, BaseModel) and not annotation.__subclasses__()
-                and _is_plain(annotation))
+        if issubclass(annotation, BaseModel) and _is_plain(annotation):
+            _DECLARED.add(annotation)  # `_plainly` refuses its subclasses' values
+            return True
+        return issubclass(annotation, Enum) and issubclass(annotation, (str, int))
     origin = get_origin(annotation)
     args = get_args(annotation)
     if origin is Literal:
@@ -120,14 +136,22 @@ def _same_json(annotation: Any) -> bool:  # noqa: ANN401
 def _is_plain(cls: type[BaseModel]) -> bool:
     """Whether the model's fields (`__dict__`) rendered by orjson are exactly its JSON from
     pydantic: every field of a type both render alike, under its own name, none left out or
-    added, and nothing of the model's own serializing (a computed field, a serializer, extra
-    fields). Anything else is rendered by pydantic."""
+    added, and nothing of the model's own serializing (a root model, a computed field, a
+    serializer of a field or of the model, a setting of its JSON, extra fields, a cached
+    property). Anything else is rendered by pydantic."""
     decorators = cls.__pydantic_decorators__
-    return (not cls.model_computed_fields and not decorators.field_serializers
-            and not decorators.model_serializers and cls.model_config.get("extra") != "allow"
-            and not cls.model_config.get("use_enum_values")
+    return (not getattr(cls, "__pydantic_root_model__", False)
+            and not cls.model_computed_fields and not decorators.field_serializers
+            and not decorators.model_serializers
+            and not (_SERIALIZING & cls.model_config.keys())
+            and cls.model_config.get("extra") != "allow"
+            # what `functools.cached_property` keeps goes into `__dict__` beside the fields
+            and not any(isinstance(v, functools.cached_property)
+                        for klass in cls.__mro__ for v in vars(klass).values())
             and all(field.serialization_alias in (None, name) and field.alias in (None, name)
-                    and not field.exclude and _same_json(field.annotation)
+                    and not field.exclude and field.exclude_if is None
+                    and all(isinstance(m, _CONSTRAINTS) for m in field.metadata)
+                    and _same_json(field.annotation)
                     for name, field in cls.model_fields.items()))
 
 

@@ -129,16 +129,19 @@ class UnitOfWorkRoute(APIRoute):
     direct: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
     """The route as an ASGI application for `RouteIndex`, which has matched its path and
     method, when its plan needs none of what FastAPI's request wrapper sets up: no exit
-    stacks (no dependency has `yield`), and no exception handling of its own, since the
-    application's `ExceptionMiddleware`, just outside the router, maps an error with the same
-    handlers (`app.api.errors`)."""
+    stacks (no dependency has `yield`, and no dependency overrides may send a request to
+    FastAPI's handler), and no exception handling of its own, since the application's
+    `ExceptionMiddleware`, just outside the router, maps an error with the same handlers
+    (`app.api.errors`)."""
 
     def get_route_handler(self) -> Handler:
         fastapi_handler = super().get_route_handler()
         solved = solver(self, fastapi_handler)
         self.solved = solved is not None
         handler = self._in_unit_of_work(solved or fastapi_handler)
-        if solved is not None:
+        # With an overrides provider a request may go to FastAPI's handler after all
+        # (`app.api.solving`), which needs the request wrapper's exit stacks.
+        if solved is not None and self.dependency_overrides_provider is None:
             async def direct(scope: Scope, receive: Receive, send: Send) -> None:
                 response = await handler(Request(scope, receive, send))
                 await response(scope, receive, send)

@@ -86,18 +86,22 @@ def _step(dependant: Dependant) -> _Step | None:
 
 
 async def _solved(step: _Step, request: Request, cache: dict[Any, Any]) -> Any:  # noqa: ANN401
+    """The values of `step`'s own dependencies, as FastAPI solves them: each dependency's own
+    dependencies first (so one asking not to be cached is called again even under a cached
+    one), then the dependency itself, from the request's cache when it may be."""
     kwargs: dict[str, Any] = {}
     for need in step.needs:
+        sub = await _solved(need, request, cache)
         if need.cached and need.call in cache:
             value = cache[need.call]
         else:
-            value = await _solved(need, request, cache)
+            value = await need.call(**sub)
             cache.setdefault(need.call, value)
         if need.name is not None:
             kwargs[need.name] = value
     if step.request_name is not None:
         kwargs[step.request_name] = request
-    return await step.call(**kwargs)
+    return kwargs
 
 
 def _json_body(content_type: str | None, strict: bool) -> bool:
@@ -174,16 +178,7 @@ def solver(route: APIRoute, fallback: Handler) -> Handler | None:  # noqa: C901
         if overrides is not None and overrides.dependency_overrides:
             return await fallback(request)
         body = await _read_body(request, strict) if body_field is not None else _UNDEFINED
-        cache: dict[Any, Any] = {}
-        values: dict[str, Any] = {}
-        for need in top.needs:
-            if need.cached and need.call in cache:
-                value = cache[need.call]
-            else:
-                value = await _solved(need, request, cache)
-                cache.setdefault(need.call, value)
-            if need.name is not None:
-                values[need.name] = value
+        values = await _solved(top, request, {})
         errors: list[Any] = []
         for fields, received in ((path_params, request.path_params),
                                  (query_params, query_params and request.query_params),
@@ -202,8 +197,6 @@ def solver(route: APIRoute, fallback: Handler) -> Handler | None:  # noqa: C901
             errors += wrong
         if errors:
             raise RequestValidationError(errors, body=None if body is _UNDEFINED else body)
-        if top.request_name is not None:
-            values[top.request_name] = request
         answer = await endpoint(**values)
         if isinstance(answer, Response):
             return answer

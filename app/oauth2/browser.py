@@ -8,6 +8,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -65,7 +66,7 @@ def login_session(request: Request, settings: Settings) -> LoginSession | None:
         return request.scope[_READ]
     found = None
     raw = request.cookies.get(SESSION_COOKIE)
-    if raw:
+    if raw and _MADE_HERE.fullmatch(raw):
         verified = _verified(tuple(settings.secret_keys), raw)
         if verified is not None:
             session, signed = verified
@@ -76,10 +77,16 @@ def login_session(request: Request, settings: Settings) -> LoginSession | None:
     return found
 
 
+# What `start_session` sets: base64url text and dots, ~130 characters. Anything else is not a
+# cookie of ours, whatever itsdangerous would make of it (its base64 decoding skips characters
+# outside the alphabet, so a good cookie with junk added would still verify).
+_MADE_HERE = re.compile(r"[A-Za-z0-9_.\-]{1,512}")
+
 # Cookies whose signature was found good, by value, each with its signing time: a console page
 # checks its cookie's signature (base64, JSON, an HMAC per key: ~50 µs) once per cookie, not on
 # every page; its age is still checked on each. Only good cookies are kept (none can be made
-# without the key), at most `_KEPT`, the oldest forgotten first.
+# without the key), of at most 512 characters, at most `_KEPT` of them (2 MB at most), the
+# oldest forgotten first.
 _KEPT = 4096
 _GOOD: dict[tuple[tuple[str, ...], str], tuple[LoginSession, int]] = {}
 

@@ -3,17 +3,26 @@ the same either way."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import pytest
 from asyncpg.pgproto.pgproto import UUID as DriverUUID
-from pydantic import BaseModel, Field, computed_field, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    RootModel,
+    computed_field,
+    field_serializer,
+)
 
 from app.api.responses import Rendered, _is_plain
 from app.main import create_app
@@ -137,17 +146,74 @@ class HoldsBase(BaseModel):
     item: Base
 
 
+class Rooted(RootModel[list[str]]):
+    pass
+
+
+class Masked(BaseModel):
+    secret: Annotated[str, PlainSerializer(lambda v: "***")]
+
+
+class Conditional(BaseModel):
+    value: str
+    secret: str = Field(exclude_if=lambda v: True)
+
+
+class Remembering(BaseModel):
+    value: str
+
+    @functools.cached_property
+    def shout(self) -> str:
+        return self.value.upper()
+
+
+class Encoded(BaseModel):
+    model_config = ConfigDict(ser_json_temporal="seconds")
+    at: datetime
+
+
+class Declared(BaseModel):
+    value: str
+
+
+class HoldsDeclared(BaseModel):
+    item: Declared
+
+
+def test_models_pydantic_writes_its_own_way_stay_with_pydantic() -> None:
+    remembering = Remembering(value="v")
+    assert remembering.shout == "V"  # now in its __dict__
+    cases = [Rooted(["a"]), Masked(secret="s3cret"), Conditional(value="v", secret="s3cret"),
+             remembering, Encoded(at=_INSTANTS[0])]
+    for model in cases:
+        assert not _is_plain(type(model)), type(model)
+        assert Rendered(model).body == _by_pydantic(model), type(model)
+        assert b"s3cret" not in Rendered(model).body
+    # A subclass made after its parent was first rendered as a field's declared class.
+    assert _is_plain(HoldsDeclared)
+    assert Rendered(HoldsDeclared(item=Declared(value="v"))).body == b'{"item":{"value":"v"}}'
+
+    class Later(Declared):
+        secret: str
+
+    holder = HoldsDeclared(item=Later(value="v", secret="s3cret"))
+    assert Rendered(holder).body == _by_pydantic(holder)
+    assert b"s3cret" not in Rendered(holder).body
+
+
 def test_models_orjson_would_render_otherwise_stay_with_pydantic() -> None:
     derived = Derived(value="v", secret="do not show")
     cases = [Aliased(value="v"), Computed(value="v"), Serialized(value="v"),
              Hidden(value="v", secret="s"), Numbers(ratio=1e16, amount=Decimal("1.10"),
                                                     span=timedelta(seconds=90)),
-             Anything(detail={"x": Decimal("2")}), HoldsBase(item=derived)]
+             Anything(detail={"x": Decimal("2")})]
     for model in cases:
         assert not _is_plain(type(model)), type(model)
         assert Rendered(model).body == _by_pydantic(model), type(model)
     # A field declared as a class with subclasses renders the declared fields only.
-    assert b"do not show" not in Rendered(HoldsBase(item=derived)).body
+    holder = HoldsBase(item=derived)
+    assert Rendered(holder).body == _by_pydantic(holder)
+    assert b"do not show" not in Rendered(holder).body
 
 
 def test_the_application_s_plain_response_models_render_alike() -> None:

@@ -149,6 +149,16 @@ async def _with_yield() -> Any:  # noqa: ANN401
     yield "yielded"
 
 
+async def _leaf() -> int:
+    CALLS["leaf"] = CALLS.get("leaf", 0) + 1
+    return CALLS["leaf"]
+
+
+async def _mid(n: Annotated[int, Depends(_leaf, use_cache=False)]) -> int:
+    CALLS["mid"] = CALLS.get("mid", 0) + 1
+    return n
+
+
 _router = APIRouter(route_class=UnitOfWorkRoute)
 
 
@@ -156,6 +166,12 @@ _router = APIRouter(route_class=UnitOfWorkRoute)
 async def _both(n: int, a: Annotated[tuple, Depends(_left)],
                 b: Annotated[tuple, Depends(_right)], q: str = "-") -> dict[str, Any]:
     return {"same": a[0] is b[0], "fresh": [a[1], b[1]], "n": n, "q": q}
+
+
+@_router.get("/twice")
+async def _twice(a: Annotated[int, Depends(_mid)],
+                 b: Annotated[int, Depends(_mid)]) -> dict[str, int]:
+    return {"a": a, "b": b}
 
 
 @_router.get("/yielding")
@@ -180,3 +196,33 @@ async def test_a_dependency_is_called_once_per_request_unless_it_asks_not_to_be(
         assert calls == {"shared": 2, "fresh": 4}  # dependencies first, as FastAPI does
         r = await c.get("/yielding")
         assert r.json() == {"value": "yielded"}
+        # A cached dependency's own uncached dependency is called again, as FastAPI does.
+        r = await c.get("/twice")
+        assert r.json() == {"a": 1, "b": 1} and (CALLS["leaf"], CALLS["mid"]) == (2, 1)
+
+
+async def _real() -> str:
+    return "real"
+
+
+async def test_dependency_overrides_go_to_fastapi_s_handler_behind_the_index() -> None:
+    """A route whose router has an overrides provider keeps FastAPI's request wrapper, which
+    its handler needs when overrides are set."""
+    from app.api.routing import RouteIndex
+
+    app = FastAPI()
+    router = APIRouter(route_class=UnitOfWorkRoute, dependency_overrides_provider=app)
+
+    @router.get("/which")
+    async def which(value: Annotated[str, Depends(_real)]) -> dict[str, str]:
+        return {"value": value}
+
+    route = router.routes[0]
+    assert route.solved and route.direct is None
+    app.router.routes.extend(router.routes)
+    app.router.routes.insert(0, RouteIndex(list(app.router.routes)))
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/which")).json() == {"value": "real"}
+        app.dependency_overrides[_real] = lambda: "overridden"
+        assert (await c.get("/which")).json() == {"value": "overridden"}

@@ -83,3 +83,19 @@ def test_at_most_so_many_good_cookies_are_kept(count: int) -> None:
     assert len(browser._GOOD) <= browser._KEPT
     assert (tuple(settings.secret_keys), first) not in browser._GOOD  # the oldest went first
     assert _read(settings, first) is not None  # and is simply checked again
+
+
+def test_a_good_cookie_with_anything_added_is_refused_and_never_kept() -> None:
+    """itsdangerous' base64 skips characters outside its alphabet, so a good cookie padded
+    with them would verify: as many padded copies as an attacker likes, each a new value to
+    keep. A cookie of ours is base64url text and dots, of ~130 characters."""
+    settings = _settings("p" * 32)
+    user = uuid.uuid4()
+    cookie = _signed(settings, user)
+    assert len(cookie) < 200
+    before = len(browser._GOOD)
+    for padded in (cookie + "*~", cookie + "~" * 10, cookie + "*" * 65536,
+                   cookie.replace(".", ".*", 1), cookie + "A" * 600):
+        assert _read(settings, padded) is None
+    assert len(browser._GOOD) == before
+    assert _read(settings, cookie) == user
