@@ -33,6 +33,11 @@ class SecretKind(StrEnum):
     operator = "tso"
 
 
+# The secrets a resource server takes as `Bearer` (a gateway's check, the management API).
+# Refresh tokens are not bearer credentials (RFC 6749 §1.5); operator tokens are for /v1 only.
+BEARER_KINDS = frozenset({SecretKind.personal, SecretKind.integration, SecretKind.access})
+
+
 def _base62(n: int, width: int) -> str:
     out = []
     for _ in range(width):

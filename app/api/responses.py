@@ -64,7 +64,7 @@ class Rendered(Response):
         all and rendered as `Rendered` renders it."""
         if _is_plain(model):
             try:
-                body = orjson.dumps(values, default=_plainly, option=orjson.OPT_UTC_Z)
+                body = _by_orjson(values)
             except TypeError:
                 pass
             else:
@@ -74,9 +74,15 @@ class Rendered(Response):
         return cls(model.model_validate(values), status_code=status_code, headers=headers)
 
 
+def _by_orjson(value: Any) -> bytes:  # noqa: ANN401
+    """`value` as pydantic would write it, with plain models as their fields (`_plainly`);
+    a TypeError when orjson cannot (a model that is not plain, text it refuses)."""
+    return orjson.dumps(value, default=_plainly, option=orjson.OPT_UTC_Z)
+
+
 def _rendered(model: BaseModel | list[BaseModel]) -> bytes:
     try:
-        return orjson.dumps(model, default=_plainly, option=orjson.OPT_UTC_Z)
+        return _by_orjson(model)
     except TypeError:  # a model orjson cannot render as pydantic would, or text it refuses
         pass
     if isinstance(model, list):

@@ -64,16 +64,23 @@ def _plainly_async(call: Any) -> bool:  # noqa: ANN401
     return inspect.iscoroutinefunction(call) and not inspect.isasyncgenfunction(call)
 
 
+def _beyond_plan(dependant: Dependant) -> bool:
+    """Whether the callable is not a plain coroutine function, or takes something only
+    FastAPI's handler fills (a websocket, the connection, a `Response` to add headers to,
+    `BackgroundTasks`, security scopes)."""
+    return bool(not _plainly_async(dependant.call)
+                or dependant.websocket_param_name or dependant.http_connection_param_name
+                or dependant.response_param_name or dependant.background_tasks_param_name
+                or dependant.security_scopes_param_name or dependant.own_oauth_scopes
+                or dependant.parent_oauth_scopes)
+
+
 def _step(dependant: Dependant) -> _Step | None:
     """A dependency's plan, or None if it takes anything but the request and other such
     dependencies."""
-    if (dependant.path_params or dependant.query_params or dependant.header_params
-            or dependant.cookie_params or dependant.body_params
-            or dependant.websocket_param_name or dependant.http_connection_param_name
-            or dependant.response_param_name or dependant.background_tasks_param_name
-            or dependant.security_scopes_param_name or dependant.own_oauth_scopes
-            or dependant.parent_oauth_scopes or dependant.concurrency is not None
-            or not _plainly_async(dependant.call)):
+    if (_beyond_plan(dependant) or dependant.path_params or dependant.query_params
+            or dependant.header_params or dependant.cookie_params or dependant.body_params
+            or dependant.concurrency is not None):
         return None
     needs = []
     for sub in dependant.dependencies:
@@ -141,13 +148,8 @@ def solver(route: APIRoute, fallback: Handler) -> Handler | None:  # noqa: C901
     stay (`fallback`, also taken by each request while dependency overrides are set)."""
     dependant = route.dependant
     body_field = route.body_field
-    if (route.is_sse_stream or route.is_json_stream
-            or not _plainly_async(dependant.call)
-            or (body_field is not None and isinstance(body_field.field_info, params.Form))
-            or dependant.websocket_param_name or dependant.http_connection_param_name
-            or dependant.response_param_name or dependant.background_tasks_param_name
-            or dependant.security_scopes_param_name or dependant.own_oauth_scopes
-            or dependant.parent_oauth_scopes):
+    if (route.is_sse_stream or route.is_json_stream or _beyond_plan(dependant)
+            or (body_field is not None and isinstance(body_field.field_info, params.Form))):
         return None
     top = _step(Dependant(dependencies=dependant.dependencies, call=_nothing,
                           request_param_name=dependant.request_param_name))

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from app import credentials
 from app.api.deps import Now, Session
 from app.auth.principal import Principal
-from app.credentials import SecretKind
+from app.credentials import BEARER_KINDS, SecretKind
 from app.db import release
 from app.errors import Forbidden, Unauthorized
 from app.oauth2 import dpop
@@ -21,11 +21,9 @@ from app.operators.models import Operator
 from app.tokens import cache as token_cache
 from app.tokens import repository
 from app.tokens.cache import TokenCache
-from app.tokens.rules import Inactive, TokenKind, check
+from app.tokens.rules import BEARER_TOKEN_KINDS, Inactive, TokenKind, check
 from app.users import facts
 
-_BEARER_KINDS = {SecretKind.personal, SecretKind.integration, SecretKind.access}
-_BEARER_TOKEN_KINDS = {TokenKind.personal, TokenKind.integration, TokenKind.access}
 _NOT_BEARER = "this kind of token is not a bearer credential"
 
 
@@ -57,13 +55,13 @@ async def principal_from_token(session: Session, secret: str, now: Now,
             if op is None:
                 raise Unauthorized("unknown token")
             return Principal(kind="operator", operator_id=op, credential="operator")
-        if kind not in _BEARER_KINDS:
+        if kind not in BEARER_KINDS:
             raise Unauthorized(_NOT_BEARER)
         stored = await token_cache.read_missed(
             cache, digest, functools.partial(repository.find_by_digest, session))
         if stored is None:
             raise Unauthorized("unknown token")
-    elif stored.kind not in _BEARER_TOKEN_KINDS:
+    elif stored.kind not in BEARER_TOKEN_KINDS:
         raise Unauthorized(_NOT_BEARER)
     verdict = check(stored.facts, now)
     if not verdict.active:

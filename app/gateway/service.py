@@ -15,17 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from app import credentials
-from app.credentials import SecretKind
+from app.credentials import BEARER_KINDS
 from app.oauth2 import dpop
 from app.tokens import cache as token_cache
 from app.tokens.batches import TokenReader
 from app.tokens.cache import TokenCache
 from app.tokens.repository import StoredToken
-from app.tokens.rules import Inactive, TokenKind, check
+from app.tokens.rules import BEARER_TOKEN_KINDS, Inactive, TokenKind, check
 
-# Refresh tokens are not bearer credentials (RFC 6749 §1.5); operator tokens are for /v1 only.
-_BEARER_KINDS = frozenset({SecretKind.personal, SecretKind.integration, SecretKind.access})
-_BEARER_TOKEN_KINDS = frozenset({TokenKind.personal, TokenKind.integration, TokenKind.access})
 # RFC 6749 §3.3: scope-token = 1*NQCHAR. Checked before a scope is echoed in a header.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # Personal tokens carry every permission of their user; the header says so with one "*".
@@ -235,7 +232,7 @@ def _presented_or_refused(authorization: str | None) -> tuple[str, str] | Decisi
 def _presented(stored: StoredToken | None, scheme: str, required: frozenset[str],
                now: datetime) -> Decision:
     """The decision for a token presented with `scheme`, before any DPoP proof is checked."""
-    if stored is not None and stored.kind not in _BEARER_TOKEN_KINDS:
+    if stored is not None and stored.kind not in BEARER_TOKEN_KINDS:
         return unauthorized(_NOT_BEARER)
     if stored is not None and stored.jkt is not None and scheme == "bearer":
         return dpop_refusal("invalid_token", "a DPoP-bound token is sent as 'Authorization: "
@@ -262,7 +259,7 @@ async def decide(authorization: str | None, required: frozenset[str], now: datet
     # checksum over the string) is needed only on the way to the database.
     stored = cache.get(digest) if cache is not None else None
     if stored is None:
-        if credentials.kind_of(secret) not in _BEARER_KINDS:
+        if credentials.kind_of(secret) not in BEARER_KINDS:
             return unauthorized(_NOT_BEARER)
         stored = await token_cache.read_missed(cache, digest, reader.find)
     decision = _presented(stored, scheme, required, now)

@@ -56,6 +56,7 @@ def policy_of(stored: StoredToken) -> tuple[Any, ...]:
     return (period.value if period else None, period.unit.value if period else None,
             stored.period_since, stored.facts.expired_through)
 
+
 _CHECK_COLUMNS = (
     Token.id, Token.kind, Token.plan_id, Token.user_id, Token.integration_id, Token.scopes,
     Token.issued_at, Token.expires_at, Token.revoked_at, Token.used_at,

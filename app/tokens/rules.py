@@ -17,6 +17,10 @@ class TokenKind(StrEnum):
     refresh = "refresh"
 
 
+# The stored tokens of `credentials.BEARER_KINDS`: what a token found by its digest must be.
+BEARER_TOKEN_KINDS = frozenset({TokenKind.personal, TokenKind.integration, TokenKind.access})
+
+
 class Inactive(StrEnum):
     revoked = "revoked"
     rotated = "rotated"  # a refresh token already exchanged (RFC 9700 §4.14.2)
