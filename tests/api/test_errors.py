@@ -158,3 +158,16 @@ async def test_a_client_leaving_mid_body_is_not_an_error_of_ours(app, plan, path
     start = next(m for m in sent if m["type"] == "http.response.start")
     assert start["status"] == 400, sent
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_basic_credentials_that_are_not_ascii_are_refused_not_failed(client, plan) -> None:
+    """Starlette reads header bytes as latin-1: a Basic value with bytes above 0x7f reaches
+    the base64 decoder as non-ASCII text, which it refuses with a ValueError of its own."""
+    for value in (b"Basic \xff", b"Basic \xc3\xa9", b"Basic \xe9\xe9\xe9\xe9"):
+        r = await client.post("/v1/me/tokens", headers={"Authorization": value})
+        assert r.status_code == 401, (value, r.text)
+        for path in ("/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"):
+            r = await client.post(path, headers={"Authorization": value},
+                                  data={"grant_type": "client_credentials", "token": "x"})
+            assert 400 <= r.status_code < 500, (path, value, r.text)
+            assert r.json()["error"] in {"invalid_client", "invalid_request"}, (path, r.text)
