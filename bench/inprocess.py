@@ -87,8 +87,9 @@ async def main_async(args: argparse.Namespace) -> None:
         await conn.close()
         settings = Settings(database_url=url, log_level="warning",
                             token_cache_size=args.cache_size, secret_key="bench-inprocess")
-        inner = create_app(settings)
-        # As `tessera serve` composes it (app.main.create_served_app), without the heap freeze.
+        # As `tessera serve` composes it (app.main.create_served_app), the heap frozen and the
+        # young generation collected as seldom as there.
+        inner = create_app(settings, freeze_heap=True)
         served = Observed(serve(inner), metrics_on=settings.metrics_enabled)
         token_auth, intro_auth = _basic(fx.app), _basic(fx.gateway)
 

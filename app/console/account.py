@@ -111,6 +111,7 @@ async def language(request: Request, session: Session) -> Response:
         user = await session.get(User, login.user_id) if login is not None else None
         if user is not None:
             user.locale = chosen
+            request.app.state.token_cache.drop_viewer(user.id)
     return response
 
 

@@ -52,7 +52,7 @@ def _period(fields: dict[str, str]) -> Period:
 async def _security(request: Request, session: Session, seen: web.Viewer, now,  # noqa: ANN001
                     *, proposed: Period | None = None, error: str | None = None,
                     status: int = 200) -> Response:
-    plan = await plans.policy(session, seen.plan.id)
+    plan = await plans.policy(session, seen.plan.id, request.app.state.token_cache)
     preview = None
     if proposed is not None:
         counts, dying = await plans.preview(session, plan.id, proposed, now)
@@ -168,7 +168,8 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
     items = await repository.list_where(
         session, plan_id=seen.plan.id, kind=kind, user_id=user,
         revoked=None if status is None else status == "revoked", limit=PAGE, offset=offset)
-    history = await plans.history(session, seen.plan.id)
+    history = await plans.history(session, seen.plan.id,
+                                  kept=request.app.state.token_cache)
     rows = []
     for stored in items:
         out = TokenOut.of(stored, now, history, verdict=check(stored.facts, now))

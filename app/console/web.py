@@ -156,15 +156,27 @@ async def viewer(request: Request, session: AsyncSession) -> Viewer:
     """The signed-in user and their plan, or `SignInRequired`."""
     settings = request.app.state.settings
     login = browser.login_session(request, settings)
-    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if login is None:
-        raise SignInRequired(back)
+        raise SignInRequired(_back(request))
+    # Kept beside the token cache's users' facts, on the same terms (`app.tokens.cache`): no
+    # call changes a user's email, name or role or a plan's name, none removes a user.
+    cache = request.app.state.token_cache
+    seen = cache.get_viewer(login.user_id)
+    if seen is not None:
+        return seen
     found = await rows(session, _VIEWER, {"user_id": login.user_id})
     if not found:
-        raise SignInRequired(back)
+        raise SignInRequired(_back(request))
     user_id, plan_id, email, name, role, locale, plan_name = found[0]
-    return Viewer(ViewerUser(user_id, plan_id, email, name, role, locale),
+    seen = Viewer(ViewerUser(user_id, plan_id, email, name, role, locale),
                   ViewerPlan(plan_id, plan_name))
+    cache.put_viewer(user_id, seen)
+    return seen
+
+
+def _back(request: Request) -> str:
+    """Where sign-in leads back to: this page."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
 async def admin(request: Request, session: AsyncSession) -> Viewer:

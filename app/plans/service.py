@@ -56,12 +56,20 @@ _POLICY = select(Plan.id, Plan.expiration_value, Plan.expiration_unit, Plan.poli
 PolicyRow = Any  # a row of _POLICY
 
 
-async def policy(session: AsyncSession, plan_id: uuid.UUID) -> PolicyRow:
+async def policy(session: AsyncSession, plan_id: uuid.UUID,
+                 kept: cache.TokenCache | None = None) -> PolicyRow:
     """The plan's policy as columns (no ORM object; on a page that only reads, straight on the
-    driver: `app.db.rows`)."""
+    driver: `app.db.rows`). With `kept` (the token cache), as cached beside the plan's tokens
+    while no change of the plan has come since: for pages that show it, never for a write
+    that decides by it."""
+    if kept is not None and (found := kept.get_plan("policy", plan_id)) is not None:
+        return found
+    generation = kept.generation if kept is not None else 0
     found = await rows(session, _POLICY, {"plan_id": plan_id})
     if not found:
         raise NotFound("no such plan")
+    if kept is not None:
+        kept.put_plan("policy", plan_id, found[0], generation)
     return found[0]
 
 
@@ -138,6 +146,7 @@ async def set_dpop_required(session: AsyncSession, plan_id: uuid.UUID, required:
             Integration.plan_id == plan_id, Integration.kind == "custom"))).scalars().all()
         for integration_id in customs:
             await cache.changed(session, integration_id=integration_id)
+        await cache.changed(session, plan_id=plan_id)  # the policy pages show
     return plan
 
 
@@ -150,14 +159,22 @@ _HISTORY = select(PastPeriod.value, PastPeriod.unit, PastPeriod.since, PastPerio
 
 
 async def history(session: AsyncSession, plan_id: uuid.UUID,
-                  plan: Plan | PolicyRow | None = None) -> list[Spell]:
+                  plan: Plan | PolicyRow | None = None,
+                  kept: cache.TokenCache | None = None) -> list[Spell]:
     """Every period the plan has had, oldest first, the one in force last: to say when and why
-    its tokens died (`expiry.death`)."""
+    its tokens died (`expiry.death`). With `kept`, as `policy` keeps it (a page's read)."""
+    if plan is not None:
+        kept = None  # a plan as this unit of work holds it, maybe changed: not for others
+    elif kept is not None and (found := kept.get_plan("history", plan_id)) is not None:
+        return list(found)
+    generation = kept.generation if kept is not None else 0
     spells = [Spell(Period(value, Unit(unit)), since, until) for value, unit, since, until
               in await rows(session, _HISTORY, {"plan_id": plan_id})]
-    plan = plan or await policy(session, plan_id)
+    plan = plan or await policy(session, plan_id, kept)
     if (current := period_of(plan)) is not None:
         spells.append(Spell(current, plan.policy_updated_at))
+    if kept is not None:
+        kept.put_plan("history", plan_id, tuple(spells), generation)
     return spells
 
 

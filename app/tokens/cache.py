@@ -130,6 +130,15 @@ class TokenCache:
     # `USER_FACTS_SECONDS`, and, like every answer here, served only while the listener is
     # healthy. user id -> (facts, monotonic time read).
     _users: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
+    # The console's viewers (`app.console.web.Viewer`: the user's facts, language and plan
+    # name), kept as users' facts are; a language chosen here evicts its viewer here (other
+    # replicas show the account's language within `USER_FACTS_SECONDS`, and the browser that
+    # chose it keeps its choice in a cookie meanwhile). user id -> (viewer, monotonic time).
+    _viewers: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
+    # What pages read of a plan, beside its tokens' facts: (what, plan id) -> its policy
+    # (`"policy"`) or its periods' history (`"history"`); evicted, as the plan's tokens are, by
+    # a change of the plan (`changed(plan_id=...)`), on every replica.
+    _plans: dict[tuple[str, uuid.UUID], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _caches.add(self)
@@ -207,19 +216,50 @@ class TokenCache:
             self._clients.popitem(last=False)
 
     def get_user(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a UserOut
+        return self._timed_get(self._users, user_id)
+
+    def put_user(self, user_id: uuid.UUID, facts: Any) -> None:  # noqa: ANN401
+        self._timed_put(self._users, user_id, facts)
+
+    def get_viewer(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a Viewer
+        return self._timed_get(self._viewers, user_id)
+
+    def put_viewer(self, user_id: uuid.UUID, viewer: Any) -> None:  # noqa: ANN401
+        self._timed_put(self._viewers, user_id, viewer)
+
+    def drop_viewer(self, user_id: uuid.UUID) -> None:
+        self._viewers.pop(user_id, None)
+
+    def _timed_get(self, kept: dict[uuid.UUID, tuple[Any, float]],
+                   user_id: uuid.UUID) -> Any | None:  # noqa: ANN401
         if not self.serving:
             return None
-        entry = self._users.get(user_id)
+        entry = kept.get(user_id)
         if entry is None or time.monotonic() - entry[1] > USER_FACTS_SECONDS:
             return None
         return entry[0]
 
-    def put_user(self, user_id: uuid.UUID, facts: Any) -> None:  # noqa: ANN401
+    def _timed_put(self, kept: dict[uuid.UUID, tuple[Any, float]], user_id: uuid.UUID,
+                   value: Any) -> None:  # noqa: ANN401
         if not self.serving:
             return
-        if len(self._users) >= self.size:
-            self._users.clear()
-        self._users[user_id] = (facts, time.monotonic())
+        if len(kept) >= self.size:
+            kept.clear()
+        kept[user_id] = (value, time.monotonic())
+
+    def get_plan(self, what: str, plan_id: uuid.UUID) -> Any | None:  # noqa: ANN401
+        """What was read of the plan as `what` (None: not cached)."""
+        if not self.serving:
+            return None
+        return self._plans.get((what, plan_id))
+
+    def put_plan(self, what: str, plan_id: uuid.UUID, facts: Any,  # noqa: ANN401
+                 generation: int) -> None:
+        if generation != self.generation or not self.serving:
+            return
+        if len(self._plans) >= self.size:
+            self._plans.clear()
+        self._plans[(what, plan_id)] = facts
 
     def get_placement(self, integration_id: uuid.UUID,
                       plan_id: uuid.UUID | None) -> Any | None:  # noqa: ANN401
@@ -244,6 +284,8 @@ class TokenCache:
             return
         if keys.plan_id is not None:
             self._placements.clear()  # periods change rarely; any plan's change drops them all
+            for key in [k for k in self._plans if k[1] == keys.plan_id]:
+                del self._plans[key]
         if keys.integration_id is not None:
             for key in [k for k, (i, _f) in self._clients.items() if i == keys.integration_id]:
                 del self._clients[key]
@@ -271,6 +313,8 @@ class TokenCache:
         self._clients.clear()
         self._placements.clear()
         self._users.clear()
+        self._viewers.clear()
+        self._plans.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

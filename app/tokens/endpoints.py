@@ -86,7 +86,7 @@ async def list_personal_tokens(request: Request, session: Session, now: Now,
     items = await repository.list_where(session, user_id=user_id,
                                         kind=TokenKind.personal.value, limit=limit,
                                         offset=offset)
-    return await _listing(session, principal.plan_id, items, now, limit, offset)
+    return await _listing(request, session, principal.plan_id, items, now, limit, offset)
 
 
 @router.delete("/v1/me/tokens/{token_id}", status_code=204)
@@ -113,7 +113,7 @@ async def list_plan_tokens(plan_id: uuid.UUID, request: Request, session: Sessio
     items = await repository.list_where(session, plan_id=plan_id, user_id=user_id,
                                         kind=kind.value if kind is not None else None,
                                         limit=limit, offset=offset)
-    return await _listing(session, plan_id, items, now, limit, offset)
+    return await _listing(request, session, plan_id, items, now, limit, offset)
 
 
 @router.delete("/v1/plans/{plan_id}/tokens/{token_id}", status_code=204)
@@ -136,7 +136,8 @@ async def personal_token_status(token_id: uuid.UUID, request: Request, session: 
     user_id = principal.require_user()
     principal.require_scope("tokens:read")
     stored = await service.get_in_plan(session, principal.plan_id, token_id, user_id=user_id)
-    return TokenStatusOut.of(stored, now, await plans.history(session, principal.plan_id))
+    return TokenStatusOut.of(stored, now, await plans.history(
+        session, principal.plan_id, kept=request.app.state.token_cache))
 
 
 @router.get("/v1/plans/{plan_id}/tokens/{token_id}/status", response_model=TokenStatusOut)
@@ -145,16 +146,18 @@ async def plan_token_status(plan_id: uuid.UUID, token_id: uuid.UUID, request: Re
     principal = await current_principal(request, session, now)
     principal.require_plan_admin(plan_id, write=False)
     stored = await service.get_in_plan(session, plan_id, token_id)
-    return TokenStatusOut.of(stored, now, await plans.history(session, plan_id))
+    return TokenStatusOut.of(stored, now, await plans.history(
+        session, plan_id, kept=request.app.state.token_cache))
 
 
-async def _listing(session: Session, plan_id: uuid.UUID, items: list[StoredToken],
+async def _listing(request: Request, session: Session, plan_id: uuid.UUID, items: list[StoredToken],
                    now: datetime, limit: int, offset: int) -> TokenList:
     """A page of tokens; the plan's past periods are read only when one of them has expired
     (to say when it died)."""
     verdicts = [check(t.facts, now) for t in items]
     expired = any(v.reason is Inactive.expired for v in verdicts)
-    history = await plans.history(session, plan_id) if expired else None
+    history = await plans.history(session, plan_id, kept=request.app.state.token_cache) \
+        if expired else None
     return Rendered.fields(TokenList, {
         "items": [fields_of(t, now, history, verdict=v)
                   for t, v in zip(items, verdicts, strict=True)],

@@ -1,0 +1,95 @@
+"""The console's viewer and a plan's policy and history, kept beside the tokens' facts while the
+token cache serves (as under `tessera serve`): after every change, every page and status
+answer of an application whose cache serves is the one an application reading everything
+from the database gives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx2
+import pytest
+
+from app.main import create_app
+from tests.conftest import PlanFixture
+from tests.console.conftest import sign_in
+from tests.integrations.test_token_client_cache import serve_cache
+
+
+@pytest.fixture
+async def uncached(settings, clock, database) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
+    """A second application on the same database, whose cache never serves."""
+    fresh = create_app(settings, clock=clock, engine=database.engine)
+    transport = httpx2.ASGITransport(app=fresh)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
+        yield c
+
+
+async def test_cached_pages_answer_as_the_database_after_every_change(
+        app, client, uncached, plan: PlanFixture, clock) -> None:  # noqa: ANN001
+    serve_cache(app)
+    cache = app.state.token_cache
+    member = await plan.add_user("member")
+    csrf = await sign_in(client, plan.admin)
+    uncached.cookies = client.cookies
+    tokens = (await client.get("/v1/me/tokens", headers=member.auth)).json()["items"]
+    token_id = tokens[0]["id"]
+    period = f"/v1/plans/{plan.plan_id}/token-expiration"
+    reads = ["/console/admin/security/api-tokens", "/console/admin/tokens",
+             "/console/admin/tokens?status=expired", "/console/me/api-access",
+             f"/v1/plans/{plan.plan_id}/tokens/{token_id}/status",
+             f"/v1/plans/{plan.plan_id}/tokens"]
+
+    async def same() -> list[str]:
+        pages = []
+        for path in reads:
+            headers = admin if path.startswith("/v1") else {}
+            kept = await client.get(path, headers=headers)
+            read = await uncached.get(path, headers=headers)
+            assert kept.status_code == read.status_code == 200, (path, kept.text)
+            assert kept.text == read.text, path
+            pages.append(kept.text)
+        return pages
+
+    async def change(*answers: httpx2.Response) -> list[str]:
+        for r in answers:
+            assert r.status_code in (200, 204, 303), r.text
+        return await same()
+
+    clock.advance(days=2)  # the member's token is two days old; the admin's, made now, new
+    made = await client.post("/v1/me/tokens", json={"name": "now"},
+                             auth=(plan.admin.email, plan.admin.password))
+    assert made.status_code == 201, made.text
+    admin = {"Authorization": f"Bearer {made.json()['token']}"}
+    pages = await same()
+    assert cache.get_viewer(plan.admin.user_id) is not None
+    assert cache.get_plan("policy", plan.plan_id) is not None
+    assert "Tokens expire" not in pages[0]
+    # A period: the member's token, a day old, dies at once; a longer one cannot revive it, and
+    # the explanation names the period that expired it (the plan's history, kept too).
+    pages = await change(await client.put(period, json={"value": 1, "unit": "days"},
+                                          headers=admin))
+    assert "Tokens expire 1 days after they were generated." in pages[0]
+    assert '"status":"expired"' in pages[4].replace(" ", "")
+    assert cache.get_plan("history", plan.plan_id) is not None
+    pages = await change(await client.put(period, json={"value": 1, "unit": "years"},
+                                          headers=admin))
+    assert "Tokens expire 1 years after they were generated." in pages[0]
+    assert '"status":"expired"' in pages[4].replace(" ", "")
+    pages = await change(await client.delete(period, headers=admin))
+    assert "Tokens expire" not in pages[0]
+    # DPoP required from the security page's own form, and no longer.
+    pages = await change(await client.post("/console/admin/security/api-tokens/dpop",
+                                           data={"csrf_token": csrf, "required": "yes"}))
+    assert 'name="required" value="yes" checked' in pages[0]
+    pages = await change(await client.post("/console/admin/security/api-tokens/dpop",
+                                           data={"csrf_token": csrf}))
+    assert 'name="required" value="yes" checked' not in pages[0]
+    # The account's language: a browser without the choice's cookie follows the account.
+    r = await client.post("/console/language", data={"csrf_token": csrf, "language": "fr",
+                                                     "next": "/console/me/api-access"})
+    assert r.status_code == 303
+    client.cookies.delete("tessera_lang")
+    uncached.cookies = client.cookies
+    pages = await same()
+    assert '<html lang="fr">' in pages[3]
