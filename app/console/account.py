@@ -25,8 +25,9 @@ from app.users.models import User
 
 router = api_router(tags=["console"], include_in_schema=False)
 
-# A person has a handful of personal tokens; the page shows the newest this many.
-TOKENS_SHOWN = 200
+# The page shows a person's tokens newest first, this many at a time (a script that mints a
+# token per run leaves thousands: the page stays one screen, the rest a link away).
+PAGE = 25
 
 
 @router.get(PREFIX)
@@ -118,17 +119,26 @@ async def language(request: Request, session: Session) -> Response:
 # Personal settings > API access -------------------------------------------------------------
 
 
-async def _my_tokens(session: Session, seen: web.Viewer, now) -> list[TokenOut]:  # noqa: ANN001
+async def _my_tokens(session: Session, seen: web.Viewer, now,  # noqa: ANN001
+                     offset: int = 0) -> tuple[list[TokenOut], bool]:
+    """A page of the viewer's personal tokens, and whether older ones follow."""
     items = await repository.list_where(session, user_id=seen.user.id,
-                                        kind=TokenKind.personal.value, limit=TOKENS_SHOWN)
-    return [TokenOut.of(t, now) for t in items]
+                                        kind=TokenKind.personal.value, limit=PAGE + 1,
+                                        offset=offset)
+    return [TokenOut.of(t, now) for t in items[:PAGE]], len(items) > PAGE
 
 
 @router.get(f"{PREFIX}/me/api-access")
 async def api_access(request: Request, session: Session, now: Now) -> Response:
     seen = await web.viewer(request, session)
+    try:
+        offset = max(0, min(int(request.query_params.get("offset") or 0), 100_000))
+    except ValueError:
+        raise InvalidRequest("enter whole numbers") from None
+    tokens, more = await _my_tokens(session, seen, now, offset)
     return web.render(request, "api_access.html", {
-        "tokens": await _my_tokens(session, seen, now), "issued": None,
+        "tokens": tokens, "issued": None, "offset": offset, "more": more, "page": PAGE,
+        "statuses": web.STATUSES,
         "done": request.query_params.get("done")}, seen=seen)
 
 
@@ -138,11 +148,12 @@ async def _issue(request: Request, session: Session, seen: web.Viewer, now, name
         session, request.app.state.token_batches, plan_id=seen.user.plan_id,
         user_id=seen.user.id, name=name, now=now, via="console")
     # Shown once, on this answer only: no redirect, whose URL or history could keep it.
+    tokens, more = await _my_tokens(session, seen, now)
     return web.render(request, "api_access.html", {
-        "tokens": [TokenOut.of(stored, now)] + [
-            t for t in await _my_tokens(session, seen, now) if t.id != stored.id],
+        "tokens": [TokenOut.of(stored, now)] + [t for t in tokens if t.id != stored.id],
         "issued": {"secret": secret, "name": stored.name, "replaced": replaced},
-        "done": None}, seen=seen, status=201)
+        "offset": 0, "more": more, "page": PAGE, "statuses": web.STATUSES, "done": None},
+        seen=seen, status=201)
 
 
 def _name(raw: str | None) -> str | None:

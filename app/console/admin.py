@@ -145,7 +145,7 @@ async def notify(request: Request, session: Session, now: Now) -> Response:
 
 # Admin Center > Tokens ----------------------------------------------------------------------
 
-STATUSES = ("active", "expired", "revoked", "rotated", "integration_refused")
+STATUSES = web.STATUSES
 
 
 @router.get(f"{PREFIX}/admin/tokens")

@@ -100,6 +100,10 @@ class FormRefused(Exception):
     """A form without this session's CSRF token, or posted from another site."""
 
 
+# What a token may be, as pages name it (`TokenOut.status`).
+STATUSES = ("active", "expired", "revoked", "rotated", "integration_refused")
+
+
 @dataclass(frozen=True, slots=True)
 class ViewerUser:
     id: uuid.UUID

@@ -547,3 +547,32 @@ async def test_a_form_starlette_cannot_read_is_refused_with_a_page(
                           files={"name": ("a.txt", b"x")})
     assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
     assert await _tokens(client, member.auth) == before, "no token was made"
+
+
+async def test_api_access_pages_a_persons_tokens_newest_first(client, plan: PlanFixture,
+                                                              clock) -> None:  # noqa: ANN001
+    member = await plan.add_user("member")
+    for i in range(29):  # with the fixture's own, 30 tokens, each a second newer
+        clock.advance(seconds=1)
+        r = await client.post("/v1/me/tokens", json={"name": f"script-{i:02d}"},
+                              headers=member.auth)
+        assert r.status_code == 201, r.text
+    await sign_in(client, member)
+    first = await client.get("/console/me/api-access")
+    names = re.findall(r"<td>(script-\d\d)</td>", first.text)
+    assert names == [f"script-{i:02d}" for i in range(28, 3, -1)]  # the 25 newest, in order
+    assert 'href="?offset=25"' in first.text and "?offset=0" not in first.text
+    older = await client.get("/console/me/api-access", params={"offset": "25"})
+    assert re.findall(r"<td>(script-\d\d)</td>", older.text) == [
+        f"script-{i:02d}" for i in range(3, -1, -1)]
+    assert older.text.count("<tr>") == 5 + 1  # four scripts, the fixture's token, the head
+    assert 'href="?offset=0"' in older.text and "?offset=50" not in older.text
+    for hostile, status in [("x", 422), ("-5", 200), ("99999999999", 200), ("1e3", 422)]:
+        r = await client.get("/console/me/api-access", params={"offset": hostile})
+        assert r.status_code == status, hostile
+    # Generating answers with the first page, the new token on top.
+    csrf = csrf_of(first.text)
+    r = await client.post("/console/me/api-access/generate",
+                          data={"csrf_token": csrf, "name": "newest"})
+    assert r.status_code == 201
+    assert re.findall(r"<td>(newest|script-\d\d)</td>", r.text)[:2] == ["newest", "script-28"]
