@@ -17,7 +17,7 @@ from app.errors import Busy, Conflict, InvalidRequest, NotFound, TooManyAtOnce, 
 from app.oauth2 import browser
 from app.oauth2 import connections as grants
 from app.oauth2 import scopes as catalogue
-from app.tokens import repository, service
+from app.tokens import cache, repository, service
 from app.tokens.rules import TokenKind
 from app.tokens.schemas import PersonalTokenIn, TokenOut
 from app.users import service as users
@@ -112,7 +112,7 @@ async def language(request: Request, session: Session) -> Response:
         user = await session.get(User, login.user_id) if login is not None else None
         if user is not None:
             user.locale = chosen
-            request.app.state.token_cache.drop_viewer(user.id)
+            await cache.changed(session, user_id=user.id)  # its viewer, on every replica
     return response
 
 

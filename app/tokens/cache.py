@@ -70,6 +70,8 @@ class Keys:
     integration_id: uuid.UUID | None = None
     family_id: uuid.UUID | None = None
     everything: bool = False
+    # A user's facts or console viewer (their language chosen, or a row edited by hand).
+    user_id: uuid.UUID | None = None
 
     def payload(self) -> str:
         if self.everything or len(self.token_ids) > MAX_IDS_IN_PAYLOAD:
@@ -78,7 +80,7 @@ class Keys:
         if self.token_ids:
             body["t"] = sorted(str(t) for t in self.token_ids)
         for name, value in (("p", self.plan_id), ("i", self.integration_id),
-                            ("f", self.family_id)):
+                            ("f", self.family_id), ("u", self.user_id)):
             if value is not None:
                 body[name] = str(value)
         return json.dumps(body, separators=(",", ":"))
@@ -95,7 +97,7 @@ class Keys:
                 return uuid.UUID(body[name]) if body.get(name) else None
 
             return cls(frozenset(uuid.UUID(t) for t in body.get("t", ())), _id("p"), _id("i"),
-                       _id("f"))
+                       _id("f"), user_id=_id("u"))
         except (ValueError, TypeError, AttributeError):
             return cls(everything=True)
 
@@ -131,9 +133,8 @@ class TokenCache:
     # healthy. user id -> (facts, monotonic time read).
     _users: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
     # The console's viewers (`app.console.web.Viewer`: the user's facts, language and plan
-    # name), kept as users' facts are; a language chosen here evicts its viewer here (other
-    # replicas show the account's language within `USER_FACTS_SECONDS`, and the browser that
-    # chose it keeps its choice in a cookie meanwhile). user id -> (viewer, monotonic time).
+    # name), kept as users' facts are; a language chosen evicts both on every replica
+    # (`changed(user_id=...)`). user id -> (viewer, monotonic time).
     _viewers: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
     # What pages read of a plan, beside its tokens' facts: (what, plan id) -> its policy
     # (`"policy"`) or its periods' history (`"history"`); evicted, as the plan's tokens are, by
@@ -227,9 +228,6 @@ class TokenCache:
     def put_viewer(self, user_id: uuid.UUID, viewer: Any) -> None:  # noqa: ANN401
         self._timed_put(self._viewers, user_id, viewer)
 
-    def drop_viewer(self, user_id: uuid.UUID) -> None:
-        self._viewers.pop(user_id, None)
-
     def _timed_get(self, kept: dict[uuid.UUID, tuple[Any, float]],
                    user_id: uuid.UUID) -> Any | None:  # noqa: ANN401
         if not self.serving:
@@ -284,8 +282,11 @@ class TokenCache:
             return
         if keys.plan_id is not None:
             self._placements.clear()  # periods change rarely; any plan's change drops them all
-            for key in [k for k in self._plans if k[1] == keys.plan_id]:
-                del self._plans[key]
+            for what in ("policy", "history"):
+                self._plans.pop((what, keys.plan_id), None)
+        if keys.user_id is not None:
+            self._users.pop(keys.user_id, None)
+            self._viewers.pop(keys.user_id, None)
         if keys.integration_id is not None:
             for key in [k for k, (i, _f) in self._clients.items() if i == keys.integration_id]:
                 del self._clients[key]
@@ -391,15 +392,18 @@ async def read_missed(cache: TokenCache | None, digest: str,
 
 async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),
                   plan_id: uuid.UUID | None = None, integration_id: uuid.UUID | None = None,
-                  family_id: uuid.UUID | None = None, everything: bool = False) -> None:
+                  family_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None,
+                  everything: bool = False) -> None:
     """Call inside the transaction that changes what a token check reads.
 
     Pass what changed: revoked or rotated tokens (`token_ids`, or a whole refresh `family_id`),
     a plan's period (`plan_id`), an integration's review, exception or installation
-    (`integration_id`). Evicts on this process now and after the commit; on PostgreSQL the
-    NOTIFY reaches every replica when the transaction commits, and never if it rolls back.
+    (`integration_id`), a user's language (`user_id`). Evicts on this process now and after
+    the commit; on PostgreSQL the NOTIFY reaches every replica when the transaction commits,
+    and never if it rolls back (then this process evicts again: a read in the transaction may
+    have cached its changes).
     """
-    keys = Keys(frozenset(token_ids), plan_id, integration_id, family_id, everything)
+    keys = Keys(frozenset(token_ids), plan_id, integration_id, family_id, everything, user_id)
     evict_here(keys)
     session.info.setdefault(_PENDING, []).append(keys)
     if session.get_bind().dialect.name == "postgresql":
@@ -415,7 +419,9 @@ def _after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+    # What a read in the rolled-back transaction saw of its own changes may have been cached.
+    for keys in session.info.pop(_PENDING, ()):
+        evict_here(keys)
 
 
 class Listener:

@@ -10,7 +10,11 @@ from collections.abc import AsyncIterator
 import httpx2
 import pytest
 
+from app.auth.principal import Principal
+from app.db import make_sessionmaker, session_scope
 from app.main import create_app
+from app.plans import service as plans
+from app.plans.expiry import Period, Unit
 from tests.conftest import PlanFixture
 from tests.console.conftest import sign_in
 from tests.integrations.test_token_client_cache import serve_cache
@@ -93,3 +97,25 @@ async def test_cached_pages_answer_as_the_database_after_every_change(
     uncached.cookies = client.cookies
     pages = await same()
     assert '<html lang="fr">' in pages[3]
+
+
+async def test_what_a_rolled_back_change_of_the_plan_showed_is_not_kept(
+        app, database, plan: PlanFixture, clock) -> None:  # noqa: ANN001
+    """A read of the policy after the plan's change, in the same transaction, sees the change;
+    the transaction rolls back: nothing of it may stay in the cache."""
+    serve_cache(app)
+    kept = app.state.token_cache
+    actor = Principal(kind="user", plan_id=plan.plan_id, user_id=plan.admin.user_id,
+                      role="admin", credential="password")
+    with pytest.raises(RuntimeError):
+        async with session_scope(make_sessionmaker(database.engine)) as session:
+            await plans.set_period(session, plan.plan_id, Period(1, Unit.days), actor,
+                                   clock.now())
+            await session.flush()
+            seen = await plans.policy(session, plan.plan_id, kept)
+            assert (seen.expiration_value, seen.expiration_unit) == (1, "days")
+            raise RuntimeError("the unit of work fails after the read")
+    assert kept.get_plan("policy", plan.plan_id) is None
+    async with session_scope(make_sessionmaker(database.engine)) as session:
+        now_kept = await plans.policy(session, plan.plan_id, kept)
+    assert now_kept.expiration_value is None and kept.get_plan("policy", plan.plan_id) is not None

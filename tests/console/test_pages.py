@@ -567,6 +567,8 @@ async def test_api_access_pages_a_persons_tokens_newest_first(client, plan: Plan
         f"script-{i:02d}" for i in range(3, -1, -1)]
     assert older.text.count("<tr>") == 5 + 1  # four scripts, the fixture's token, the head
     assert 'href="?offset=0"' in older.text and "?offset=50" not in older.text
+    beyond = await client.get("/console/me/api-access", params={"offset": "50"})
+    assert "No token on this page." in beyond.text and 'href="?offset=25"' in beyond.text
     for hostile, status in [("x", 422), ("-5", 200), ("99999999999", 200), ("1e3", 422)]:
         r = await client.get("/console/me/api-access", params={"offset": hostile})
         assert r.status_code == status, hostile

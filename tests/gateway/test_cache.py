@@ -64,6 +64,29 @@ def test_eviction_by_each_key_and_indexes_stay_clean() -> None:
     assert len(c) == 0
 
 
+def test_users_viewers_and_plans_facts_are_evicted_by_their_keys_alone() -> None:
+    c = serving()
+    user, other, plan, elsewhere = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for who in (user, other):
+        c.put_user(who, f"facts of {who}")
+        c.put_viewer(who, f"viewer of {who}")
+    for which in (plan, elsewhere):
+        for what in ("policy", "history"):
+            c.put_plan(what, which, f"{what} of {which}", c.generation)
+    c.evict(Keys(user_id=user))
+    assert c.get_user(user) is None and c.get_viewer(user) is None
+    assert c.get_user(other) == f"facts of {other}" and c.get_viewer(other) is not None
+    c.evict(Keys(plan_id=plan))
+    assert c.get_plan("policy", plan) is None and c.get_plan("history", plan) is None
+    assert c.get_plan("history", elsewhere) == f"history of {elsewhere}"
+    generation = c.generation  # a read of the plan begins, a change comes: not stored
+    c.evict(Keys(plan_id=elsewhere))
+    c.put_plan("policy", elsewhere, "old", generation)
+    assert c.get_plan("policy", elsewhere) is None
+    c.evict(Keys(everything=True))
+    assert c.get_viewer(other) is None and c.get_user(other) is None
+
+
 def test_a_read_that_raced_an_eviction_is_not_stored() -> None:
     c = serving()
     generation = c.generation  # a read begins...
@@ -85,7 +108,8 @@ def test_no_answers_without_a_recent_heartbeat() -> None:
 
 
 def test_payloads_round_trip_and_fail_safe() -> None:
-    keys = Keys(frozenset({uuid.uuid4(), uuid.uuid4()}), uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
+    keys = Keys(frozenset({uuid.uuid4(), uuid.uuid4()}), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(),
+                user_id=uuid.uuid4())
     assert Keys.from_payload(keys.payload()) == keys
     many = Keys(frozenset(uuid.uuid4() for _ in range(500)))
     assert len(many.payload()) < 8000 and Keys.from_payload(many.payload()).everything

@@ -79,6 +79,7 @@ FR = {
     "Generate": "Générer",
     "Your tokens": "Vos jetons",
     "You have no personal token yet.": "Vous n'avez pas encore de jeton personnel.",
+    "No token on this page.": "Aucun jeton sur cette page.",
     "Ends in": "Se termine par",
     "Created": "Créé le",
     "Expires": "Expire le",
