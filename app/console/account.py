@@ -138,7 +138,6 @@ async def api_access(request: Request, session: Session, now: Now) -> Response:
     tokens, more = await _my_tokens(session, seen, now, offset)
     return web.render(request, "api_access.html", {
         "tokens": tokens, "issued": None, "offset": offset, "more": more, "page": PAGE,
-        "statuses": web.STATUSES,
         "done": request.query_params.get("done")}, seen=seen)
 
 
@@ -152,8 +151,7 @@ async def _issue(request: Request, session: Session, seen: web.Viewer, now, name
     return web.render(request, "api_access.html", {
         "tokens": [TokenOut.of(stored, now)] + [t for t in tokens if t.id != stored.id],
         "issued": {"secret": secret, "name": stored.name, "replaced": replaced},
-        "offset": 0, "more": more, "page": PAGE, "statuses": web.STATUSES, "done": None},
-        seen=seen, status=201)
+        "offset": 0, "more": more, "page": PAGE, "done": None}, seen=seen, status=201)
 
 
 def _name(raw: str | None) -> str | None:

@@ -74,6 +74,10 @@ class TranslatedLiterals(Extension):
 _CALL = ["lparen", "string", "rparen"]
 
 
+# What a token may be, as pages name it (`TokenOut.status`).
+STATUSES = ("active", "expired", "revoked", "rotated", "integration_refused")
+
+
 def _environment(language: str) -> Environment:
     made = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                        autoescape=select_autoescape(default=True), trim_blocks=True,
@@ -82,6 +86,9 @@ def _environment(language: str) -> Environment:
                        # for changes before every page (a stat per template per request).
                        auto_reload=False)
     made.language = language  # type: ignore[attr-defined]
+    # A token's status in words, said once per language, not per row.
+    said = i18n.Speech(language).gettext
+    made.globals["status_names"] = {s: said(s.replace("_", " ")) for s in STATUSES}
     return made
 
 
@@ -98,10 +105,6 @@ class SignInRequired(Exception):
 
 class FormRefused(Exception):
     """A form without this session's CSRF token, or posted from another site."""
-
-
-# What a token may be, as pages name it (`TokenOut.status`).
-STATUSES = ("active", "expired", "revoked", "rotated", "integration_refused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,7 @@ async def viewer(request: Request, session: AsyncSession) -> Viewer:
 
 
 def _back(request: Request) -> str:
-    """Where sign-in leads back to: this page."""
+    """This page, as a link back to it (after signing in, after a form)."""
     return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
@@ -216,7 +219,7 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
         **context, request=request, csrf=csrf, viewer=seen, speech=speech,
         _=speech.gettext, gettext=speech.gettext, ngettext=speech.ngettext,
         lang=speech.language, languages=i18n.LANGUAGES, path=request.url.path,
-        here=request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        here=_back(request))
     response = HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
     if not own and browser.login_session(request, settings) is None:  # before login
         browser.set_csrf(response, settings, csrf)  # a double-submit token

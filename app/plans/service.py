@@ -62,15 +62,13 @@ async def policy(session: AsyncSession, plan_id: uuid.UUID,
     driver: `app.db.rows`). With `kept` (the token cache), as cached beside the plan's tokens
     while no change of the plan has come since: for pages that show it, never for a write
     that decides by it."""
-    if kept is not None and (found := kept.get_plan("policy", plan_id)) is not None:
-        return found
-    generation = kept.generation if kept is not None else 0
-    found = await rows(session, _POLICY, {"plan_id": plan_id})
-    if not found:
-        raise NotFound("no such plan")
-    if kept is not None:
-        kept.put_plan("policy", plan_id, found[0], generation)
-    return found[0]
+    async def read() -> PolicyRow:
+        found = await rows(session, _POLICY, {"plan_id": plan_id})
+        if not found:
+            raise NotFound("no such plan")
+        return found[0]
+
+    return await cache.read_plan(kept, "policy", plan_id, read)
 
 
 def period_of(plan: Plan | PolicyRow) -> Period | None:
@@ -163,19 +161,17 @@ async def history(session: AsyncSession, plan_id: uuid.UUID,
                   kept: cache.TokenCache | None = None) -> list[Spell]:
     """Every period the plan has had, oldest first, the one in force last: to say when and why
     its tokens died (`expiry.death`). With `kept`, as `policy` keeps it (a page's read)."""
-    if plan is not None:
-        kept = None  # a plan as this unit of work holds it, maybe changed: not for others
-    elif kept is not None and (found := kept.get_plan("history", plan_id)) is not None:
-        return list(found)
-    generation = kept.generation if kept is not None else 0
-    spells = [Spell(Period(value, Unit(unit)), since, until) for value, unit, since, until
-              in await rows(session, _HISTORY, {"plan_id": plan_id})]
-    plan = plan or await policy(session, plan_id, kept)
-    if (current := period_of(plan)) is not None:
-        spells.append(Spell(current, plan.policy_updated_at))
-    if kept is not None:
-        kept.put_plan("history", plan_id, tuple(spells), generation)
-    return spells
+    async def read() -> tuple[Spell, ...]:
+        spells = [Spell(Period(value, Unit(unit)), since, until) for value, unit, since, until
+                  in await rows(session, _HISTORY, {"plan_id": plan_id})]
+        current = plan or await policy(session, plan_id, kept)
+        if (period := period_of(current)) is not None:
+            spells.append(Spell(period, current.policy_updated_at))
+        return tuple(spells)
+
+    # A plan given is as this unit of work holds it, maybe changed: not kept for others.
+    return list(await cache.read_plan(None if plan is not None else kept, "history", plan_id,
+                                      read))
 
 
 def live_tokens(plan: Plan, now: datetime):  # noqa: ANN201 - a SQL condition

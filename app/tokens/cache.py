@@ -390,6 +390,20 @@ async def read_missed(cache: TokenCache | None, digest: str,
     return stored
 
 
+async def read_plan(kept: TokenCache | None, what: str, plan_id: uuid.UUID,
+                    read: Callable[[], Awaitable[Any]]) -> Any:  # noqa: ANN401
+    """What `read` gives of a plan, kept beside its tokens as `what` when `kept` (the cache) is
+    given (`get_plan`): a read that began before a change of the plan is not kept."""
+    if kept is None:
+        return await read()
+    if (found := kept.get_plan(what, plan_id)) is not None:
+        return found
+    generation = kept.generation
+    found = await read()
+    kept.put_plan(what, plan_id, found, generation)
+    return found
+
+
 async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),
                   plan_id: uuid.UUID | None = None, integration_id: uuid.UUID | None = None,
                   family_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None,

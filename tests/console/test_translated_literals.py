@@ -29,6 +29,7 @@ def _calling(language: str) -> Environment:
                        autoescape=select_autoescape(default=True), trim_blocks=True,
                        lstrip_blocks=True, auto_reload=False)
     made.language = language  # type: ignore[attr-defined]
+    made.globals.update(web.envs[language].globals)  # the same names the pages may use
     return made
 
 
