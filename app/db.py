@@ -431,11 +431,14 @@ class DirectReads:
         except BaseException as exc:
             of_driver = _of_driver(exc)
             adapted = _adapted(pooled, exc) if of_driver else exc
-            await self._failed(pooled, exc)
+            thrown_away = await self._failed(pooled, exc)
             if of_driver:
+                # Marked as SQLAlchemy marks a disconnect: a connection thrown away is an
+                # outage, a 503 (`app.api.errors`), not a failure of the statement.
                 raise DBAPIError.instance(prepared.sql, args, adapted,
                                           self._dialect.loaded_dbapi.Error,
-                                          hide_parameters=True, dialect=self._dialect) from exc
+                                          hide_parameters=True, dialect=self._dialect,
+                                          connection_invalidated=thrown_away) from exc
             raise
         await greenlet_spawn(pooled.close)
         make = prepared.make
@@ -449,12 +452,12 @@ class DirectReads:
             out.append(make(values))
         return out
 
-    async def _failed(self, pooled: Any, exc: BaseException) -> None:  # noqa: ANN401
+    async def _failed(self, pooled: Any, exc: BaseException) -> bool:  # noqa: ANN401
         """A connection in an unknown state (the server stopped answering, or the read was
         cancelled half way) or closed by the server (its shutdown, a terminated backend) is
-        thrown away, not given back. On a closed one, as SQLAlchemy does on a disconnect,
-        every connection opened before it is replaced at its next checkout: a restarted server
-        closed them all."""
+        thrown away, not given back (True). On a closed one, as SQLAlchemy does on a
+        disconnect, every connection opened before it is replaced at its next checkout: a
+        restarted server closed them all."""
         from asyncpg import PostgresError  # the server's own refusal: the connection is sound
 
         closed = pooled.driver_connection.is_closed()
@@ -464,8 +467,9 @@ class DirectReads:
             if closed:
                 self._engine.sync_engine.pool._invalidate(pooled, _checkin=False)  # noqa: SLF001
             await greenlet_spawn(pooled.invalidate, exc if isinstance(exc, Exception) else None)
-        else:
-            await greenlet_spawn(pooled.close)
+            return True
+        await greenlet_spawn(pooled.close)
+        return False
 
 
 def _of_driver(exc: BaseException) -> bool:

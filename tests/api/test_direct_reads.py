@@ -203,6 +203,25 @@ async def test_a_database_that_refuses_or_drops_connections_is_an_outage() -> No
         assert engine.sync_engine.pool.checkedout() == 0
         # The pool's one connection was the closed one: the next read opens a new one.
         assert [tuple(r) for r in await reads.all(select(literal(1).label("one")))] == [(1,)]
+        # A connection the driver finds unusable on its own (as asyncpg does when a
+        # terminated backend's goodbye reaches a connection between two statements: "cannot
+        # switch to state 12; another operation (2) is in progress"): an outage, thrown away.
+        real = asyncpg.Connection.fetch
+
+        async def broken(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            asyncpg.Connection.fetch = real
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress")
+
+        asyncpg.Connection.fetch = broken
+        try:
+            with pytest.raises(DBAPIError) as unusable:
+                await reads.all(select(literal(1).label("one")))
+        finally:
+            asyncpg.Connection.fetch = real
+        assert _is_db_outage(unusable.value) and unusable.value.connection_invalidated
+        assert [tuple(r) for r in await reads.all(select(literal(1).label("one")))] == [(1,)]
+        assert engine.sync_engine.pool.checkedout() == 0
     finally:
         await engine.dispose()
 
