@@ -78,10 +78,11 @@ async def principal_from_token(session: Session, secret: str, now: Now,
                          credential=stored.kind, token=stored)
     user = cache.get_user(stored.user_id) if cache is not None else None
     if user is None:
+        generation = cache.users_generation if cache is not None else 0
         user = facts.of((await session.execute(facts.BY_ID,
                                                {"user_id": stored.user_id})).one())
         if cache is not None:
-            cache.put_user(stored.user_id, user)
+            cache.put_user(stored.user_id, user, generation)
     return Principal(kind="user", plan_id=stored.plan_id, user_id=stored.user_id, role=user.role,
                      token_id=stored.id, integration_id=stored.integration_id, scopes=scopes,
                      credential=stored.kind, user=user, token=stored)

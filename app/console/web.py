@@ -171,13 +171,14 @@ async def viewer(request: Request, session: AsyncSession) -> Viewer:
     seen = cache.get_viewer(login.user_id)
     if seen is not None:
         return seen
+    generation = cache.users_generation
     found = await rows(session, _VIEWER, {"user_id": login.user_id})
     if not found:
         raise SignInRequired(_back(request))
     user_id, plan_id, email, name, role, locale, plan_name = found[0]
     seen = Viewer(ViewerUser(user_id, plan_id, email, name, role, locale),
                   ViewerPlan(plan_id, plan_name))
-    cache.put_viewer(user_id, seen)
+    cache.put_viewer(user_id, seen, generation)
     return seen
 
 

@@ -136,6 +136,10 @@ class TokenCache:
     # name), kept as users' facts are; a language chosen evicts both on every replica
     # (`changed(user_id=...)`). user id -> (viewer, monotonic time).
     _viewers: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
+    # Moved by every eviction of a user (and by `clear`): a read of a user's facts or viewer
+    # that began before one is not kept (the token's `generation`, for users alone, so that
+    # token changes do not keep users' facts from being kept).
+    users_generation: int = 0
     # What pages read of a plan, beside its tokens' facts: (what, plan id) -> its policy
     # (`"policy"`) or its periods' history (`"history"`); evicted, as the plan's tokens are, by
     # a change of the plan (`changed(plan_id=...)`), on every replica.
@@ -219,14 +223,17 @@ class TokenCache:
     def get_user(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a UserOut
         return self._timed_get(self._users, user_id)
 
-    def put_user(self, user_id: uuid.UUID, facts: Any) -> None:  # noqa: ANN401
-        self._timed_put(self._users, user_id, facts)
+    def put_user(self, user_id: uuid.UUID, facts: Any,  # noqa: ANN401
+                 generation: int) -> None:
+        """`generation`: `users_generation` as it was when the read of `facts` began."""
+        self._timed_put(self._users, user_id, facts, generation)
 
     def get_viewer(self, user_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - a Viewer
         return self._timed_get(self._viewers, user_id)
 
-    def put_viewer(self, user_id: uuid.UUID, viewer: Any) -> None:  # noqa: ANN401
-        self._timed_put(self._viewers, user_id, viewer)
+    def put_viewer(self, user_id: uuid.UUID, viewer: Any,  # noqa: ANN401
+                   generation: int) -> None:
+        self._timed_put(self._viewers, user_id, viewer, generation)
 
     def _timed_get(self, kept: dict[uuid.UUID, tuple[Any, float]],
                    user_id: uuid.UUID) -> Any | None:  # noqa: ANN401
@@ -238,8 +245,8 @@ class TokenCache:
         return entry[0]
 
     def _timed_put(self, kept: dict[uuid.UUID, tuple[Any, float]], user_id: uuid.UUID,
-                   value: Any) -> None:  # noqa: ANN401
-        if not self.serving:
+                   value: Any, generation: int) -> None:  # noqa: ANN401
+        if generation != self.users_generation or not self.serving:
             return
         if len(kept) >= self.size:
             kept.clear()
@@ -285,6 +292,7 @@ class TokenCache:
             for what in ("policy", "history"):
                 self._plans.pop((what, keys.plan_id), None)
         if keys.user_id is not None:
+            self.users_generation += 1
             self._users.pop(keys.user_id, None)
             self._viewers.pop(keys.user_id, None)
         if keys.integration_id is not None:
@@ -306,6 +314,7 @@ class TokenCache:
 
     def clear(self) -> None:
         self.generation += 1
+        self.users_generation += 1
         self._entries.clear()
         self._by_id.clear()
         self._by_plan.clear()

@@ -5,16 +5,19 @@ from the database gives."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
 
 from app.auth.principal import Principal
+from app.console import web
 from app.db import make_sessionmaker, session_scope
 from app.main import create_app
 from app.plans import service as plans
 from app.plans.expiry import Period, Unit
+from app.tokens.cache import Keys
 from tests.conftest import PlanFixture
 from tests.console.conftest import sign_in
 from tests.integrations.test_token_client_cache import serve_cache
@@ -119,3 +122,39 @@ async def test_what_a_rolled_back_change_of_the_plan_showed_is_not_kept(
     async with session_scope(make_sessionmaker(database.engine)) as session:
         now_kept = await plans.policy(session, plan.plan_id, kept)
     assert now_kept.expiration_value is None and kept.get_plan("policy", plan.plan_id) is not None
+
+
+async def test_a_viewer_read_before_a_language_change_is_not_kept(
+        app, client, uncached, plan: PlanFixture, monkeypatch) -> None:  # noqa: ANN001
+    """Another browser's page reads the viewer; the language changes and commits (evicting it);
+    only then does that read finish: what it read is shown once, never kept."""
+    serve_cache(app)
+    cache = app.state.token_cache
+    csrf = await sign_in(client, plan.admin)
+    cache.evict(Keys(user_id=plan.admin.user_id))
+    entered, go, real = asyncio.Event(), asyncio.Event(), web.rows
+
+    async def held(session, statement, params):  # noqa: ANN001, ANN202
+        got = await real(session, statement, params)
+        if statement is web._VIEWER and not entered.is_set():
+            entered.set()
+            await go.wait()
+        return got
+
+    monkeypatch.setattr(web, "rows", held)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as other:
+        other.cookies = httpx2.Cookies({k: v for k, v in client.cookies.items()
+                                        if k != "tessera_lang"})
+        page = asyncio.create_task(other.get("/console/me/api-access"))
+        await entered.wait()
+        r = await client.post("/console/language", data={
+            "csrf_token": csrf, "language": "fr", "next": "/console/me/api-access"})
+        assert r.status_code == 303
+        go.set()
+        assert (await page).status_code == 200
+        assert cache.get_viewer(plan.admin.user_id) is None
+        after = await other.get("/console/me/api-access")
+        uncached.cookies = other.cookies
+        assert '<html lang="fr">' in after.text
+        assert after.text == (await uncached.get("/console/me/api-access")).text

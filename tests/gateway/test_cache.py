@@ -68,8 +68,8 @@ def test_users_viewers_and_plans_facts_are_evicted_by_their_keys_alone() -> None
     c = serving()
     user, other, plan, elsewhere = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for who in (user, other):
-        c.put_user(who, f"facts of {who}")
-        c.put_viewer(who, f"viewer of {who}")
+        c.put_user(who, f"facts of {who}", c.users_generation)
+        c.put_viewer(who, f"viewer of {who}", c.users_generation)
     for which in (plan, elsewhere):
         for what in ("policy", "history"):
             c.put_plan(what, which, f"{what} of {which}", c.generation)
@@ -83,6 +83,16 @@ def test_users_viewers_and_plans_facts_are_evicted_by_their_keys_alone() -> None
     c.evict(Keys(plan_id=elsewhere))
     c.put_plan("policy", elsewhere, "old", generation)
     assert c.get_plan("policy", elsewhere) is None
+    began = c.users_generation  # a read of a user begins, the user changes: not kept
+    c.evict(Keys(user_id=other))
+    c.put_user(other, "old facts", began)
+    c.put_viewer(other, "old viewer", began)
+    assert c.get_user(other) is None and c.get_viewer(other) is None
+    c.put_viewer(other, f"viewer of {other}", c.users_generation)
+    began = c.users_generation  # a token's change does not stop a user's read being kept
+    c.evict(Keys(plan_id=uuid.uuid4(), token_ids=frozenset({uuid.uuid4()})))
+    c.put_user(other, f"facts of {other}", began)
+    assert c.get_user(other) == f"facts of {other}"
     c.evict(Keys(everything=True))
     assert c.get_viewer(other) is None and c.get_user(other) is None
 
@@ -212,17 +222,20 @@ def test_users_facts_are_read_again_after_a_while_and_only_while_serving(monkeyp
     USER_FACTS_SECONDS; nothing is answered while the listener is unhealthy, or after a clear."""
     c = serving()
     user = uuid.uuid4()
-    c.put_user(user, "admin facts")
+    c.put_user(user, "admin facts", c.users_generation)
     assert c.get_user(user) == "admin facts"
     start = time.monotonic()
     monkeypatch.setattr(cache.time, "monotonic", lambda: start + cache.USER_FACTS_SECONDS + 1)
     c.heartbeat(start + cache.USER_FACTS_SECONDS + 1)
     assert c.get_user(user) is None  # too old: read again
-    c.put_user(user, "member facts")
+    c.put_user(user, "member facts", c.users_generation)
     assert c.get_user(user) == "member facts"
+    began = c.users_generation
     c.clear()
     assert c.get_user(user) is None
-    c.put_user(user, "member facts")
+    c.put_user(user, "member facts", began)  # read before the clear: not kept
+    assert c.get_user(user) is None
+    c.put_user(user, "member facts", c.users_generation)
     c.disable()
-    c.put_user(user, "again")
+    c.put_user(user, "again", c.users_generation)
     assert c.get_user(user) is None
