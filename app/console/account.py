@@ -132,12 +132,13 @@ async def _my_tokens(session: Session, seen: web.Viewer, now,  # noqa: ANN001
 async def api_access(request: Request, session: Session, now: Now) -> Response:
     seen = await web.viewer(request, session)
     try:
-        offset = max(0, min(int(request.query_params.get("offset") or 0), 100_000))
+        offset = max(0, min(int(request.query_params.get("offset") or 0), web.OFFSET_MAX))
     except ValueError:
         raise InvalidRequest("enter whole numbers") from None
     tokens, more = await _my_tokens(session, seen, now, offset)
     return web.render(request, "api_access.html", {
-        "tokens": tokens, "issued": None, "offset": offset, "more": more, "page": PAGE,
+        "tokens": tokens, "issued": None, "offset": offset,
+        "more": more and offset + PAGE <= web.OFFSET_MAX, "page": PAGE,
         "done": request.query_params.get("done")}, seen=seen)
 
 

@@ -164,7 +164,7 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
         offset = int(q.get("offset") or 0)
     except ValueError:
         raise InvalidRequest("enter whole numbers") from None
-    within, offset = max(0, min(within, 3650)), max(0, min(offset, 100_000))
+    within, offset = max(0, min(within, 3650)), max(0, min(offset, web.OFFSET_MAX))
     items = await repository.list_where(
         session, plan_id=seen.plan.id, kind=kind, user_id=user,
         revoked=None if status is None else status == "revoked", limit=PAGE, offset=offset)
@@ -185,7 +185,8 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
     return web.render(request, "admin_tokens.html", {
         "rows": rows, "people": people, "kinds": [k.value for k in TokenKind],
         "statuses": STATUSES, "kind": kind, "user": user, "status": status, "within": within,
-        "offset": offset, "more": len(items) == PAGE, "page": PAGE,
+        "offset": offset, "more": len(items) == PAGE and offset + PAGE <= web.OFFSET_MAX,
+        "page": PAGE,
         "done": q.get("done")}, seen=seen)
 
 

@@ -74,6 +74,9 @@ class TranslatedLiterals(Extension):
 _CALL = ["lparen", "string", "rparen"]
 
 
+# The furthest a paged table goes (`?offset=`): no link leads past it.
+OFFSET_MAX = 100_000
+
 # What a token may be, as pages name it (`TokenOut.status`).
 STATUSES = ("active", "expired", "revoked", "rotated", "integration_refused")
 

@@ -13,6 +13,7 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 
+from app.console import web
 from app.db import make_sessionmaker, session_scope
 from app.notifications.models import OutboxMessage
 from tests.conftest import PlanFixture
@@ -549,8 +550,8 @@ async def test_a_form_starlette_cannot_read_is_refused_with_a_page(
     assert await _tokens(client, member.auth) == before, "no token was made"
 
 
-async def test_api_access_pages_a_persons_tokens_newest_first(client, plan: PlanFixture,
-                                                              clock) -> None:  # noqa: ANN001
+async def test_api_access_pages_a_persons_tokens_newest_first(
+        client, plan: PlanFixture, clock, monkeypatch) -> None:  # noqa: ANN001
     member = await plan.add_user("member")
     for i in range(29):  # with the fixture's own, 30 tokens, each a second newer
         clock.advance(seconds=1)
@@ -569,6 +570,12 @@ async def test_api_access_pages_a_persons_tokens_newest_first(client, plan: Plan
     assert 'href="?offset=0"' in older.text and "?offset=50" not in older.text
     beyond = await client.get("/console/me/api-access", params={"offset": "50"})
     assert "No token on this page." in beyond.text and 'href="?offset=25"' in beyond.text
+    # At the furthest offset a page may have, no "Older" link leads back to the same page.
+    monkeypatch.setattr(web, "OFFSET_MAX", 1)
+    last = await client.get("/console/me/api-access", params={"offset": "5"})
+    assert len(re.findall(r"<td>(script-\d\d)</td>", last.text)) == 25
+    assert "Older" not in last.text.split('class="pager"')[1]
+    monkeypatch.undo()
     for hostile, status in [("x", 422), ("-5", 200), ("99999999999", 200), ("1e3", 422)]:
         r = await client.get("/console/me/api-access", params={"offset": hostile})
         assert r.status_code == status, hostile
