@@ -1,0 +1,132 @@
+"""`tessera serve` sends an answer's head with its body, in one write (`app.serving.OneWrite`):
+uvicorn writes them apart. Real sockets against uvicorn with Tessera's protocol, in this
+process; the application here is a bare ASGI one, so a test decides when its body is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.helpers import read_answer, served_by_uvicorn
+
+pytestmark = pytest.mark.asyncio
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Gated:
+    """Starts each answer at once and sends its body when `go` is set (or fails instead)."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.go = asyncio.Event()
+        self.started = asyncio.Event()
+        self.fail = fail
+        self.state = types.SimpleNamespace()  # what `tessera serve`'s layers look for
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:  # noqa: ANN401
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+        self.started.set()
+        await self.go.wait()
+        if self.fail:
+            raise RuntimeError("failed after its answer began")
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD"
+                    else b"hello"})
+
+
+async def nothing_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        got = await asyncio.wait_for(reader.read(1), seconds)
+    except TimeoutError:
+        return True
+    raise AssertionError(f"the server sent {got!r} before the body")
+
+
+async def test_the_head_waits_for_the_body_and_leaves_with_it() -> None:
+    app = Gated()
+    async with served_by_uvicorn(app) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        try:
+            for _ in range(2):  # and again on the kept-alive connection
+                app.go.clear()
+                app.started.clear()
+                writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+                await writer.drain()
+                await app.started.wait()
+                assert await nothing_within(reader, 0.3)
+                app.go.set()
+                status, headers, body = await read_answer(reader)
+                assert status.startswith(b"HTTP/1.1 200") and body == b"hello"
+                assert headers[b"content-type"] == b"text/plain"
+        finally:
+            app.go.set()  # a failed assertion does not leave the answer, and the server, waiting
+            writer.close()
+
+
+async def test_the_head_of_a_head_request_is_sent_at_once() -> None:
+    """A `HEAD` answer has no body to wait for (uvicorn writes none): its head is not held."""
+    app = Gated()
+    app.go.set()
+    async with served_by_uvicorn(app) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        writer.write(b"HEAD /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 200")
+        while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+            assert line
+        writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection goes on
+        await writer.drain()
+        assert (await read_answer(reader))[2] == b"hello"
+        writer.close()
+
+
+async def test_a_100_continue_is_not_held() -> None:
+    """A client that waits for `100 Continue` before its body gets it: only the answer's head
+    is held."""
+    app = Gated()
+    app.go.set()
+    async with served_by_uvicorn(app) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        writer.write(b"POST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+        assert await asyncio.wait_for(reader.readline(), 5) == b"\r\n"
+        writer.write(b"abc")
+        await writer.drain()
+        assert (await read_answer(reader))[2] == b"hello"
+        writer.close()
+
+
+async def test_an_answer_that_closes_its_connection_is_sent_whole_first() -> None:
+    app = Gated()
+    app.go.set()
+    async with served_by_uvicorn(app) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        everything = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        assert everything.startswith(b"HTTP/1.1 200") and everything.endswith(b"\r\n\r\nhello")
+        writer.close()
+
+
+async def test_an_application_failing_after_its_head_closes_with_the_head_sent() -> None:
+    """As uvicorn does: the head already begun goes out, then the connection closes."""
+    app = Gated(fail=True)
+    app.go.set()
+    async with served_by_uvicorn(app) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        everything = await asyncio.wait_for(reader.read(), 5)
+        assert everything.startswith(b"HTTP/1.1 200") and everything.endswith(b"\r\n\r\n")
+        writer.close()
