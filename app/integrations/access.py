@@ -5,9 +5,9 @@ One pure function of the integration, its installation in the plan, and the time
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class ReviewStatus(StrEnum):
@@ -25,8 +25,10 @@ class Rule(StrEnum):
     review_deadline_passed = "review_deadline_passed"
 
 
-@dataclass(frozen=True, slots=True)
-class IntegrationFacts:
+class IntegrationFacts(NamedTuple):
+    """What rule 6 reads of an integration. Immutable (cached with its tokens); a named tuple,
+    made in C, as `TokenFacts`: one per row of a listing of OAuth tokens."""
+
     kind: str  # custom | third_party
     review_status: str
     review_deadline: datetime | None
@@ -40,8 +42,9 @@ class IntegrationFacts:
         return self.kind == "third_party" or self.judged_third_party
 
 
-@dataclass(frozen=True, slots=True)
-class Access:
+class Access(NamedTuple):
+    """Rule 6's answer (a named tuple, as `IntegrationFacts`)."""
+
     allowed: bool
     rule: Rule | None = None
     deadline: datetime | None = None
