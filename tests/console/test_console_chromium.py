@@ -103,6 +103,19 @@ async def test_an_admin_sets_the_period_after_reading_its_preview(
     await checked(page, "admin-audit", artifacts)
 
 
+async def test_an_admin_revokes_a_members_token_from_the_tokens_page(
+        page, live, plan: PlanFixture) -> None:  # noqa: ANN001, F811
+    member = await plan.add_user("member")
+    await sign_in(page, live, plan.admin, "/console/admin/tokens")
+    row = page.locator("tbody tr", has_text=member.email)
+    await row.get_by_role("button", name=re.compile("^Revoke ")).click()
+    await expect(page.locator("tbody tr", has_text=member.email).locator(".badge")
+                 ).to_have_text("revoked")
+    async with httpx2.AsyncClient(base_url=live, trust_env=False) as http:
+        assert (await http.get("/v1/me", headers=member.auth)).status_code == 401
+        assert (await http.get("/v1/me", headers=plan.admin.auth)).status_code == 200
+
+
 async def test_an_admin_reactivates_asks_for_an_exception_and_installs_from_the_directory(
         page, live, client, operator, plan: PlanFixture, artifacts) -> None:  # noqa: ANN001, F811
     custom = await register_custom(client, plan)
@@ -169,6 +182,13 @@ async def test_a_user_regenerates_a_token_and_disconnects_an_app(
                 ).status_code == 401
         assert (await http.get("/v1/me", headers={"Authorization": f"Bearer {second}"})
                 ).status_code == 200
+    # The rows' buttons share one form, each naming its token (`formaction`).
+    await page.get_by_role("button", name="Revoke laptop").click()
+    await expect(page.get_by_role("status")).to_contain_text("revoked")
+    await expect(page.get_by_role("button", name="Revoke laptop")).to_have_count(0)
+    async with httpx2.AsyncClient(base_url=live, trust_env=False) as http:
+        assert (await http.get("/v1/me", headers={"Authorization": f"Bearer {second}"})
+                ).status_code == 401
 
     # The same sign-in serves the consent screen: the user connects an app.
     app = await register_custom(client, plan, redirect_uris=[callback.uri])
