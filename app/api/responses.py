@@ -93,14 +93,14 @@ def _rendered(model: BaseModel | list[BaseModel]) -> bytes:
 def _plainly(value: Any) -> Any:  # noqa: ANN401
     """orjson's fallback for what it does not know: a plain model (`_is_plain`) as its fields,
     a UUID of the driver's own class as text; anything else refused, for pydantic to render."""
+    if isinstance(value, uuid.UUID):  # first: three per row of a listing of tokens
+        return str(value)
     if isinstance(value, BaseModel):
         cls = type(value)
         # Of a class some field declares, or of none such: pydantic renders a field by the
         # class it declares, so a subclass's value there (more fields) stays with pydantic.
         if _is_plain(cls) and _DECLARED.isdisjoint(cls.__mro__[1:]):
             return value.__dict__
-    if isinstance(value, uuid.UUID):
-        return str(value)
     raise TypeError
 
 
