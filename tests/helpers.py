@@ -78,11 +78,12 @@ def answer_of_app(r: httpx2.Response) -> tuple[int, list[tuple[str, str]], bytes
 
 
 @asynccontextmanager
-async def served_by_uvicorn(app: Any) -> AsyncIterator[Any]:  # noqa: ANN401
+async def served_by_uvicorn(app: Any, protocol: type | None = None) -> AsyncIterator[Any]:  # noqa: ANN401
     """`tessera serve`'s composition of `app` (`create_served_app`) behind uvicorn and its
     protocol (`app.serving`), in this process, on a free port; yields the outermost layer,
     whose `.calls` counts the requests that reached the ASGI application at all (the protocol
-    answers some itself), with `.url`, `.port` and `.server` (uvicorn's)."""
+    answers some itself), with `.url`, `.port` and `.server` (uvicorn's). `protocol`: a
+    subclass of that protocol instead (other time limits, say)."""
     import uvicorn
 
     from app.main import serve
@@ -94,7 +95,7 @@ async def served_by_uvicorn(app: Any) -> AsyncIterator[Any]:  # noqa: ANN401
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(outer, host="127.0.0.1", port=port,
-                                           http=SlowClientGuard, lifespan="off",
+                                           http=protocol or SlowClientGuard, lifespan="off",
                                            log_level="warning", access_log=False))
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn's Server says so only by this flag

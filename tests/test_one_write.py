@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from app.serving import SlowClientGuard
 from tests.helpers import read_answer, served_by_uvicorn
 
 pytestmark = pytest.mark.asyncio
@@ -128,5 +129,35 @@ async def test_an_application_failing_after_its_head_closes_with_the_head_sent()
         writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
         everything = await asyncio.wait_for(reader.read(), 5)
+        assert everything.startswith(b"HTTP/1.1 200") and everything.endswith(b"\r\n\r\n")
+        writer.close()
+
+
+class QuickLimits(SlowClientGuard):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(*args, **kwargs)
+        self._body_seconds = 0.3
+
+
+class AnswersBeforeReading(Gated):
+    """Begins its answer, then waits for a body the client never sends."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:  # noqa: ANN401
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"5")]})
+        await receive()
+        await send({"type": "http.response.body", "body": b"hello"})
+
+
+async def test_a_client_too_slow_after_the_answer_began_gets_the_head_then_the_close() -> None:
+    """The body deadline passes while the head is held: the connection is closed through the
+    answer's `OneWrite`, so the head goes out first, as it did when it was written at once."""
+    async with served_by_uvicorn(AnswersBeforeReading(), protocol=QuickLimits) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        writer.write(b"POST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        await writer.drain()
+        everything = await asyncio.wait_for(reader.read(), 5)  # until the server closes
         assert everything.startswith(b"HTTP/1.1 200") and everything.endswith(b"\r\n\r\n")
         writer.close()

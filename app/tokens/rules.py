@@ -59,6 +59,19 @@ class TokenFacts(_Facts):
                                    integration, installation_state, expired_through,
                                    effective_expiry(issued_at, expires_at, period)))
 
+    # The named tuple's own copies would carry `expiry` over unchanged (or fail: `__new__`
+    # takes the facts, not the expiry): each goes through `__new__`, which computes it anew.
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)[:-1]
+
+    def _replace(self, **changes: object) -> TokenFacts:
+        return TokenFacts(*{**dict(zip(self._fields[:-1], self, strict=False)),
+                            **changes}.values())
+
+    @classmethod
+    def _make(cls, iterable: object) -> TokenFacts:
+        return cls(*iterable)
+
 
 class Verdict(NamedTuple):
     """`check`'s answer (a named tuple, as `TokenFacts`: one per check and per listed row)."""
