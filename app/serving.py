@@ -7,7 +7,8 @@ never ends, would hold a connection (and, for the body, a request task) for as l
 Here a request's headers must arrive within `TESSERA_HEADER_TIMEOUT_SECONDS` of its first byte
 (of the connection, for the first request), and its body within `TESSERA_BODY_TIMEOUT_SECONDS`
 of its headers; past that the connection is answered 408 (or, once the application has begun
-its answer, closed). Bytes that begin no request (blank lines between kept-alive requests) do
+its answer, or while it answers an earlier, pipelined request, closed after the head it holds).
+Bytes that begin no request (blank lines between kept-alive requests) do
 not keep a connection open: the header deadline runs from the first of them. A client that
 stops reading its answer (the server's send buffer full) for `TESSERA_BODY_TIMEOUT_SECONDS`
 loses the connection, so it cannot hold a request task by not reading.
@@ -109,6 +110,9 @@ class SlowClientGuard(HttpToolsProtocol):
         self._answered = False  # the current request was answered here
         self._form: list[bytes] | None = None  # an introspection's body, while it comes
         self._last = False  # the server is shutting down: close after the current answer
+        # The cycle whose answer is being made (uvicorn's `self.cycle` is the last one parsed,
+        # which may wait in the pipeline behind it).
+        self._answering: Any = None
 
     def _arm(self, seconds: float) -> None:
         deadline = self.loop.time() + seconds
@@ -139,18 +143,21 @@ class SlowClientGuard(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        # The last cycle uvicorn made may be an earlier request's, long answered (or this
-        # request is collected here, with no cycle of its own): only a cycle still being
-        # answered means the answer has begun.
-        started = self.cycle is not None and not self.cycle.response_complete \
-            and self.cycle.response_started
-        if not started:
-            self.transport.write(_TIMEOUT_408)
         if self.cycle is not None:
             self.cycle.keep_alive = False
-        # Through the cycle's `OneWrite` when its answer has begun: the head it holds goes
-        # out first, as it would have before the close.
-        (self.cycle.transport if started else self.transport).close()
+        # An answer being made whose request is read whole is not what came too slow (a later,
+        # pipelined request is), and one that has begun cannot be replaced: no 408 then, which
+        # the client would take for that answer; the connection is closed through the answer's
+        # `OneWrite`, so the head it holds goes out first. Otherwise (no answer being made, or
+        # its own body is what is late, before it began) the 408 is the answer.
+        answering = self._answering
+        if answering is not None and not answering.response_complete \
+                and (answering.response_started or not answering.more_body):
+            answering.keep_alive = False
+            answering.transport.close()
+            return
+        self.transport.write(_TIMEOUT_408)
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -186,6 +193,7 @@ class SlowClientGuard(HttpToolsProtocol):
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
+            self._answering = cycle
             self._start_asgi_task(cycle, app)
         else:
             self._arm(self.timeout_keep_alive)
@@ -235,6 +243,8 @@ class SlowClientGuard(HttpToolsProtocol):
         if self.cycle is not before:  # none is made for an upgrade
             self.cycle.transport = OneWrite(self.transport,
                                             head_only=self.scope["method"] == "HEAD")
+            if before is None or before.response_complete:  # started, not queued (uvicorn's)
+                self._answering = self.cycle
 
     def on_body(self, body: bytes) -> None:
         if self._form is not None:

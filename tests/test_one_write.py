@@ -161,3 +161,34 @@ async def test_a_client_too_slow_after_the_answer_began_gets_the_head_then_the_c
         everything = await asyncio.wait_for(reader.read(), 5)  # until the server closes
         assert everything.startswith(b"HTTP/1.1 200") and everything.endswith(b"\r\n\r\n")
         writer.close()
+
+
+async def test_a_pipelined_request_too_slow_does_not_replace_the_answer_before_it() -> None:
+    """The answer in progress has begun (its head held) when the next request's body stalls:
+    that answer's head goes out and the connection closes; no 408, which the client would take
+    for the first request's answer."""
+    app = Gated()
+    async with served_by_uvicorn(app, protocol=QuickLimits) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        try:
+            writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            await writer.drain()
+            everything = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        finally:
+            app.go.set()
+            writer.close()
+        assert everything.startswith(b"HTTP/1.1 200") and b"408" not in everything
+        assert everything.endswith(b"\r\n\r\n")  # its head, then the close
+
+
+async def test_a_request_whose_own_body_is_too_slow_is_answered_408() -> None:
+    app = Gated()
+    app.go.set()
+    async with served_by_uvicorn(app, protocol=QuickLimits) as outer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", outer.port)
+        writer.write(b"POST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        await writer.drain()
+        everything = await asyncio.wait_for(reader.read(), 5)
+        assert everything.startswith(b"HTTP/1.1 408 "), everything
+        writer.close()
