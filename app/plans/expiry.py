@@ -71,13 +71,14 @@ def add_months(at: datetime, months: int) -> datetime:
     year, month = divmod(at.year * 12 + at.month + months - 1, 12)
     month += 1
     day = at.day
-    if day <= 28 or day <= (29 if month == 2 and calendar.isleap(year) else _DAYS_IN_MONTH[month]):
-        # The constructor, not `at.replace(...)`: half the time, for every token of a listing.
-        return datetime(year, month, day, at.hour, at.minute, at.second, at.microsecond,
-                        at.tzinfo, fold=at.fold)
-    last = 29 if month == 2 and calendar.isleap(year) else _DAYS_IN_MONTH[month]
-    return at.replace(year=year, month=month, day=last, hour=23, minute=59, second=59,
-                      microsecond=999_999)
+    if day > 28:  # every month has 28 days: only a later day may need its month's length
+        last = 29 if month == 2 and calendar.isleap(year) else _DAYS_IN_MONTH[month]
+        if day > last:
+            return at.replace(year=year, month=month, day=last, hour=23, minute=59, second=59,
+                              microsecond=999_999)
+    # The constructor, not `at.replace(...)`: half the time, for every token of a listing.
+    return datetime(year, month, day, at.hour, at.minute, at.second, at.microsecond, at.tzinfo,
+                    fold=at.fold)
 
 
 # Months per unit of calendar arithmetic; the other units are exact durations.
