@@ -131,10 +131,7 @@ async def _my_tokens(session: Session, seen: web.Viewer, now,  # noqa: ANN001
 @router.get(f"{PREFIX}/me/api-access")
 async def api_access(request: Request, session: Session, now: Now) -> Response:
     seen = await web.viewer(request, session)
-    try:
-        offset = max(0, min(int(request.query_params.get("offset") or 0), web.OFFSET_MAX))
-    except ValueError:
-        raise InvalidRequest("enter whole numbers") from None
+    offset = web.whole_number(request, "offset", web.OFFSET_MAX)
     tokens, more = await _my_tokens(session, seen, now, offset)
     return web.render(request, "api_access.html", {
         "tokens": tokens, "issued": None, "offset": offset,

@@ -159,12 +159,8 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
         kind = None
     user = web.parse_id(q.get("user", "")) if q.get("user") else None
     status = q.get("status") if q.get("status") in STATUSES else None
-    try:
-        within = int(q.get("within") or 0)
-        offset = int(q.get("offset") or 0)
-    except ValueError:
-        raise InvalidRequest("enter whole numbers") from None
-    within, offset = max(0, min(within, 3650)), max(0, min(offset, web.OFFSET_MAX))
+    within = web.whole_number(request, "within", 3650)
+    offset = web.whole_number(request, "offset", web.OFFSET_MAX)
     items = await repository.list_where(
         session, plan_id=seen.plan.id, kind=kind, user_id=user,
         revoked=None if status is None else status == "revoked", limit=PAGE, offset=offset)

@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.auth.principal import Principal
 from app.console import i18n
 from app.db import rows
-from app.errors import Forbidden
+from app.errors import Forbidden, InvalidRequest
 from app.oauth2 import browser
 from app.plans.models import Plan
 from app.users.models import User
@@ -248,6 +248,16 @@ def error_page(request: Request, status: int, message: str) -> Response:
               422: "Check what you entered", 503: "Unavailable"}
     return render(request, "error.html", {"title": titles.get(status, "Something went wrong"),
                                           "message": message}, status=status)
+
+
+def whole_number(request: Request, name: str, most: int) -> int:
+    """A query parameter a page takes as a whole number (`?offset=`), 0 when absent, clamped
+    to 0..`most`; other text is refused (422)."""
+    try:
+        value = int(request.query_params.get(name) or 0)
+    except ValueError:
+        raise InvalidRequest("enter whole numbers") from None
+    return max(0, min(value, most))
 
 
 def parse_id(raw: str) -> uuid.UUID | None:
