@@ -8,10 +8,10 @@ Here a request's headers must arrive within `TESSERA_HEADER_TIMEOUT_SECONDS` of 
 (of the connection, for the first request), and its body within `TESSERA_BODY_TIMEOUT_SECONDS`
 of its headers; past that the connection is answered 408 (or, once the application has begun
 its answer, or while it answers an earlier, pipelined request, closed after the head it holds).
-Bytes that begin no request (blank lines between kept-alive requests) do
-not keep a connection open: the header deadline runs from the first of them. A client that
-stops reading its answer (the server's send buffer full) for `TESSERA_BODY_TIMEOUT_SECONDS`
-loses the connection, so it cannot hold a request task by not reading.
+Bytes that begin no request (blank lines between kept-alive requests) do not keep a connection
+open: the header deadline runs from the first of them. A client that stops reading its answer
+(the server's send buffer full) for `TESSERA_BODY_TIMEOUT_SECONDS` loses the connection, so it
+cannot hold a request task by not reading.
 
 It also answers the two hottest requests without an ASGI request, when their answer needs no
 I/O: a gateway check (`GET` or `HEAD /v1/gateway/check`: a cached bearer token, or no usable
