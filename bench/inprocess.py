@@ -7,6 +7,7 @@ printed too.
 
     python -m bench.inprocess [--requests 1000] [--concurrency 1]
                               [--kinds raw,healthz,check,introspect,cc,refresh]
+                              # also: check-dpop-es256, check-dpop-ed25519,
                               # also: me, my-tokens, period, ..., page-api-access,
                               # page-security, page-tokens, page-integrations
                               [--cache-size 0]  # 0: every lookup reads the database
@@ -82,6 +83,13 @@ async def main_async(args: argparse.Namespace) -> None:
         fx = await seed.seed_base(url)
         conn = await asyncpg.connect(f"{args.pg}/{name}")
         known = await seed.add_personal(conn, fx, 100)
+        from joserfc.jwk import thumbprint
+
+        from bench import run
+
+        for alg in ("ES256", "Ed25519"):  # tokens bound to a key; a fresh proof per request
+            jkt = thumbprint(run.dpop_key(alg).as_dict(private=False))
+            run.DPOP_TOKENS[alg] = await seed.add_bound(conn, fx, jkt, 50)
         refresh = iter(await seed.add_oauth(conn, fx, seed.SecretKind.refresh,
                                             2 * (args.requests + 20) + 40))
         # As `make bench` does: PostgreSQL's statistics of the seeded tables, or it plans the
@@ -117,8 +125,19 @@ async def main_async(args: argparse.Namespace) -> None:
                  "page-tokens": "/console/admin/tokens",
                  "page-integrations": "/console/admin/integrations"}
 
+        proofs: dict[str, Any] = {}
+
         def request(kind: str, i: int) -> tuple[dict[str, Any], bytes]:
             bearer = (b"authorization", f"Bearer {known[i % 50]}".encode())
+            if kind.startswith("check-dpop-"):  # as nginx forwards a DPoP-bound request
+                alg = {"es256": "ES256", "ed25519": "Ed25519"}[kind[11:]]
+                if alg not in proofs:
+                    proofs[alg] = iter(run.dpop_lines(alg, 2 * args.requests + 40))
+                token, proof = next(proofs[alg]).split(" ")
+                return _scope("GET", "/v1/gateway/check", [
+                    (b"authorization", f"DPoP {token}".encode()), (b"dpop", proof.encode()),
+                    (b"x-original-method", b"GET"),
+                    (b"x-original-url", b"https://api.example/v2/things")]), b""
             if kind in pages:
                 return _scope("GET", pages[kind], [cookie]), b""
             if kind in management:

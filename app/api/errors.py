@@ -205,7 +205,21 @@ class LastResort:
             if started:
                 raise
             request = Request(scope)
-            await _last_resort(request, exc)(scope, receive, send)
+            await _as_page(request, _last_resort(request, exc))(scope, receive, send)
+
+
+def _as_page(request: Request, answer: JSON) -> Response:
+    """The last resort's `answer` as a page where a person's browser asked (the console, the
+    authorization endpoint's sign-in and consent): its status and `Retry-After`, not its JSON."""
+    if _is_console(request):
+        from app.console import web
+
+        return web.failure_page(request, answer.status_code, answer.headers)
+    if request.url.path == "/oauth2/authorize":
+        from app.oauth2 import authorize
+
+        return authorize.failure_page(request, answer.status_code, answer.headers)
+    return answer
 
 
 def outage_response(exc: BaseException, path: str) -> JSON | None:

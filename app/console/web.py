@@ -12,7 +12,7 @@ answer shows a secret once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,6 +248,33 @@ def error_page(request: Request, status: int, message: str) -> Response:
               422: "Check what you entered", 503: "Unavailable"}
     return render(request, "error.html", {"title": titles.get(status, "Something went wrong"),
                                           "message": message}, status=status)
+
+
+# What a page says when the request failed in a way no handler answered (the API answers the
+# same failures in its JSON shape): by the status the last resort chose.
+def N_(message: str) -> str:  # noqa: N802 - gettext's name for "translated later"
+    return message
+
+
+_FAILURES = {
+    503: N_("Tessera cannot reach its database just now. Nothing was changed; try again in "
+            "a moment."),
+    409: N_("Something changed meanwhile, so nothing was done. Reload the page and try "
+            "again."),
+    400: N_("The request ended before it was read whole. Try again."),
+}
+
+
+def failure_page(request: Request, status: int, headers: Mapping[str, str]) -> Response:
+    """The page for a console request that failed where no handler caught it (a database that
+    cannot be reached, say): the status and headers (`Retry-After`) the API's answer would
+    have, a page instead of its JSON. Reads nothing from the database."""
+    page = error_page(request, status, _FAILURES.get(status) or N_(
+        "Something went wrong on our side. Try again; if it goes on, tell the people who run "
+        "Tessera."))
+    if "retry-after" in headers:
+        page.headers["Retry-After"] = headers["retry-after"]
+    return page
 
 
 def whole_number(request: Request, name: str, most: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -166,6 +167,16 @@ def _slow_down_words(exc: TooManyAttempts | Busy) -> str:
 
 def _error_page(request: Request, message: str) -> Response:
     return _page(request, "error.html", {"message": message}, status=400)
+
+
+def failure_page(request: Request, status: int, headers: Mapping[str, str]) -> Response:
+    """The sign-in or consent page's answer to a failure no handler caught (a database that
+    cannot be reached, say), with the status and `Retry-After` the API's answer would have."""
+    message = ("Tessera cannot reach its database just now. Nothing was changed; try again "
+               "in a moment.") if status == 503 else \
+        "Something went wrong on our side. Try again in a moment."
+    retry = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else None
+    return _page(request, "error.html", {"message": message}, status=status, headers=retry)
 
 
 @dataclass

@@ -585,3 +585,60 @@ async def test_api_access_pages_a_persons_tokens_newest_first(
                           data={"csrf_token": csrf, "name": "newest"})
     assert r.status_code == 201
     assert re.findall(r"<td>(newest|script-\d\d)</td>", r.text)[:2] == ["newest", "script-28"]
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+async def test_a_database_out_of_reach_is_a_page_for_a_browser_json_for_the_api(
+        clock, language) -> None:
+    """Every connection taken (the pool's one, held here) is a lost database to a request:
+    a console page answers 503 as a page in the viewer's language, with `Retry-After`, and a
+    form changes nothing; the API answers the same in its JSON shape (PostgreSQL: SQLite's
+    engine has no such pool)."""
+    from app.config import Settings
+    from app.db import make_engine
+    from app.main import create_app
+    from tests.conftest import make_plan, migrated_pg_database
+
+    async with migrated_pg_database() as db:
+        settings = Settings(database_url=db.url, issuer="https://tessera.test",
+                            secret_key="test-secret-key-for-signing-cookies",
+                            token_cache_size=0)
+        plan = await make_plan(db, clock)
+        engine = make_engine(db.url, pool_size=1, pool_timeout=0.2)
+        try:
+            async with httpx2.AsyncClient(
+                    transport=httpx2.ASGITransport(app=create_app(settings, clock=clock,
+                                                                  engine=engine)),
+                    base_url="https://tessera.test",
+                    headers={"accept-language": language}) as c:
+                csrf = await sign_in(c, plan.admin)
+                before = await _tokens(c, plan.admin.auth)
+                held = await engine.connect()  # the pool's one connection
+                try:
+                    await held.exec_driver_sql("SELECT 1")
+                    for answer in [await c.get("/console/admin/tokens"),
+                                   await c.get("/console/me/api-access"),
+                                   await c.post("/console/me/api-access/generate",
+                                                data={"csrf_token": csrf, "name": "lost"})]:
+                        assert answer.status_code == 503, answer.text
+                        assert answer.headers["content-type"].startswith("text/html")
+                        assert answer.headers["retry-after"] == "1"
+                        assert answer.headers["x-frame-options"] == "DENY"
+                        assert web.i18n.Speech(language).gettext(
+                            "Tessera cannot reach its database just now. Nothing was changed; "
+                            "try again in a moment.").replace("'", "&#39;") in answer.text
+                    r = await c.get("/v1/me/tokens", headers=plan.admin.auth)
+                    assert r.status_code == 503 and r.json()["error"] == "unavailable"
+                    # The sign-in and consent of the authorization endpoint: a page as well.
+                    r = await c.get("/oauth2/authorize", params={
+                        "response_type": "code", "client_id": "tessera-app",
+                        "redirect_uri": "https://app.test/callback", "state": "s"})
+                    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+                    assert r.headers["content-type"].startswith("text/html")
+                    assert "cannot reach its database" in r.text
+                finally:
+                    await held.close()
+                assert await _tokens(c, plan.admin.auth) == before  # the form made nothing
+                assert (await c.get("/console/admin/tokens")).status_code == 200  # and back
+        finally:
+            await engine.dispose()

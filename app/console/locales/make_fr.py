@@ -47,6 +47,18 @@ FR = {
     "Not found": "Introuvable",
     "Check what you entered": "Vérifiez votre saisie",
     "Unavailable": "Indisponible",
+    "Tessera cannot reach its database just now. Nothing was changed; try again in a moment.":
+        "Tessera ne peut pas joindre sa base de données pour le moment. Rien n'a été modifié ; "
+        "réessayez dans un instant.",
+    "Something changed meanwhile, so nothing was done. Reload the page and try again.":
+        "Quelque chose a changé entre-temps, rien n'a donc été fait. Rechargez la page et "
+        "réessayez.",
+    "The request ended before it was read whole. Try again.":
+        "La requête s'est interrompue avant d'être lue en entier. Réessayez.",
+    "Something went wrong on our side. Try again; if it goes on, tell the people who run "
+    "Tessera.":
+        "Une erreur est survenue de notre côté. Réessayez ; si elle persiste, prévenez les "
+        "personnes qui exploitent Tessera.",
     "Something went wrong": "Une erreur est survenue",
     "There is no such page.": "Cette page n'existe pas.",
     "This page cannot do that.": "Cette page ne permet pas cette action.",
