@@ -177,7 +177,8 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
         why = None if out.status == "active" else \
             TokenStatusOut.of(stored, now, history).explanation
         rows.append((out, why))
-    people = {u.id: u for u in await users.list_in_plan(session, seen.plan.id)}
+    people = {u.id: u for u in await users.list_in_plan(session, seen.plan.id,
+                                                        request.app.state.token_cache)}
     return web.render(request, "admin_tokens.html", {
         "rows": rows, "people": people, "kinds": [k.value for k in TokenKind],
         "statuses": STATUSES, "kind": kind, "user": user, "status": status, "within": within,

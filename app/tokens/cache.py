@@ -136,6 +136,11 @@ class TokenCache:
     # name), kept as users' facts are; a language chosen evicts both on every replica
     # (`changed(user_id=...)`). user id -> (viewer, monotonic time).
     _viewers: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
+    # A plan's users as the API lists them, kept as users' facts are. Users are only ever
+    # added; each addition is announced as a change of the new user (`changed(user_id=...)`),
+    # which drops every plan's list (additions are rare: simpler than a key of their own).
+    # plan id -> (rows, monotonic time).
+    _plan_users: dict[uuid.UUID, tuple[Any, float]] = field(default_factory=dict)
     # Moved by every eviction of a user (and by `clear`): a read of a user's facts or viewer
     # that began before one is not kept (the token's `generation`, for users alone, so that
     # token changes do not keep users' facts from being kept).
@@ -235,6 +240,14 @@ class TokenCache:
                    generation: int) -> None:
         self._timed_put(self._viewers, user_id, viewer, generation)
 
+    def get_plan_users(self, plan_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - rows
+        return self._timed_get(self._plan_users, plan_id)
+
+    def put_plan_users(self, plan_id: uuid.UUID, found: Any,  # noqa: ANN401
+                       generation: int) -> None:
+        """`generation`: `users_generation` as it was when the read of `found` began."""
+        self._timed_put(self._plan_users, plan_id, found, generation)
+
     def _timed_get(self, kept: dict[uuid.UUID, tuple[Any, float]],
                    user_id: uuid.UUID) -> Any | None:  # noqa: ANN401
         if not self.serving:
@@ -295,6 +308,7 @@ class TokenCache:
             self.users_generation += 1
             self._users.pop(keys.user_id, None)
             self._viewers.pop(keys.user_id, None)
+            self._plan_users.clear()
         if keys.integration_id is not None:
             for key in [k for k, (i, _f) in self._clients.items() if i == keys.integration_id]:
                 del self._clients[key]
@@ -324,6 +338,7 @@ class TokenCache:
         self._placements.clear()
         self._users.clear()
         self._viewers.clear()
+        self._plan_users.clear()
         self._plans.clear()
 
     def __len__(self) -> int:
@@ -421,10 +436,10 @@ async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),
 
     Pass what changed: revoked or rotated tokens (`token_ids`, or a whole refresh `family_id`),
     a plan's period (`plan_id`), an integration's review, exception or installation
-    (`integration_id`), a user's language (`user_id`). Evicts on this process now and after
-    the commit; on PostgreSQL the NOTIFY reaches every replica when the transaction commits,
-    and never if it rolls back (then this process evicts again: a read in the transaction may
-    have cached its changes).
+    (`integration_id`), a user's language, or a user added (`user_id`). Evicts on this process
+    now and after the commit; on PostgreSQL the NOTIFY reaches every replica when the
+    transaction commits, and never if it rolls back (then this process evicts again: a read in
+    the transaction may have cached its changes).
     """
     keys = Keys(frozenset(token_ids), plan_id, integration_id, family_id, everything, user_id)
     evict_here(keys)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from fastapi import Request
+
 from app.api.deps import Now, Session
 from app.api.responses import Rendered
 from app.api.routing import api_router
@@ -26,9 +28,11 @@ async def create_user(plan_id: uuid.UUID, body: UserIn, principal: CurrentPrinci
 
 
 @router.get("/v1/plans/{plan_id}/users", response_model=list[UserOut])
-async def list_users(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session):
+async def list_users(plan_id: uuid.UUID, principal: CurrentPrincipal, session: Session,
+                     request: Request):
     principal.require_plan_admin(plan_id, write=False)
-    return Rendered(await service.list_in_plan(session, plan_id))
+    return Rendered(await service.list_in_plan(session, plan_id,
+                                               request.app.state.token_cache))
 
 
 @router.get("/v1/me", response_model=UserOut)

@@ -17,6 +17,7 @@ from app.errors import Busy, Conflict, TooManyAtOnce, TooManyAttempts
 from app.throttle import hashing
 from app.throttle import store as throttle
 from app.throttle.store import Throttles
+from app.tokens import cache
 from app.users import facts
 from app.users.models import User
 from app.users.schemas import UserOut
@@ -57,6 +58,7 @@ async def create(session: AsyncSession, *, plan_id: uuid.UUID, email: str, name:
         # Only this plan's users can conflict: another plan's are no business of this one.
         raise Conflict("a user of this plan has this email", code="email_taken") from None
     await audit.record(session, actor, "user.created", plan_id, "user", user.id, now, role=role)
+    await cache.changed(session, user_id=user.id)  # the plan's list, kept on every replica
     return user
 
 
@@ -163,5 +165,15 @@ _IN_PLAN = select(*facts.COLUMNS).where(User.plan_id == bindparam("plan_id")) \
     .order_by(User.created_at, User.id)
 
 
-async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID) -> list[UserOut]:
-    return [facts.of(row) for row in await rows(session, _IN_PLAN, {"plan_id": plan_id})]
+async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID,
+                       kept: cache.TokenCache | None = None) -> list[UserOut]:
+    """The plan's users, oldest first. With `kept` (the token cache), as kept there while no
+    user was added since (`TokenCache.get_plan_users`): users are only ever added, and each
+    addition is announced to every replica."""
+    if kept is not None and (found := kept.get_plan_users(plan_id)) is not None:
+        return found
+    generation = kept.users_generation if kept is not None else 0
+    found = [facts.of(row) for row in await rows(session, _IN_PLAN, {"plan_id": plan_id})]
+    if kept is not None:
+        kept.put_plan_users(plan_id, found, generation)
+    return found

@@ -6,6 +6,7 @@ from the database gives."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx2
@@ -45,7 +46,7 @@ async def test_cached_pages_answer_as_the_database_after_every_change(
     reads = ["/console/admin/security/api-tokens", "/console/admin/tokens",
              "/console/admin/tokens?status=expired", "/console/me/api-access",
              f"/v1/plans/{plan.plan_id}/tokens/{token_id}/status",
-             f"/v1/plans/{plan.plan_id}/tokens"]
+             f"/v1/plans/{plan.plan_id}/tokens", f"/v1/plans/{plan.plan_id}/users"]
 
     async def same() -> list[str]:
         pages = []
@@ -60,7 +61,7 @@ async def test_cached_pages_answer_as_the_database_after_every_change(
 
     async def change(*answers: httpx2.Response) -> list[str]:
         for r in answers:
-            assert r.status_code in (200, 204, 303), r.text
+            assert r.status_code in (200, 201, 204, 303), r.text
         return await same()
 
     clock.advance(days=2)  # the member's token is two days old; the admin's, made now, new
@@ -71,6 +72,14 @@ async def test_cached_pages_answer_as_the_database_after_every_change(
     pages = await same()
     assert cache.get_viewer(plan.admin.user_id) is not None
     assert cache.get_plan("policy", plan.plan_id) is not None
+    assert cache.get_plan_users(plan.plan_id) is not None
+    # A user added: the plan's users, kept, list it at once.
+    pages = await change(await client.post(
+        f"/v1/plans/{plan.plan_id}/users", headers=admin,
+        json={"email": "added@example.test", "name": "Added", "role": "member",
+              "password": "a long enough password"}))
+    assert "added@example.test" in pages[6]
+    assert cache.get_plan_users(plan.plan_id) is not None
     assert "Tokens expire" not in pages[0]
     # A period: the member's token, a day old, dies at once; a longer one cannot revive it, and
     # the explanation names the period that expired it (the plan's history, kept too).
@@ -158,3 +167,39 @@ async def test_a_viewer_read_before_a_language_change_is_not_kept(
         uncached.cookies = other.cookies
         assert '<html lang="fr">' in after.text
         assert after.text == (await uncached.get("/console/me/api-access")).text
+
+
+async def test_the_plans_users_read_before_a_user_is_added_are_not_kept(
+        app, client, plan: PlanFixture, monkeypatch) -> None:  # noqa: ANN001
+    """A listing of the plan's users reads; a user is added and committed; only then does that
+    read finish: what it read is answered once, never kept. And the users' list of every plan
+    goes when another replica announces a user (the NOTIFY's payload, as heard)."""
+    from app.users import service as users
+
+    serve_cache(app)
+    cache = app.state.token_cache
+    listing = f"/v1/plans/{plan.plan_id}/users"
+    entered, go, real = asyncio.Event(), asyncio.Event(), users.rows
+
+    async def held(session, statement, params):  # noqa: ANN001, ANN202
+        got = await real(session, statement, params)
+        if statement is users._IN_PLAN and not entered.is_set():
+            entered.set()
+            await go.wait()
+        return got
+
+    monkeypatch.setattr(users, "rows", held)
+    page = asyncio.create_task(client.get(listing, headers=plan.admin.auth))
+    await entered.wait()
+    r = await client.post(listing, headers=plan.admin.auth, json={
+        "email": "late@example.test", "name": "Late", "role": "member",
+        "password": "a long enough password"})
+    assert r.status_code == 201, r.text
+    go.set()
+    assert "late@example.test" not in (await page).text  # read before the addition
+    assert cache.get_plan_users(plan.plan_id) is None
+    r = await client.get(listing, headers=plan.admin.auth)
+    assert "late@example.test" in r.text
+    assert cache.get_plan_users(plan.plan_id) is not None
+    cache.evict(Keys.from_payload(Keys(user_id=uuid.uuid4()).payload()))
+    assert cache.get_plan_users(plan.plan_id) is None
