@@ -209,7 +209,8 @@ ACTIONS = ("deactivate", "reactivate", "confirm_keep", "report_misjudgement",
 @router.get(f"{PREFIX}/admin/integrations")
 async def integrations(request: Request, session: Session, now: Now) -> Response:
     seen = await web.admin(request, session)
-    found = await lifecycle.list_for_plan(session, seen.plan.id, now)
+    found = await lifecycle.list_for_plan(session, seen.plan.id, now,
+                                          request.app.state.token_cache)
     return web.render(request, "admin_integrations.html", {
         "items": found, "describe": catalogue.CATALOGUE,
         "done": request.query_params.get("done")}, seen=seen)

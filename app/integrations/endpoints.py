@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Body, Response
+from fastapi import Body, Request, Response
 from sqlalchemy import select
 
 from app.api.deps import AppSettings, Now, Session
@@ -173,10 +173,11 @@ async def list_reports(integration_id: uuid.UUID, principal: CurrentPrincipal,
 
 @router.get("/v1/plans/{plan_id}/integrations", response_model=list[InstallationOut])
 async def list_plan_integrations(plan_id: uuid.UUID, principal: CurrentPrincipal,
-                                 session: Session, now: Now):
+                                 session: Session, now: Now, request: Request):
     """Every integration enabled in the plan, those needing attention first."""
     principal.require_plan_admin(plan_id, write=False)
-    return Rendered(await lifecycle.list_for_plan(session, plan_id, now))
+    return Rendered(await lifecycle.list_for_plan(session, plan_id, now,
+                                                  request.app.state.token_cache))
 
 
 @router.post("/v1/plans/{plan_id}/integrations/{integration_id}/deactivate",

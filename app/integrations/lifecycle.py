@@ -208,10 +208,18 @@ _LISTED = (
     .where(Installation.plan_id == bindparam("plan_id", type_=Uuid)))
 
 
-async def list_for_plan(session: AsyncSession, plan_id: uuid.UUID,
-                        now: datetime) -> list[InstallationOut]:
-    views = [installation_out(row, row, now)
-             for row in await rows(session, _LISTED, {"plan_id": plan_id})]
+async def list_for_plan(session: AsyncSession, plan_id: uuid.UUID, now: datetime,
+                        kept: cache.TokenCache | None = None) -> list[InstallationOut]:
+    """Every integration installed in the plan, as of `now`. With `kept` (the token cache),
+    its rows as kept there while no change of the plan or of an integration has come since
+    (every change of what is listed announces its integration: `cache.changed`)."""
+    found = kept.get_plan_integrations(plan_id) if kept is not None else None
+    if found is None:
+        generation = kept.generation if kept is not None else 0
+        found = await rows(session, _LISTED, {"plan_id": plan_id})
+        if kept is not None:
+            kept.put_plan_integrations(plan_id, found, generation)
+    views = [installation_out(row, row, now) for row in found]
     far = datetime.max.replace(tzinfo=now.tzinfo)
     # Those needing attention first, the nearest deadline first among them.
     return sorted(views, key=lambda v: (not v.needs_attention, v.review_deadline or far, v.name))
@@ -257,6 +265,7 @@ async def confirm_keep(session: AsyncSession, plan_id: uuid.UUID, integration_id
     inst.keep_confirmed_at, inst.keep_confirmed_by = now, user_id
     await audit.record(session, actor, "installation.keep_confirmed", plan_id, "integration",
                        integ.id, now)
+    await cache.changed(session, integration_id=integ.id)  # the plans' lists show it
     return installation_out(integ, inst, now)
 
 

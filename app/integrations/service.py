@@ -76,6 +76,9 @@ async def create_custom(session: AsyncSession, plan_id: uuid.UUID, body: Integra
     await session.flush()
     await audit.record(session, actor, "integration.created", plan_id, "integration", integ.id,
                        now, kind="custom", name=body.name)
+    from app.tokens import cache
+
+    await cache.changed(session, integration_id=integ.id)  # the plan's list shows it
     return integ, secret
 
 

@@ -6,7 +6,9 @@ from the database gives."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from datetime import timedelta
 from collections.abc import AsyncIterator
 
 import httpx2
@@ -203,3 +205,70 @@ async def test_the_plans_users_read_before_a_user_is_added_are_not_kept(
     assert cache.get_plan_users(plan.plan_id) is not None
     cache.evict(Keys.from_payload(Keys(user_id=uuid.uuid4()).payload()))
     assert cache.get_plan_users(plan.plan_id) is None
+
+
+async def test_the_plans_integrations_kept_answer_as_the_database_after_every_change(
+        app, client, uncached, operator, plan: PlanFixture, clock) -> None:  # noqa: ANN001
+    """The plan's integrations (API and console), kept while the cache serves, after each
+    change of what they show: an integration created, installed by consent, reviewed, given
+    an exception, judged third-party, kept by the admin, deactivated, reactivated."""
+    from tests.integrations.test_review_api import STEPS, install
+    from tests.oauth2.conftest import register_custom, register_third_party
+
+    serve_cache(app)
+    cache = app.state.token_cache
+    await sign_in(client, plan.admin)
+    uncached.cookies = client.cookies
+    listing = f"/v1/plans/{plan.plan_id}/integrations"
+
+    async def same() -> str:
+        kept = await client.get(listing, headers=plan.admin.auth)
+        read = await uncached.get(listing, headers=plan.admin.auth)
+        assert kept.status_code == read.status_code == 200, kept.text
+        assert kept.json() == read.json()
+        page = await client.get("/console/admin/integrations")
+        assert page.text == (await uncached.get("/console/admin/integrations")).text
+        assert cache.get_plan_integrations(plan.plan_id) is not None
+        return kept.text
+
+    async def change(r: httpx2.Response) -> str:
+        assert r.status_code in (200, 201, 204), r.text
+        return await same()
+
+    await same()
+    custom = await register_custom(client, plan)
+    assert custom.client_id in await same()
+    third = await register_third_party(client, operator)
+    await install(app, plan, third)
+    assert third.client_id in await same()
+    shown = await change(await client.put(f"/v1/integrations/{third.id}/review",
+                                          headers=operator, json={
+                                              "status": "approved",
+                                              "steps": dict.fromkeys(STEPS, True)}))
+    assert '"review_status":"approved"' in shown
+    until = (clock.now() + timedelta(days=5)).isoformat()
+    await change(await client.put(f"/v1/integrations/{custom.id}/judgement", headers=operator,
+                                  json={"deactivate_at": until, "review_deadline": until}))
+    shown = await change(await client.put(f"/v1/integrations/{custom.id}/exception",
+                                          headers=operator, json={"until": until}))
+    assert '"exception_until":null' in shown  # the third-party one has none
+    shown = await change(await client.post(f"{listing}/{custom.id}/confirm-keep",
+                                           headers=plan.admin.auth))
+    assert '"keep_confirmed_at":null' in shown and shown.count('"keep_confirmed_at"') == 2
+    shown = await change(await client.post(f"{listing}/{third.id}/deactivate",
+                                           headers=plan.admin.auth))
+    assert '"state":"deactivated"' in shown
+    shown = await change(await client.post(f"{listing}/{third.id}/reactivate",
+                                           headers=plan.admin.auth))
+    assert '"state":"deactivated"' not in shown
+    # The worker deactivates a judged integration, not kept, at its date: announced too.
+    from app.worker.deactivations import deactivate_due
+
+    other = await register_custom(client, plan)
+    soon = (clock.now() + timedelta(days=1)).isoformat()
+    await change(await client.put(f"/v1/integrations/{other.id}/judgement", headers=operator,
+                                  json={"deactivate_at": soon, "review_deadline": soon}))
+    clock.advance(days=2)
+    await deactivate_due(make_sessionmaker(app.state.engine), clock.now(), batch_size=100)
+    states = {i["client_id"]: i["state"] for i in json.loads(await same())}
+    assert states[other.client_id] == "deactivated" and states[custom.client_id] == "active"
