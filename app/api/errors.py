@@ -136,15 +136,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> Response:
-        if _is_console(request):
-            return _page(request, exc.status_code, exc.message)
+        if _is_page(request):
+            return _browser_page(request, exc.status_code, exc.message)
         return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = _validation_details(exc)
-        if _is_console(request):
-            return _page(request, 422, "The request is not valid.")
+        if _is_page(request):
+            return _browser_page(request, 422, "The request is not valid.")
         if _is_oauth(request):
             return oauth_response(InvalidRequestError(description="malformed request"))
         if any(d["type"] == "json_invalid" for d in details):
@@ -158,10 +158,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        if _is_console(request):
+        if _is_page(request):
             # Starlette's own refusals of a form (too many fields or files, a part too large, a
             # body it cannot parse) as pages too.
-            response = _page(request, exc.status_code, {
+            response = _browser_page(request, exc.status_code, {
                 404: "There is no such page.", 405: "This page cannot do that.",
                 413: "The form is too large."}.get(exc.status_code,
                                                     "The form could not be read."))
@@ -205,21 +205,41 @@ class LastResort:
             if started:
                 raise
             request = Request(scope)
-            await _as_page(request, _last_resort(request, exc))(scope, receive, send)
+            answer: Response = _last_resort(request, exc)
+            if _is_page(request):  # a person's browser: a page, not the API's JSON
+                try:
+                    answer = _failure_page(request, _cause_of(exc), answer)
+                except Exception as again:  # noqa: BLE001 - the page failed too: the JSON
+                    log.error("the page for a failure failed too: %s on %s %s",
+                              type(again).__name__, request.method, request.url.path)
+            await answer(scope, receive, send)
 
 
-def _as_page(request: Request, answer: JSON) -> Response:
-    """The last resort's `answer` as a page where a person's browser asked (the console, the
-    authorization endpoint's sign-in and consent): its status and `Retry-After`, not its JSON."""
+def _is_page(request: Request) -> bool:
+    """A page a person's browser opens: the console's, or the authorization endpoint's sign-in
+    and consent."""
+    return _is_console(request) or request.url.path == "/oauth2/authorize"
+
+
+def _failure_page(request: Request, cause: str, answer: Response) -> Response:
+    """The last resort's `answer`, as the page of the console or of the authorization
+    endpoint: its status and `Retry-After`, words for its `cause` (`_cause_of`)."""
     if _is_console(request):
         from app.console import web
 
-        return web.failure_page(request, answer.status_code, answer.headers)
-    if request.url.path == "/oauth2/authorize":
-        from app.oauth2 import authorize
+        return web.failure_page(request, answer.status_code, cause, answer.headers)
+    from app.oauth2 import authorize
 
-        return authorize.failure_page(request, answer.status_code, answer.headers)
-    return answer
+    return authorize.failure_page(request, answer.status_code, cause, answer.headers)
+
+
+def _browser_page(request: Request, status: int, message: str) -> Response:
+    """A refusal on a page a person's browser opens (`_is_page`), as a page."""
+    if _is_console(request):
+        return _page(request, status, message)
+    from app.oauth2 import authorize
+
+    return authorize.refusal_page(request, status, message)
 
 
 def outage_response(exc: BaseException, path: str) -> JSON | None:
@@ -269,6 +289,22 @@ def failure_response(exc: Exception, method: str, path: str) -> JSON:
 
 def _last_resort(request: Request, exc: Exception) -> JSON:
     return _last_resort_for(exc, request.method, request.url.path)
+
+
+def _cause_of(exc: Exception) -> str:
+    """Why a request failed where no handler answered, as `_last_resort_for` tells the causes
+    apart: "disconnect", "conflict", "outage", "aborted", "data" or "error"."""
+    if isinstance(exc, ClientDisconnect):
+        return "disconnect"
+    if isinstance(exc, IntegrityError):
+        return "conflict"
+    if _is_db_outage(exc):
+        return "outage"
+    if is_concurrency_abort(exc):
+        return "aborted"
+    if is_data_error(exc):
+        return "data"
+    return "error"
 
 
 def _last_resort_for(exc: Exception, method: str, path: str) -> JSON:

@@ -73,7 +73,7 @@ def zone(request: Request) -> tzinfo:
         return UTC
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder's name ("Europe")
         return UTC
 
 

@@ -250,28 +250,31 @@ def error_page(request: Request, status: int, message: str) -> Response:
                                           "message": message}, status=status)
 
 
-# What a page says when the request failed in a way no handler answered (the API answers the
-# same failures in its JSON shape): by the status the last resort chose.
+# What a page says when the request failed where no handler answered (the API answers the same
+# failures in its JSON shape), by their cause (`app.api.errors._cause_of`).
 def N_(message: str) -> str:  # noqa: N802 - gettext's name for "translated later"
     return message
 
 
-_FAILURES = {
-    503: N_("Tessera cannot reach its database just now. Nothing was changed; try again in "
-            "a moment."),
-    409: N_("Something changed meanwhile, so nothing was done. Reload the page and try "
-            "again."),
-    400: N_("The request ended before it was read whole. Try again."),
+FAILURES = {
+    "outage": N_("Tessera cannot reach its database just now. Nothing was changed; try again in "
+                 "a moment."),
+    "aborted": N_("Another change came at the same moment, so nothing was done. Try again."),
+    "conflict": N_("Something changed meanwhile, so nothing was done. Reload the page and try "
+                   "again."),
+    "disconnect": N_("The request ended before it was read whole. Try again."),
+    "data": N_("A value you entered cannot be stored. Check what you entered and try again."),
+    "error": N_("Something went wrong on our side. Try again; if it goes on, tell the people "
+                "who run Tessera."),
 }
 
 
-def failure_page(request: Request, status: int, headers: Mapping[str, str]) -> Response:
+def failure_page(request: Request, status: int, cause: str,
+                 headers: Mapping[str, str]) -> Response:
     """The page for a console request that failed where no handler caught it (a database that
-    cannot be reached, say): the status and headers (`Retry-After`) the API's answer would
-    have, a page instead of its JSON. Reads nothing from the database."""
-    page = error_page(request, status, _FAILURES.get(status) or N_(
-        "Something went wrong on our side. Try again; if it goes on, tell the people who run "
-        "Tessera."))
+    cannot be reached, say): the status and `Retry-After` the API's answer would have, and
+    words for its `cause`. Reads nothing from the database."""
+    page = error_page(request, status, FAILURES.get(cause, FAILURES["error"]))
     if "retry-after" in headers:
         page.headers["Retry-After"] = headers["retry-after"]
     return page

@@ -169,14 +169,21 @@ def _error_page(request: Request, message: str) -> Response:
     return _page(request, "error.html", {"message": message}, status=400)
 
 
-def failure_page(request: Request, status: int, headers: Mapping[str, str]) -> Response:
+def failure_page(request: Request, status: int, cause: str,
+                 headers: Mapping[str, str]) -> Response:
     """The sign-in or consent page's answer to a failure no handler caught (a database that
     cannot be reached, say), with the status and `Retry-After` the API's answer would have."""
-    message = ("Tessera cannot reach its database just now. Nothing was changed; try again "
-               "in a moment.") if status == 503 else \
-        "Something went wrong on our side. Try again in a moment."
+    from app.console.web import FAILURES
+
     retry = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else None
-    return _page(request, "error.html", {"message": message}, status=status, headers=retry)
+    return _page(request, "error.html", {"message": FAILURES.get(cause, FAILURES["error"])},
+                 status=status, headers=retry)
+
+
+def refusal_page(request: Request, status: int, message: str) -> Response:
+    """A refusal of the request itself (a form Starlette cannot read, a method the endpoint
+    does not take), as the sign-in and consent pages show errors."""
+    return _page(request, "error.html", {"message": message}, status=status)
 
 
 @dataclass

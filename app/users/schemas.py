@@ -30,6 +30,10 @@ class UserIn(Input):
 
 
 class UserOut(BaseModel):
+    # Kept in the token cache and handed to every request that asks (`app.users.facts`):
+    # nobody may change one.
+    model_config = ConfigDict(frozen=True)
+
     id: uuid.UUID
     plan_id: uuid.UUID
     email: str

@@ -171,9 +171,9 @@ async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID,
     user was added since (`TokenCache.get_plan_users`): users are only ever added, and each
     addition is announced to every replica."""
     if kept is not None and (found := kept.get_plan_users(plan_id)) is not None:
-        return found
+        return list(found)  # kept as a tuple: no caller changes what the next one gets
     generation = kept.users_generation if kept is not None else 0
     found = [facts.of(row) for row in await rows(session, _IN_PLAN, {"plan_id": plan_id})]
     if kept is not None:
-        kept.put_plan_users(plan_id, found, generation)
+        kept.put_plan_users(plan_id, tuple(found), generation)
     return found

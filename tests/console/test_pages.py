@@ -642,3 +642,57 @@ async def test_a_database_out_of_reach_is_a_page_for_a_browser_json_for_the_api(
                 assert (await c.get("/console/admin/tokens")).status_code == 200  # and back
         finally:
             await engine.dispose()
+
+
+async def test_a_time_zone_cookie_naming_a_folder_is_utc_not_a_failure(client) -> None:
+    """`Europe` is a folder of the time-zone database, not a zone: the page shows times in UTC
+    (it once raised, and was counted and logged as a database outage)."""
+    for name in ("Europe", "Etc", "America/Argentina", "../../etc/passwd"):
+        client.cookies.set("tessera_tz", name)
+        r = await client.get("/console/login")
+        assert r.status_code == 200, (name, r.text)
+        assert r.headers["content-type"].startswith("text/html")
+
+
+async def test_the_authorization_endpoint_refuses_an_unreadable_form_with_a_page(client) -> None:
+    """A form Starlette will not read (too many fields) and a method the endpoint does not take
+    are pages for the person's browser, as on the console; never the API's JSON."""
+    r = await client.post("/oauth2/authorize", data={f"f{i}": "x" for i in range(41)})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    r = await client.put("/oauth2/authorize")
+    assert r.status_code == 405 and r.headers["content-type"].startswith("text/html"), r.text
+    assert "allow" in r.headers
+
+
+@pytest.mark.parametrize(("raised", "status", "words"), [
+    ("data", 400, "A value you entered cannot be stored."),
+    ("aborted", 503, "Another change came at the same moment"),
+    ("bug", 500, "Something went wrong on our side."),
+])
+async def test_a_failure_no_handler_answers_is_a_page_with_words_for_its_cause(
+        client, plan: PlanFixture, monkeypatch, raised, status, words) -> None:
+    """What the page says follows what failed (a value the database refuses, a transaction
+    aborted for a concurrent one, a bug), as the API's JSON does; and a page that fails to
+    be drawn leaves the API's JSON answer, never a bare 500."""
+    from sqlalchemy.exc import DBAPIError
+
+    class Refused(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__("refused")
+            self.sqlstate = sqlstate
+
+    failures = {"data": DBAPIError("SELECT 1", {}, Refused("22021")),
+                "aborted": DBAPIError("SELECT 1", {}, Refused("40P01")),
+                "bug": RuntimeError("a bug, with words that must not show")}
+
+    def fail(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise failures[raised]
+
+    await sign_in(client, plan.admin)
+    monkeypatch.setattr(web, "whole_number", fail)
+    r = await client.get("/console/admin/tokens")
+    assert r.status_code == status and r.headers["content-type"].startswith("text/html")
+    assert words in r.text.replace("&#39;", "'") and "must not show" not in r.text
+    monkeypatch.setattr(web, "failure_page", fail)
+    r = await client.get("/console/admin/tokens")
+    assert r.status_code == status and r.headers["content-type"] == "application/json"

@@ -55,6 +55,10 @@ FR = {
         "réessayez.",
     "The request ended before it was read whole. Try again.":
         "La requête s'est interrompue avant d'être lue en entier. Réessayez.",
+    "Another change came at the same moment, so nothing was done. Try again.":
+        "Une autre modification est arrivée au même moment, rien n'a donc été fait. Réessayez.",
+    "A value you entered cannot be stored. Check what you entered and try again.":
+        "Une valeur saisie ne peut pas être enregistrée. Vérifiez votre saisie et réessayez.",
     "Something went wrong on our side. Try again; if it goes on, tell the people who run "
     "Tessera.":
         "Une erreur est survenue de notre côté. Réessayez ; si elle persiste, prévenez les "
