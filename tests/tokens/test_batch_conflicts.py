@@ -60,12 +60,15 @@ async def family(pg: Database, plan: PlanFixture, count: int,
 
 
 async def waiting_for_a_lock(pg: Database) -> None:
-    """Until some session of this database waits for a row lock."""
+    """Until some session of this database waits for a row lock. Each look in a transaction of
+    its own: within one, PostgreSQL answers `pg_stat_activity` from the snapshot its first
+    look took, so a first look before the wait began never saw it (a flaky failure)."""
     async with pg.engine.connect() as conn:
         for _ in range(500):
             waiting = (await conn.execute(text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND wait_event_type = 'Lock'"))).scalar_one()
+            await conn.commit()
             if waiting:
                 return
             await asyncio.sleep(0.01)
