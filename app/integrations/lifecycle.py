@@ -4,7 +4,9 @@ their installations. Every change is an audit event and reaches every replica's 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Uuid, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -213,12 +215,10 @@ async def list_for_plan(session: AsyncSession, plan_id: uuid.UUID, now: datetime
     """Every integration installed in the plan, as of `now`. With `kept` (the token cache),
     its rows as kept there while no change of the plan or of an integration has come since
     (every change of what is listed announces its integration: `cache.changed`)."""
-    found = kept.get_plan_integrations(plan_id) if kept is not None else None
-    if found is None:
-        generation = kept.generation if kept is not None else 0
-        found = await rows(session, _LISTED, {"plan_id": plan_id})
-        if kept is not None:
-            kept.put_plan_integrations(plan_id, found, generation)
+    async def read() -> Sequence[Any]:
+        return await rows(session, _LISTED, {"plan_id": plan_id})
+
+    found = await cache.read_plan(kept, "integrations", plan_id, read)
     views = [installation_out(row, row, now) for row in found]
     far = datetime.max.replace(tzinfo=now.tzinfo)
     # Those needing attention first, the nearest deadline first among them.

@@ -102,6 +102,9 @@ class Keys:
             return cls(everything=True)
 
 
+# What `TokenCache.get_plan` keeps of a plan (`read_plan`'s `what`).
+_OF_A_PLAN = ("policy", "history", "integrations")
+
 # How long a user's cached facts (email, name, role) are used before they are read again.
 USER_FACTS_SECONDS = 60.0
 
@@ -146,13 +149,11 @@ class TokenCache:
     # token changes do not keep users' facts from being kept).
     users_generation: int = 0
     # What pages read of a plan, beside its tokens' facts: (what, plan id) -> its policy
-    # (`"policy"`) or its periods' history (`"history"`); evicted, as the plan's tokens are, by
-    # a change of the plan (`changed(plan_id=...)`), on every replica.
+    # (`"policy"`), its periods' history (`"history"`) or its integrations' rows as listed
+    # (`"integrations"`); evicted, as the plan's tokens are, by a change of the plan
+    # (`changed(plan_id=...)`), on every replica, and the integrations' rows by any
+    # integration's change too (which names the integration, not the plans it is in).
     _plans: dict[tuple[str, uuid.UUID], Any] = field(default_factory=dict)
-    # What the management API lists of a plan's integrations (rows of integration and
-    # installation columns): evicted by a change of the plan, and by any integration's change
-    # (which names the integration, not the plans it is in: every plan's list goes).
-    _plan_integrations: dict[uuid.UUID, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _caches.add(self)
@@ -283,20 +284,6 @@ class TokenCache:
             self._plans.clear()
         self._plans[(what, plan_id)] = facts
 
-    def get_plan_integrations(self, plan_id: uuid.UUID) -> Any | None:  # noqa: ANN401 - rows
-        if not self.serving:
-            return None
-        return self._plan_integrations.get(plan_id)
-
-    def put_plan_integrations(self, plan_id: uuid.UUID, found: Any,  # noqa: ANN401
-                              generation: int) -> None:
-        """`generation`: `self.generation` as it was when the read of `found` began."""
-        if generation != self.generation or not self.serving:
-            return
-        if len(self._plan_integrations) >= self.size:
-            self._plan_integrations.clear()
-        self._plan_integrations[plan_id] = found
-
     def get_placement(self, integration_id: uuid.UUID,
                       plan_id: uuid.UUID | None) -> Any | None:  # noqa: ANN401
         """What the token endpoint read of the integration's installation(s) and plan period(s),
@@ -320,16 +307,16 @@ class TokenCache:
             return
         if keys.plan_id is not None:
             self._placements.clear()  # periods change rarely; any plan's change drops them all
-            for what in ("policy", "history"):
+            for what in _OF_A_PLAN:
                 self._plans.pop((what, keys.plan_id), None)
-            self._plan_integrations.pop(keys.plan_id, None)
         if keys.user_id is not None:
             self.users_generation += 1
             self._users.pop(keys.user_id, None)
             self._viewers.pop(keys.user_id, None)
             self._plan_users.clear()
         if keys.integration_id is not None:
-            self._plan_integrations.clear()
+            for key in [k for k in self._plans if k[0] == "integrations"]:
+                del self._plans[key]
             for key in [k for k, (i, _f) in self._clients.items() if i == keys.integration_id]:
                 del self._clients[key]
             for key in [k for k in self._placements if k[0] == keys.integration_id]:
@@ -359,7 +346,6 @@ class TokenCache:
         self._users.clear()
         self._viewers.clear()
         self._plan_users.clear()
-        self._plan_integrations.clear()
         self._plans.clear()
 
     def __len__(self) -> int:

@@ -228,7 +228,7 @@ async def test_the_plans_integrations_kept_answer_as_the_database_after_every_ch
         assert kept.json() == read.json()
         page = await client.get("/console/admin/integrations")
         assert page.text == (await uncached.get("/console/admin/integrations")).text
-        assert cache.get_plan_integrations(plan.plan_id) is not None
+        assert cache.get_plan("integrations", plan.plan_id) is not None
         return kept.text
 
     async def change(r: httpx2.Response) -> str:
