@@ -292,8 +292,9 @@ def _last_resort(request: Request, exc: Exception) -> JSON:
 
 
 def _cause_of(exc: Exception) -> str:
-    """Why a request failed where no handler answered, as `_last_resort_for` tells the causes
-    apart: "disconnect", "conflict", "outage", "aborted", "data" or "error"."""
+    """Why a request failed where no handler answered: "disconnect", "conflict", "outage",
+    "aborted", "data" or "error". `_last_resort_for` answers by it, the pages choose their
+    words by it."""
     if isinstance(exc, ClientDisconnect):
         return "disconnect"
     if isinstance(exc, IntegrityError):
@@ -308,7 +309,8 @@ def _cause_of(exc: Exception) -> str:
 
 
 def _last_resort_for(exc: Exception, method: str, path: str) -> JSON:
-    if isinstance(exc, ClientDisconnect):
+    cause = _cause_of(exc)
+    if cause == "disconnect":
         # The client went away before its body was read: nobody reads the answer, nothing was
         # done, and it is not an error of ours.
         log.info("%s %s: the client left before its request was read", method, path)
@@ -316,18 +318,18 @@ def _last_resort_for(exc: Exception, method: str, path: str) -> JSON:
         if _is_oauth_path(path):
             return oauth_response(InvalidRequestError(description=message))
         return _wire(400, "invalid_request", message)
-    if isinstance(exc, IntegrityError):
+    if cause == "conflict":
         # A concurrent write won a uniqueness race: the caller's request conflicts, it is not ours.
         return _wire(409, "conflict", "the request conflicts with the current state; retry")
-    if (outage := outage_response(exc, path)) is not None:
+    if cause == "outage" and (outage := outage_response(exc, path)) is not None:
         return outage
-    if is_concurrency_abort(exc):
+    if cause == "aborted":
         # A deadlock or serialization failure: the transaction was rolled back, so nothing of
         # the request was written, and the same request may succeed at once.
         log.warning("%s %s aborted by the database for a concurrent transaction", method, path)
         return _unavailable(path, "a concurrent change interrupted the request; nothing was "
                                   "done, retry")
-    if is_data_error(exc):
+    if cause == "data":
         # A value the store refuses that validation let through (a NUL character, say): the
         # request's fault, and nothing of it was written.
         log.warning("%s %s: a value refused by the database (%s)", method, path,
