@@ -135,6 +135,22 @@ async def test_what_a_rolled_back_change_of_the_plan_showed_is_not_kept(
     assert now_kept.expiration_value is None and kept.get_plan("policy", plan.plan_id) is not None
 
 
+def held_read(monkeypatch, module, statement) -> tuple[asyncio.Event, asyncio.Event]:  # noqa: ANN001
+    """`module`'s first read of `statement` (by its `rows`) waits, once its rows are in, until
+    the second event is set; the first is set when it has them."""
+    entered, go, real = asyncio.Event(), asyncio.Event(), module.rows
+
+    async def held(session, read, params):  # noqa: ANN001, ANN202
+        got = await real(session, read, params)
+        if read is statement and not entered.is_set():
+            entered.set()
+            await go.wait()
+        return got
+
+    monkeypatch.setattr(module, "rows", held)
+    return entered, go
+
+
 async def test_a_viewer_read_before_a_language_change_is_not_kept(
         app, client, uncached, plan: PlanFixture, monkeypatch) -> None:  # noqa: ANN001
     """Another browser's page reads the viewer; the language changes and commits (evicting it);
@@ -143,16 +159,7 @@ async def test_a_viewer_read_before_a_language_change_is_not_kept(
     cache = app.state.token_cache
     csrf = await sign_in(client, plan.admin)
     cache.evict(Keys(user_id=plan.admin.user_id))
-    entered, go, real = asyncio.Event(), asyncio.Event(), web.rows
-
-    async def held(session, statement, params):  # noqa: ANN001, ANN202
-        got = await real(session, statement, params)
-        if statement is web._VIEWER and not entered.is_set():
-            entered.set()
-            await go.wait()
-        return got
-
-    monkeypatch.setattr(web, "rows", held)
+    entered, go = held_read(monkeypatch, web, web._VIEWER)
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as other:
         other.cookies = httpx2.Cookies({k: v for k, v in client.cookies.items()
@@ -181,16 +188,7 @@ async def test_the_plans_users_read_before_a_user_is_added_are_not_kept(
     serve_cache(app)
     cache = app.state.token_cache
     listing = f"/v1/plans/{plan.plan_id}/users"
-    entered, go, real = asyncio.Event(), asyncio.Event(), users.rows
-
-    async def held(session, statement, params):  # noqa: ANN001, ANN202
-        got = await real(session, statement, params)
-        if statement is users._IN_PLAN and not entered.is_set():
-            entered.set()
-            await go.wait()
-        return got
-
-    monkeypatch.setattr(users, "rows", held)
+    entered, go = held_read(monkeypatch, users, users._IN_PLAN)
     page = asyncio.create_task(client.get(listing, headers=plan.admin.auth))
     await entered.wait()
     r = await client.post(listing, headers=plan.admin.auth, json={
