@@ -106,7 +106,10 @@ class Speech:
         tokens spent most of its time there)."""
         if at is None:
             return ""
-        local = at.astimezone(self.tz)
+        try:
+            local = at.astimezone(self.tz)
+        except OverflowError:  # the first or last day a date can hold, moved out of range
+            local = at.astimezone(UTC)
         return f"{local.day} {_months(self.language)[local.month]} {local.year}, " \
                f"{local.hour:02d}:{local.minute:02d}"
 

@@ -696,3 +696,17 @@ async def test_a_failure_no_handler_answers_is_a_page_with_words_for_its_cause(
     monkeypatch.setattr(web, "failure_page", fail)
     r = await client.get("/console/admin/tokens")
     assert r.status_code == status and r.headers["content-type"] == "application/json"
+
+
+async def test_a_date_at_the_end_of_the_calendar_is_shown_not_a_failure() -> None:
+    """An operator may set an exception until 9999-12-31 (a valid instant): in a zone ahead of
+    UTC it is past the last date Python holds, so it is shown in UTC, never a 500."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from app.console.i18n import Speech
+
+    speech = Speech("en", ZoneInfo("Pacific/Kiritimati"))
+    assert speech.when(datetime(9999, 12, 31, 23, 59, tzinfo=UTC)) == "31 Dec 9999, 23:59"
+    assert Speech("en", ZoneInfo("America/Los_Angeles")).when(
+        datetime(1, 1, 1, tzinfo=UTC)) == "1 Jan 1, 00:00"
