@@ -68,10 +68,16 @@ class Rendered(Response):
             except TypeError:
                 pass
             else:
-                answer = cls.__new__(cls)
-                Response.__init__(answer, body, status_code=status_code, headers=headers)
-                return answer
+                return cls.of_body(body, status_code=status_code, headers=headers)
         return cls(model.model_validate(values), status_code=status_code, headers=headers)
+
+    @classmethod
+    def of_body(cls, body: bytes, status_code: int = 200,
+                headers: dict[str, str] | None = None) -> Rendered:
+        """An answer rendered before (`body`: a `Rendered`'s, kept: `cache.read_listing`)."""
+        answer = cls.__new__(cls)
+        Response.__init__(answer, body, status_code=status_code, headers=headers)
+        return answer
 
 
 def _by_orjson(value: Any) -> bytes:  # noqa: ANN401

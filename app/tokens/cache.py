@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, Pool, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,17 @@ class Keys:
     everything: bool = False
     # A user's facts or console viewer (their language chosen, or a row edited by hand).
     user_id: uuid.UUID | None = None
+    # Plans some of whose tokens or audit events were added (`listed_all`: any plan's, or the
+    # platform's): only the listings kept of them change (`TokenCache.get_listing`). Sent by
+    # the database itself, from a trigger on each insert (migration 0010).
+    listed: frozenset[uuid.UUID] = frozenset()
+    listed_all: bool = False
+
+    @property
+    def only_listed(self) -> bool:
+        """Nothing changed but rows added to listings."""
+        return not (self.token_ids or self.plan_id or self.integration_id or self.family_id
+                    or self.user_id or self.everything)
 
     def payload(self) -> str:
         if self.everything or len(self.token_ids) > MAX_IDS_IN_PAYLOAD:
@@ -79,6 +90,10 @@ class Keys:
         body: dict[str, object] = {}
         if self.token_ids:
             body["t"] = sorted(str(t) for t in self.token_ids)
+        if self.listed_all or len(self.listed) > MAX_IDS_IN_PAYLOAD:
+            body["l"] = "all"
+        elif self.listed:
+            body["l"] = sorted(str(p) for p in self.listed)
         for name, value in (("p", self.plan_id), ("i", self.integration_id),
                             ("f", self.family_id), ("u", self.user_id)):
             if value is not None:
@@ -96,8 +111,11 @@ class Keys:
             def _id(name: str) -> uuid.UUID | None:
                 return uuid.UUID(body[name]) if body.get(name) else None
 
+            listed = body.get("l", ())
             return cls(frozenset(uuid.UUID(t) for t in body.get("t", ())), _id("p"), _id("i"),
-                       _id("f"), user_id=_id("u"))
+                       _id("f"), user_id=_id("u"), listed_all=listed == "all",
+                       listed=frozenset() if listed == "all"
+                       else frozenset(uuid.UUID(p) for p in listed))
         except (ValueError, TypeError, AttributeError):
             return cls(everything=True)
 
@@ -154,6 +172,15 @@ class TokenCache:
     # (`changed(plan_id=...)`), on every replica, and the integrations' rows by any
     # integration's change too (which names the integration, not the plans it is in).
     _plans: dict[tuple[str, uuid.UUID], Any] = field(default_factory=dict)
+    # Listings as answered (a page of a plan's tokens or of its audit trail): key -> (plan id,
+    # the answer, the instant it was judged at, the first instant it may be judged otherwise
+    # or None). Dropped by any change this cache hears of, except the addition of rows to
+    # listings, which drops only the listings of the plans named (`Keys.listed`); and by
+    # every insert of tokens or audit events through this process (`_wrote`).
+    _listings: dict[tuple[Any, ...], tuple[uuid.UUID, Any, datetime, datetime | None]] = \
+        field(default_factory=dict)
+    # Moved whenever listings are dropped: a listing read that began before is not kept.
+    listings_generation: int = 0
 
     def __post_init__(self) -> None:
         _caches.add(self)
@@ -300,11 +327,48 @@ class TokenCache:
             self._placements.clear()  # a few per integration: this bound is never near
         self._placements[(integration_id, plan_id)] = facts
 
+    def get_listing(self, key: tuple[Any, ...], now: datetime) -> Any | None:  # noqa: ANN401
+        """The answer kept for `key`, if it was judged at or before `now` and would still be
+        judged the same at `now`."""
+        if not self.serving:
+            return None
+        entry = self._listings.get(key)
+        if entry is None:
+            return None
+        _plan, value, since, until = entry
+        if now < since or (until is not None and now >= until):
+            return None
+        return value
+
+    def put_listing(self, key: tuple[Any, ...], plan_id: uuid.UUID, value: Any,  # noqa: ANN401
+                    since: datetime, until: datetime | None, generation: int) -> None:
+        """`generation`: `listings_generation` as it was when the read of `value` began;
+        `since`, `until`: from when, and until when (excluded; None: ever), it holds."""
+        if generation != self.listings_generation or not self.serving:
+            return
+        if len(self._listings) >= self.size:
+            self._listings.clear()
+        self._listings[key] = (plan_id, value, since, until)
+
+    def drop_listings(self, plans: frozenset[uuid.UUID] | None = None) -> None:
+        """Drop the listings of `plans` (None: all)."""
+        self.listings_generation += 1
+        if plans is None:
+            self._listings.clear()
+        elif self._listings:
+            for key in [k for k, entry in self._listings.items() if entry[0] in plans]:
+                del self._listings[key]
+
     def evict(self, keys: Keys) -> None:
+        if keys.only_listed:
+            self.drop_listings(None if keys.listed_all else keys.listed)
+            return
         self.generation += 1
         if keys.everything:
             self.clear()
             return
+        # Anything a listed row is judged by (a token, its plan, integration or user) changed.
+        self.drop_listings()
         if keys.plan_id is not None:
             self._placements.clear()  # periods change rarely; any plan's change drops them all
             for what in _OF_A_PLAN:
@@ -347,6 +411,7 @@ class TokenCache:
         self._viewers.clear()
         self._plan_users.clear()
         self._plans.clear()
+        self.drop_listings()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -433,6 +498,51 @@ async def read_plan(kept: TokenCache | None, what: str, plan_id: uuid.UUID,
     found = await read()
     kept.put_plan(what, plan_id, found, generation)
     return found
+
+
+async def read_listing(kept: TokenCache | None, key: tuple[Any, ...], plan_id: uuid.UUID,
+                       now: datetime,
+                       read: Callable[[], Awaitable[tuple[Any, datetime | None]]]) -> Any:  # noqa: ANN401
+    """A listing of the plan `plan_id` as `read` answers it at `now`, with the first instant
+    it may answer otherwise (None: never, until something changes); kept under `key` when
+    `kept` (the cache) is given, and answered from there until that instant or a change. A
+    read that began before a change is not kept."""
+    if kept is None:
+        return (await read())[0]
+    if (found := kept.get_listing(key, now)) is not None:
+        return found
+    generation = kept.listings_generation
+    found, until = await read()
+    kept.put_listing(key, plan_id, found, now, until, generation)
+    return found
+
+
+def listed_here() -> None:
+    """Rows were added to listings by this process: every cache drops every listing."""
+    for cache in list(_caches):
+        cache.drop_listings()
+
+
+# Statements that add rows to what listings show. Matched in the SQL as sent, so that no way of
+# writing (ORM flush, Core insert, the batches' own SQL) escapes.
+_LISTED_INSERTS = ("INSERT INTO tokens ", "INSERT INTO audit_events ")
+_LISTED = "tessera_listed"
+
+
+@event.listens_for(Engine, "after_cursor_execute")
+def _wrote(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:  # noqa: ANN401
+    """Rows added by this process: listings dropped now (a read racing the statement is not
+    kept), and again when its connection goes back to the pool, after the commit (`_returned`).
+    Other replicas hear of it from the database (`Keys.listed`)."""
+    if "INSERT INTO" in statement and any(i in statement for i in _LISTED_INSERTS):
+        conn.info[_LISTED] = True
+        listed_here()
+
+
+@event.listens_for(Pool, "checkin")
+def _returned(_dbapi_conn: Any, record: Any) -> None:  # noqa: ANN401
+    if record is not None and record.info.pop(_LISTED, False):
+        listed_here()
 
 
 async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),

@@ -16,9 +16,8 @@ from app.auth.principal import Principal
 from app.errors import NotFound, Unauthorized
 from app.oauth2 import connections
 from app.plans import service as plans
-from app.tokens import repository, service
-from app.tokens.repository import StoredToken
-from app.tokens.rules import Inactive, TokenKind, check
+from app.tokens import cache, repository, service
+from app.tokens.rules import Inactive, TokenKind, check, settled_until
 from app.tokens.schemas import (
     GrantList,
     GrantOut,
@@ -83,10 +82,8 @@ async def list_personal_tokens(request: Request, session: Session, now: Now,
     principal = await current_principal(request, session, now)
     user_id = principal.require_user()
     principal.require_scope("tokens:read")
-    items = await repository.list_where(session, user_id=user_id,
-                                        kind=TokenKind.personal.value, limit=limit,
-                                        offset=offset)
-    return await _listing(request, session, principal.plan_id, items, now, limit, offset)
+    return await _listing(request, session, principal.plan_id, now, limit, offset,
+                          user_id=user_id, kind=TokenKind.personal.value)
 
 
 @router.delete("/v1/me/tokens/{token_id}", status_code=204)
@@ -110,10 +107,8 @@ async def list_plan_tokens(plan_id: uuid.UUID, request: Request, session: Sessio
                            user_id: Annotated[uuid.UUID | None, Query()] = None):
     principal = await current_principal(request, session, now)
     principal.require_plan_admin(plan_id, write=False)
-    items = await repository.list_where(session, plan_id=plan_id, user_id=user_id,
-                                        kind=kind.value if kind is not None else None,
-                                        limit=limit, offset=offset)
-    return await _listing(request, session, plan_id, items, now, limit, offset)
+    return await _listing(request, session, plan_id, now, limit, offset, in_plan=True,
+                          user_id=user_id, kind=kind.value if kind is not None else None)
 
 
 @router.delete("/v1/plans/{plan_id}/tokens/{token_id}", status_code=204)
@@ -150,18 +145,32 @@ async def plan_token_status(plan_id: uuid.UUID, token_id: uuid.UUID, request: Re
         session, plan_id, kept=request.app.state.token_cache))
 
 
-async def _listing(request: Request, session: Session, plan_id: uuid.UUID, items: list[StoredToken],
-                   now: datetime, limit: int, offset: int) -> TokenList:
-    """A page of tokens; the plan's past periods are read only when one of them has expired
-    (to say when it died)."""
-    verdicts = [check(t.facts, now) for t in items]
-    expired = any(v.reason is Inactive.expired for v in verdicts)
-    history = await plans.history(session, plan_id, kept=request.app.state.token_cache) \
-        if expired else None
-    return Rendered.fields(TokenList, {
-        "items": [fields_of(t, now, history, verdict=v)
-                  for t, v in zip(items, verdicts, strict=True)],
-        "limit": limit, "offset": offset})
+async def _listing(request: Request, session: Session, plan_id: uuid.UUID, now: datetime,
+                   limit: int, offset: int, *, in_plan: bool = False,
+                   user_id: uuid.UUID | None = None, kind: str | None = None) -> Rendered:
+    """A page of the tokens of the plan `plan_id` (`in_plan`) or of its user `user_id`, of one
+    kind or all. Kept as answered while the cache serves, until a change or the first instant
+    one of its rows is judged otherwise (`cache.read_listing`)."""
+
+    async def read() -> tuple[bytes, datetime | None]:
+        items = await repository.list_where(session, plan_id=plan_id if in_plan else None,
+                                            user_id=user_id, kind=kind, limit=limit,
+                                            offset=offset)
+        verdicts = [check(t.facts, now) for t in items]
+        expired = any(v.reason is Inactive.expired for v in verdicts)
+        # The plan's past periods are read only when a token has expired (to say when it died).
+        history = await plans.history(session, plan_id, kept=request.app.state.token_cache) \
+            if expired else None
+        body = Rendered.fields(TokenList, {
+            "items": [fields_of(t, now, history, verdict=v)
+                      for t, v in zip(items, verdicts, strict=True)],
+            "limit": limit, "offset": offset}).body
+        changes = [at for t in items if (at := settled_until(t.facts, now)) is not None]
+        return body, min(changes, default=None)
+
+    key = ("tokens", in_plan, plan_id, user_id, kind, limit, offset)
+    return Rendered.of_body(await cache.read_listing(request.app.state.token_cache, key,
+                                                     plan_id, now, read))
 
 
 @router.get("/v1/me/grants", response_model=GrantList)

@@ -7,7 +7,13 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from app.integrations.access import Access, IntegrationFacts, decide
-from app.plans.expiry import Period, effective_expiry, is_expired, killed_by_earlier_periods
+from app.plans.expiry import (
+    Period,
+    add_period,
+    effective_expiry,
+    is_expired,
+    killed_by_earlier_periods,
+)
 
 
 class TokenKind(StrEnum):
@@ -97,3 +103,20 @@ def check(facts: TokenFacts, now: datetime) -> Verdict:
             return Verdict(False, expiry, Inactive.integration_refused, access)
         return Verdict(True, expiry, access=access)
     return Verdict(True, expiry)
+
+
+def settled_until(facts: TokenFacts, now: datetime) -> datetime | None:
+    """The first instant after `now` at which `check(facts, ...)`, or when an expired token died
+    (`plans.expiry.death` under a history whose period in force is `facts.period`), may answer
+    otherwise than at `now`; None: never, for as long as the facts stay as they are. Each answer
+    changes only when time passes one of the instants the facts name: the effective expiry, the
+    token's own lifetime's end and its period's, an integration's review deadline or exception
+    date (`integrations.access.decide`). A page of tokens judged at `now` is the same page until
+    the earliest of its rows' (`app.tokens.listings`)."""
+    found = [facts.expiry, facts.expires_at]
+    if facts.period is not None:
+        found.append(add_period(facts.issued_at, facts.period))
+    if (integ := facts.integration) is not None:
+        found += [integ.review_deadline, integ.exception_until]
+    later = [at for at in found if at is not None and at > now]
+    return min(later) if later else None

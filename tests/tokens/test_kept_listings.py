@@ -1,0 +1,273 @@
+"""Listings kept as answered while the token cache serves (`cache.read_listing`): pages of a
+plan's tokens, of a user's and of the plan's audit trail. Each is answered as an application
+reading everything from the database answers it, after every kind of change (a token made by
+each way there is, revoked, a period, an integration's review) and as time passes its rows'
+instants (an expiry, a review deadline); rows another replica adds are heard from the database's
+own trigger; and a read that began before an insert is never kept."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx2
+import pytest
+
+from app.integrations.access import IntegrationFacts
+from app.main import create_app
+from app.plans.expiry import Period, Spell, Unit, death
+from app.tokens import cache, repository
+from app.tokens.cache import Listener
+from app.tokens.rules import TokenFacts, check, settled_until
+from tests.conftest import PlanFixture
+from tests.console.test_cached_pages import held_read
+from tests.integrations.test_review_api import install, review
+from tests.integrations.test_token_client_cache import serve_cache, token
+from tests.oauth2.conftest import register_custom, register_third_party
+
+
+@pytest.fixture
+async def uncached(settings, clock, database) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
+    """A second application on the same database, whose cache never serves."""
+    fresh = create_app(settings, clock=clock, engine=database.engine)
+    transport = httpx2.ASGITransport(app=fresh)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
+        yield c
+
+
+def _plan_key(plan: PlanFixture) -> tuple:
+    return ("tokens", True, plan.plan_id, None, None, 100, 0)
+
+
+async def test_kept_listings_answer_as_the_database_after_every_change_and_instant(
+        app, client, uncached, plan: PlanFixture, operator, clock) -> None:  # noqa: ANN001
+    tp = await register_third_party(client, operator)  # not reviewed: a deadline in 30 days
+    await install(app, plan, tp)
+    custom = await register_custom(client, plan)
+    serve_cache(app)
+    kept = app.state.token_cache
+    member = await plan.add_user("member")
+    base = f"/v1/plans/{plan.plan_id}"
+    auth = {"admin": plan.admin.auth, "member": member.auth}
+    reads = [(f"{base}/tokens", "admin"), (f"{base}/tokens?kind=access", "admin"),
+             (f"{base}/tokens?limit=2", "admin"), (f"{base}/audit", "admin"),
+             ("/v1/me/tokens", "member"), ("/v1/me/tokens", "admin")]
+
+    async def same() -> list[str]:
+        pages = []
+        for path, who in reads:
+            headers = auth[who]
+            first = await client.get(path, headers=headers)
+            again = await client.get(path, headers=headers)  # from what was kept, if it was
+            read = await uncached.get(path, headers=headers)
+            assert first.status_code == again.status_code == read.status_code == 200, path
+            assert first.json() == again.json() == read.json(), path
+            assert first.content == again.content, path
+            pages.append(first.text)
+        return pages
+
+    pages = await same()
+    assert kept.get_listing(_plan_key(plan), clock.now()) is not None
+    assert kept.get_listing(("audit", plan.plan_id, 50, None), clock.now()) is not None
+    # A token made by each way there is: Basic (the batched writer), client_credentials.
+    made = await client.post("/v1/me/tokens", json={"name": "fresh"},
+                             auth=(member.email, member.password))
+    assert made.status_code == 201
+    pages = await same()
+    assert made.json()["id"] in pages[0] and made.json()["id"] in pages[4]
+    issued = await token(client, tp)
+    assert issued.status_code == 200, issued.text
+    pages = await same()
+    assert pages[1].count('"kind":"access"') == 1 and '"status":"active"' in pages[1]
+    # Revoked by its owner.
+    r = await client.delete(f"/v1/me/tokens/{made.json()['id']}", headers=member.auth)
+    assert r.status_code == 204
+    pages = await same()
+    assert '"status":"revoked"' in pages[0] and "token.revoked" in pages[3]
+    # A period of a day, then time passing up to a row's instant and past it.
+    r = await client.put(f"{base}/token-expiration", json={"value": 1, "unit": "days"},
+                         headers=plan.admin.auth)
+    assert r.status_code == 200, r.text
+    pages = await same()
+    assert '"status":"expired"' not in pages[4]
+    clock.advance(hours=23, minutes=59)  # the first tokens: a minute to live
+    assert (await same())[4] == pages[4]
+    for who, user in (("admin", plan.admin), ("member", member)):
+        made = await client.post("/v1/me/tokens", json={"name": "next"},
+                                 auth=(user.email, user.password))
+        auth[who] = {"Authorization": f"Bearer {made.json()['token']}"}
+    clock.advance(minutes=2)  # the first tokens, made at the start, are a day old
+    pages = await same()
+    assert '"status":"expired"' in pages[4]
+    # The access token's own lifetime is an hour: expired by now. The period goes (those it
+    # expired stay expired, rule 4); a new access token is active until its platform review is
+    # revoked (an event of the platform's, in the trail through the installation).
+    assert (await client.delete(f"{base}/token-expiration",
+                                headers=auth["admin"])).status_code == 204
+    assert '"status":"expired"' in (await same())[4]
+    assert (await token(client, tp)).status_code == 200
+    pages = await same()
+    assert '"status":"active"' in pages[1]
+    assert (await review(client, operator, tp, status="revoked")).status_code == 200
+    pages = await same()
+    assert '"status":"integration_refused"' in pages[1] and "integration.review" in pages[3]
+    # A token an admin generates for the plan's own integration (an ORM insert).
+    r = await client.post(f"{base}/integrations/{custom.id}/tokens", json={"name": "in-house"},
+                          headers=auth["admin"])
+    assert r.status_code == 201, r.text
+    pages = await same()
+    assert r.json()["id"] in pages[0] and "in-house" in pages[0]
+
+
+async def test_a_kept_page_holds_until_a_rows_instant_and_not_at_it(
+        app, client, uncached, plan: PlanFixture, operator, clock) -> None:  # noqa: ANN001
+    """An access token (an hour's lifetime) under a review deadline thirty days away: the kept
+    page holds until the token's hour is over, to the microsecond, and not at that instant."""
+    tp = await register_third_party(client, operator)
+    await install(app, plan, tp)
+    serve_cache(app)
+    kept = app.state.token_cache
+    path = f"/v1/plans/{plan.plan_id}/tokens?kind=access"
+    assert (await token(client, tp)).status_code == 200
+    first = await client.get(path, headers=plan.admin.auth)
+    assert '"status":"active"' in first.text
+    key = ("tokens", True, plan.plan_id, None, "access", 100, 0)
+    entry = kept._listings[key]
+    # The page changes when the access token's hour is over (before the deadline).
+    until = entry[3]
+    assert until is not None and until == clock.now() + timedelta(hours=1)
+    clock.set(until - timedelta(microseconds=1))
+    assert kept.get_listing(key, clock.now()) is not None
+    assert (await client.get(path, headers=plan.admin.auth)).content == first.content
+    clock.set(until)
+    assert kept.get_listing(key, clock.now()) is None
+    later = await client.get(path, headers=plan.admin.auth)
+    assert '"status":"expired"' in later.text
+    assert later.json() == (await uncached.get(path, headers=plan.admin.auth)).json()
+
+
+def _facts(rng, now: datetime) -> TokenFacts:  # noqa: ANN001
+    def instant() -> datetime | None:
+        return None if rng.random() < 0.3 else now + timedelta(
+            minutes=rng.randint(-3 * 24 * 60, 3 * 24 * 60))
+
+    integration = None
+    if rng.random() < 0.6:
+        integration = IntegrationFacts(
+            kind=rng.choice(["custom", "third_party"]),
+            review_status=rng.choice(["not_reviewed", "in_review", "approved", "not_approved"]),
+            review_deadline=instant(), exception_until=instant(),
+            data_access=rng.choice(["limited", "extended"]), judged_third_party=rng.random() < .3)
+    period = None if rng.random() < 0.3 else Period(rng.randint(1, 3), rng.choice(list(Unit)))
+    issued = now - timedelta(minutes=rng.randint(0, 4 * 24 * 60))
+    return TokenFacts(kind=rng.choice(["personal", "access", "integration"]), issued_at=issued,
+                      expires_at=instant(), revoked_at=None, used_at=None, period=period,
+                      integration=integration,
+                      installation_state=rng.choice(["active", "active", "deactivated", None]))
+
+
+def test_a_tokens_answer_holds_until_the_instant_it_names() -> None:
+    """`settled_until` against `check` and `death` themselves: at every instant from `now` to
+    just before the one it names, both answer as at `now`."""
+    import random
+
+    rng = random.Random(20261206)
+    now = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
+    for _ in range(3000):
+        facts = _facts(rng, now)
+        until = settled_until(facts, now)
+        spells = [Spell(facts.period, None, None)] if facts.period else []
+        end = until or now + timedelta(days=400)
+        span = (end - now) / timedelta(microseconds=1)
+        instants = [now, end - timedelta(microseconds=1)] + [
+            now + timedelta(microseconds=rng.random() * span) for _ in range(5)]
+        for at in instants:
+            assert check(facts, at) == check(facts, now), (facts, now, at, until)
+            assert death(facts.issued_at, facts.expires_at, spells, at) == \
+                death(facts.issued_at, facts.expires_at, spells, now), (facts, at)
+
+
+async def test_a_listing_read_before_an_insert_is_not_kept(
+        app, client, plan: PlanFixture, monkeypatch) -> None:  # noqa: ANN001
+    serve_cache(app)
+    kept = app.state.token_cache
+    path = f"/v1/plans/{plan.plan_id}/tokens"
+    entered, go = held_read(monkeypatch, repository, repository._listing(frozenset({"plan_id"})))
+    page = asyncio.create_task(client.get(path, headers=plan.admin.auth))
+    await entered.wait()
+    made = await client.post("/v1/me/tokens", json={"name": "late"},
+                             auth=(plan.admin.email, plan.admin.password))
+    assert made.status_code == 201
+    go.set()
+    assert made.json()["id"] not in (await page).text  # read before the insert
+    assert kept._listings == {}
+    assert made.json()["id"] in (await client.get(path, headers=plan.admin.auth)).text
+
+
+async def test_rows_another_replica_adds_are_heard_from_the_database(
+        app, client, database, plan: PlanFixture, other_plan: PlanFixture,  # noqa: ANN001
+        clock) -> None:  # noqa: ANN001
+    """Rows inserted by another process (another replica, or a person at psql): the trigger of
+    migration 0010 names their plans, and this replica's listener drops those plans' listings
+    only; an event of the platform's drops every plan's."""
+    kept = app.state.token_cache
+    listener = Listener.for_engine(kept, database.engine, heartbeat_seconds=0.1)
+    if database.backend != "postgresql":
+        assert listener is None  # no NOTIFY: the cache never serves, nothing is kept
+        return
+    assert listener is not None
+    listener.start()
+    remote = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await asyncio.wait_for(listener.connected.wait(), 5)
+        started = time.monotonic()
+        while not kept.serving:
+            assert time.monotonic() - started < 2
+            await asyncio.sleep(0.01)
+        ours = f"/v1/plans/{plan.plan_id}/tokens"
+        theirs = f"/v1/plans/{other_plan.plan_id}/tokens"
+        audit = f"/v1/plans/{plan.plan_id}/audit"
+        for path, who in ((ours, plan), (theirs, other_plan), (audit, plan)):
+            assert (await client.get(path, headers=who.admin.auth)).status_code == 200
+        assert len(kept._listings) == 3
+
+        async def gone(key: tuple) -> None:
+            started = time.monotonic()
+            while kept.get_listing(key, clock.now()) is not None:
+                assert time.monotonic() - started < 1.0, key
+                await asyncio.sleep(0.005)
+
+        made = uuid.uuid4()
+        await remote.execute(
+            "INSERT INTO tokens (id, kind, digest, hint, plan_id, user_id, scopes, issued_at)"
+            " VALUES ($1, 'personal', $2, 'abcd', $3, $4, '', $5)",
+            made, uuid.uuid4().hex, plan.plan_id, plan.admin.user_id, clock.now())
+        await gone(_plan_key(plan))
+        assert kept.get_listing(_plan_key(other_plan), clock.now()) is not None
+        assert str(made) in (await client.get(ours, headers=plan.admin.auth)).text
+        # The platform's decision on an integration: every plan's audit trail may show it.
+        await remote.execute(
+            "INSERT INTO audit_events (id, occurred_at, actor, action, plan_id, target_type,"
+            " target_id, detail) VALUES ($1, $2, 'operator:x', 'integration.reviewed', NULL,"
+            " 'integration', 'x', '{}')", uuid.uuid4(), clock.now())
+        await gone(_plan_key(other_plan))
+        await gone(("audit", plan.plan_id, 50, None))
+    finally:
+        await remote.close()
+        await listener.stop()
+
+
+async def test_listings_are_not_kept_while_the_cache_does_not_serve(
+        app, client, plan: PlanFixture) -> None:  # noqa: ANN001
+    """No listener heard from (SQLite, or a lost connection): every page is read."""
+    kept = app.state.token_cache
+    assert not kept.serving
+    r = await client.get(f"/v1/plans/{plan.plan_id}/tokens", headers=plan.admin.auth)
+    assert r.status_code == 200
+    assert kept._listings == {}
+    assert cache.Keys.from_payload('{"l":"all"}').listed_all
+    assert cache.Keys.from_payload(f'{{"l":["{plan.plan_id}"]}}').listed == {plan.plan_id}
