@@ -3,6 +3,8 @@ API access (personal tokens) and connected apps (the OAuth grants they authorize
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -18,7 +20,7 @@ from app.oauth2 import browser
 from app.oauth2 import connections as grants
 from app.oauth2 import scopes as catalogue
 from app.tokens import cache, repository, service
-from app.tokens.rules import TokenKind
+from app.tokens.rules import TokenKind, settled_until
 from app.tokens.schemas import PersonalTokenIn, TokenOut
 from app.users import service as users
 from app.users.models import User
@@ -119,20 +121,26 @@ async def language(request: Request, session: Session) -> Response:
 # Personal settings > API access -------------------------------------------------------------
 
 
-async def _my_tokens(session: Session, seen: web.Viewer, now,  # noqa: ANN001
-                     offset: int = 0) -> tuple[list[TokenOut], bool]:
-    """A page of the viewer's personal tokens, and whether older ones follow."""
+async def _my_tokens(session: Session, seen: web.Viewer, now: datetime, offset: int = 0,
+                     ) -> tuple[tuple[list[TokenOut], bool], datetime | None]:
+    """A page of the viewer's personal tokens, and whether older ones follow; and the first
+    instant one of them is judged otherwise (`rules.settled_until`)."""
     items = await repository.list_where(session, user_id=seen.user.id,
                                         kind=TokenKind.personal.value, limit=PAGE + 1,
                                         offset=offset)
-    return [TokenOut.of(t, now) for t in items[:PAGE]], len(items) > PAGE
+    changes = [at for t in items[:PAGE] if (at := settled_until(t.facts, now)) is not None]
+    return ([TokenOut.of(t, now) for t in items[:PAGE]], len(items) > PAGE), \
+        min(changes, default=None)
 
 
 @router.get(f"{PREFIX}/me/api-access")
 async def api_access(request: Request, session: Session, now: Now) -> Response:
     seen = await web.viewer(request, session)
     offset = web.whole_number(request, "offset", web.OFFSET_MAX)
-    tokens, more = await _my_tokens(session, seen, now, offset)
+    # Kept while nothing changes, as the API's listing of the same tokens is.
+    tokens, more = await cache.read_listing(
+        request.app.state.token_cache, ("page-api-access", seen.user.id, offset),
+        seen.user.plan_id, now, lambda: _my_tokens(session, seen, now, offset))
     return web.render(request, "api_access.html", {
         "tokens": tokens, "issued": None, "offset": offset,
         "more": more and offset + PAGE <= web.OFFSET_MAX, "page": PAGE,
@@ -145,7 +153,7 @@ async def _issue(request: Request, session: Session, seen: web.Viewer, now, name
         session, request.app.state.token_batches, plan_id=seen.user.plan_id,
         user_id=seen.user.id, name=name, now=now, via="console")
     # Shown once, on this answer only: no redirect, whose URL or history could keep it.
-    tokens, more = await _my_tokens(session, seen, now)
+    (tokens, more), _ = await _my_tokens(session, seen, now)
     return web.render(request, "api_access.html", {
         "tokens": [TokenOut.of(stored, now)] + [t for t in tokens if t.id != stored.id],
         "issued": {"secret": secret, "name": stored.name, "replaced": replaced},

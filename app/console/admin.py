@@ -5,9 +5,10 @@ services."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import Request
+from markupsafe import Markup
 from sqlalchemy import select
 from starlette.responses import Response
 
@@ -24,9 +25,9 @@ from app.notifications import sweeps
 from app.oauth2 import scopes as catalogue
 from app.plans import service as plans
 from app.plans.expiry import Period, Unit
-from app.tokens import repository
+from app.tokens import cache, repository
 from app.tokens import service as tokens
-from app.tokens.rules import TokenKind, check
+from app.tokens.rules import TokenKind, check, settled_until
 from app.tokens.schemas import TokenOut, TokenStatusOut
 from app.users import service as users
 
@@ -146,6 +147,7 @@ async def notify(request: Request, session: Session, now: Now) -> Response:
 # Admin Center > Tokens ----------------------------------------------------------------------
 
 STATUSES = web.STATUSES
+KINDS = [k.value for k in TokenKind]
 
 
 @router.get(f"{PREFIX}/admin/tokens")
@@ -161,28 +163,46 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
     status = q.get("status") if q.get("status") in STATUSES else None
     within = web.whole_number(request, "within", 3650)
     offset = web.whole_number(request, "offset", web.OFFSET_MAX)
-    items = await repository.list_where(
-        session, plan_id=seen.plan.id, kind=kind, user_id=user,
-        revoked=None if status is None else status == "revoked", limit=PAGE, offset=offset)
-    history = await plans.history(session, seen.plan.id,
-                                  kept=request.app.state.token_cache)
-    rows = []
-    for stored in items:
-        out = TokenOut.of(stored, now, history, verdict=check(stored.facts, now))
-        if status is not None and out.status != status:
-            continue
-        if within and (out.status != "active" or out.expires_at is None
-                       or out.expires_at > now + timedelta(days=within)):
-            continue
-        why = None if out.status == "active" else \
-            TokenStatusOut.of(stored, now, history).explanation
-        rows.append((out, why))
     people = {u.id: u for u in await users.list_in_plan(session, seen.plan.id,
                                                         request.app.state.token_cache)}
+    speech = web.speech_of(request, seen)
+    window = timedelta(days=within) if within else None
+
+    async def read() -> tuple[tuple[Markup | None, bool], datetime | None]:
+        items = await repository.list_where(
+            session, plan_id=seen.plan.id, kind=kind, user_id=user,
+            revoked=None if status is None else status == "revoked", limit=PAGE, offset=offset)
+        history = await plans.history(session, seen.plan.id,
+                                      kept=request.app.state.token_cache)
+        rows, changes = [], []
+        for stored in items:
+            out = TokenOut.of(stored, now, history, verdict=check(stored.facts, now))
+            changes.append(settled_until(stored.facts, now))
+            if window is not None and out.status == "active" and out.expires_at is not None:
+                changes.append(out.expires_at - window)  # when it comes into the window
+            if status is not None and out.status != status:
+                continue
+            if window is not None and (out.status != "active" or out.expires_at is None
+                                       or out.expires_at > now + window):
+                continue
+            why = None if out.status == "active" else \
+                TokenStatusOut.of(stored, now, history).explanation
+            rows.append((out, why))
+        html = web.fragment("admin_tokens_rows.html", {
+            "rows": rows, "people": people, "kinds": KINDS}, speech) if rows else None
+        return (html, len(items) == PAGE), min(
+            (at for at in changes if at is not None and at > now), default=None)
+
+    # Kept while nothing changes, as the API's listings are; the rows name the plan's people,
+    # who are only ever added (an addition drops every listing).
+    key = ("page-tokens", seen.plan.id, kind, user, status, within, offset, speech.language,
+           speech.zone_name)
+    rows_html, full = await cache.read_listing(request.app.state.token_cache, key,
+                                               seen.plan.id, now, read)
     return web.render(request, "admin_tokens.html", {
-        "rows": rows, "people": people, "kinds": [k.value for k in TokenKind],
+        "rows_html": rows_html, "people": people, "kinds": KINDS,
         "statuses": STATUSES, "kind": kind, "user": user, "status": status, "within": within,
-        "offset": offset, "more": len(items) == PAGE and offset + PAGE <= web.OFFSET_MAX,
+        "offset": offset, "more": full and offset + PAGE <= web.OFFSET_MAX,
         "page": PAGE,
         "done": q.get("done")}, seen=seen)
 

@@ -22,6 +22,7 @@ from fastapi import Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
+from markupsafe import Markup
 from sqlalchemy import Uuid, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -211,12 +212,26 @@ async def form(request: Request, max_fields: int = 40) -> dict[str, str]:
     return fields
 
 
+def speech_of(request: Request, seen: Viewer | None) -> i18n.Speech:
+    """How the page speaks to its viewer (language and time zone)."""
+    return i18n.speech(request, seen.user.locale if seen is not None else None)
+
+
+def fragment(name: str, context: dict[str, Any], speech: i18n.Speech) -> Markup:
+    """A part of a page (a table's rows) rendered on its own, from `context` and `speech`
+    alone: what it shows depends on nothing else, so that it can be kept
+    (`cache.read_listing`) and put into its page (`render`) for any viewer speaking alike."""
+    return Markup(envs[speech.language].get_template(name).render(  # noqa: S704 - a template's
+        **context, speech=speech, _=speech.gettext, gettext=speech.gettext,  # own escaping
+        ngettext=speech.ngettext))
+
+
 def render(request: Request, name: str, context: dict[str, Any], *, status: int = 200,
            seen: Viewer | None = None, headers: dict[str, str] | None = None,
            csrf: str | None = None) -> Response:
     """A page; `csrf` is its forms' token when not the login session's (the operator's)."""
     settings = request.app.state.settings
-    speech = i18n.speech(request, seen.user.locale if seen is not None else None)
+    speech = speech_of(request, seen)
     own = csrf is not None
     csrf = csrf or browser.csrf_token(request, settings)
     html = envs[speech.language].get_template(name).render(

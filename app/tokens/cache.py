@@ -123,6 +123,9 @@ class Keys:
 # What `TokenCache.get_plan` keeps of a plan (`read_plan`'s `what`).
 _OF_A_PLAN = ("policy", "history", "integrations")
 
+# How many listings are kept at most (each a page of up to a few hundred rows, tens of kB).
+LISTINGS_KEPT = 512
+
 # How long a user's cached facts (email, name, role) are used before they are read again.
 USER_FACTS_SECONDS = 60.0
 
@@ -346,8 +349,9 @@ class TokenCache:
         `since`, `until`: from when, and until when (excluded; None: ever), it holds."""
         if generation != self.listings_generation or not self.serving:
             return
-        if len(self._listings) >= self.size:
-            self._listings.clear()
+        self._listings.pop(key, None)
+        while len(self._listings) >= min(self.size, LISTINGS_KEPT):
+            del self._listings[next(iter(self._listings))]  # the oldest kept
         self._listings[key] = (plan_id, value, since, until)
 
     def drop_listings(self, plans: frozenset[uuid.UUID] | None = None) -> None:

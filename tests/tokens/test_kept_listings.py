@@ -24,6 +24,7 @@ from app.tokens import cache, repository
 from app.tokens.cache import Listener
 from app.tokens.rules import TokenFacts, check, settled_until
 from tests.conftest import PlanFixture
+from tests.console.conftest import sign_in
 from tests.console.test_cached_pages import held_read
 from tests.integrations.test_review_api import install, review
 from tests.integrations.test_token_client_cache import serve_cache, token
@@ -271,3 +272,55 @@ async def test_listings_are_not_kept_while_the_cache_does_not_serve(
     assert kept._listings == {}
     assert cache.Keys.from_payload('{"l":"all"}').listed_all
     assert cache.Keys.from_payload(f'{{"l":["{plan.plan_id}"]}}').listed == {plan.plan_id}
+
+
+async def test_console_pages_kept_follow_the_window_and_the_viewers_speech(
+        app, client, uncached, plan: PlanFixture, clock) -> None:  # noqa: ANN001
+    """The console's Tokens page, filtered on "expiring within a day", keeps its rows until a
+    token comes into that window, to the microsecond; its rows are kept per language and time
+    zone, and the forms around them (the viewer's CSRF token) are drawn per request. The API
+    access page follows its tokens' expiry as the API's listing does."""
+    serve_cache(app)
+    kept = app.state.token_cache
+    csrf = await sign_in(client, plan.admin)
+    uncached.cookies = client.cookies
+    r = await client.put(f"/v1/plans/{plan.plan_id}/token-expiration",
+                         json={"value": 3, "unit": "days"}, headers=plan.admin.auth)
+    assert r.status_code == 200
+    within = "/console/admin/tokens?within=1"
+    pages = ("/console/admin/tokens", within, "/console/me/api-access")
+
+    async def same() -> list[str]:
+        seen = []
+        for path in pages:
+            first, again = await client.get(path), await client.get(path)
+            read = await uncached.get(path)
+            assert first.status_code == again.status_code == read.status_code == 200, path
+            assert first.text == again.text == read.text, path
+            seen.append(first.text)
+        return seen
+
+    shown = await same()
+    assert "No token matches." in shown[1] and f'value="{csrf}"' in shown[0]
+    assert "Revoke" in shown[2]
+    # Two days later, to the microsecond before the admin's token comes into the window.
+    clock.advance(days=2, microseconds=-1)
+    assert (await same())[1] == shown[1]
+    clock.advance(microseconds=1)
+    shown = await same()
+    assert "No token matches." not in shown[1] and plan.admin.email in shown[1]
+    # In French, in another zone: the rows are drawn for that speech, and kept apart.
+    client.cookies.set("tessera_lang", "fr")
+    client.cookies.set("tessera_tz", "Asia/Tokyo")
+    uncached.cookies = client.cookies
+    french = await same()
+    assert '<html lang="fr">' in french[1] and "Révoquer" in french[1]
+    client.cookies.delete("tessera_lang")
+    client.cookies.delete("tessera_tz")
+    uncached.cookies = client.cookies
+    assert (await same())[1] == shown[1]
+    assert kept.get_listing(("page-api-access", plan.admin.user_id, 0), clock.now()) is not None
+    # The admin's token (the fixture's, three days old) expires: both pages change at once.
+    clock.advance(days=1)
+    after = await same()
+    assert after[1] != shown[1] and "expired" in after[2]
