@@ -169,6 +169,10 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
     window = timedelta(days=within) if within else None
 
     async def read() -> tuple[tuple[Markup | None, bool], datetime | None]:
+        # The rows name the plan's people as read after the read began (`read_listing`): a
+        # user added since then keeps them from being kept.
+        named = {u.id: u for u in await users.list_in_plan(session, seen.plan.id,
+                                                           request.app.state.token_cache)}
         items = await repository.list_where(
             session, plan_id=seen.plan.id, kind=kind, user_id=user,
             revoked=None if status is None else status == "revoked", limit=PAGE, offset=offset)
@@ -189,12 +193,13 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
                 TokenStatusOut.of(stored, now, history).explanation
             rows.append((out, why))
         html = web.fragment("admin_tokens_rows.html", {
-            "rows": rows, "people": people, "kinds": KINDS}, speech) if rows else None
+            "rows": rows, "people": named, "kinds": KINDS}, speech) if rows else None
         return (html, len(items) == PAGE), min(
             (at for at in changes if at is not None and at > now), default=None)
 
     # Kept while nothing changes, as the API's listings are; the rows name the plan's people,
-    # who are only ever added (an addition drops every listing).
+    # who are only ever added (an addition drops every listing; one made by hand, unannounced,
+    # is seen within `cache.LISTING_SECONDS`).
     key = ("page-tokens", seen.plan.id, kind, user, status, within, offset, speech.language,
            speech.zone_name)
     rows_html, full = await cache.read_listing(request.app.state.token_cache, key,

@@ -299,6 +299,12 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
         " (SELECT count(*) FROM inserted)")
 
 
+def _listing(writes: list[Write]) -> dict[str, Any]:
+    """The execution options naming the plans of the writes' rows (`cache.listing`)."""
+    return cache.listing([*(row for w in writes for row in w.rows),
+                          *(event for w in writes for event in w.events)])
+
+
 class TokenWriter(Batcher[Write, bool]):
     # A batch's rotations are announced in one NOTIFY, whose payload holds this many ids.
     batch_size = cache.MAX_IDS_IN_PAYLOAD
@@ -337,7 +343,8 @@ class TokenWriter(Batcher[Write, bool]):
             rows = _json([row for w in writes for row in w.rows])
             events = _json([event for w in writes for event in w.events])
             async with db.connection(engine) as conn:
-                await conn.exec_driver_sql(_insert_sql(columns), (rows, events))
+                await conn.exec_driver_sql(_insert_sql(columns), (rows, events),
+                                           execution_options=_listing(writes))
             return set()
         rows = _json([{**row, "rotates": w.rotate} for w in writes for row in w.rows])
         events = _json([{**event, "rotates": w.rotate} for w in writes for event in w.events])
@@ -349,7 +356,8 @@ class TokenWriter(Batcher[Write, bool]):
         try:
             async with db.connection(engine) as conn:
                 result = await conn.exec_driver_sql(
-                    _rotate_sql(columns), (rotate, rows, cache.CHANNEL, events))
+                    _rotate_sql(columns), (rotate, rows, cache.CHANNEL, events),
+                    execution_options=_listing(writes))
                 ids = result.scalar_one()
         finally:
             cache.evict_here(keys)
@@ -469,13 +477,14 @@ class TokenRevoker(Batcher[Revocation, None]):
         revocations = _json([{"id": r.stored.id, "family_id": k.family_id, "at": r.at,
                               "reason": r.reason, "actor": r.actor}
                              for r, k in zip(items, keys, strict=True)])
-        events = _json([_audit_row(r) for r in items])
+        audited = [_audit_row(r) for r in items]
+        events, listed = _json(audited), cache.listing(audited)
         payloads = _json(sorted({k.payload() for k in keys}))
         families = [str(k.family_id) for k in keys if k.family_id is not None]
         if not families:  # single tokens: one statement, atomic on its own
             async with db.connection(cache.autocommit(self.engine)) as conn:
                 await conn.exec_driver_sql(_REVOKE_SQL, (revocations, events, cache.CHANNEL,
-                                                         payloads))
+                                                         payloads), execution_options=listed)
             return
         # A grant is revoked in two statements of one transaction. The first locks its rows,
         # in id order, waiting for a rotation in flight to commit; the second, whose snapshot
@@ -484,7 +493,7 @@ class TokenRevoker(Batcher[Revocation, None]):
         async with db.connection(self.engine, begin=True) as conn:
             await conn.exec_driver_sql(_LOCK_FAMILIES_SQL, (_json(sorted(set(families))),))
             await conn.exec_driver_sql(_REVOKE_SQL, (revocations, events, cache.CHANNEL,
-                                                     payloads))
+                                                     payloads), execution_options=listed)
 
     async def _run_portable(self, items: list[Revocation]) -> None:
         """Core statements in one transaction (SQLite: no JSON functions relied on, no

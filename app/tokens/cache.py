@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, Pool, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -72,17 +72,18 @@ class Keys:
     everything: bool = False
     # A user's facts or console viewer (their language chosen, or a row edited by hand).
     user_id: uuid.UUID | None = None
-    # Plans some of whose tokens or audit events were added (`listed_all`: any plan's, or the
-    # platform's): only the listings kept of them change (`TokenCache.get_listing`). Sent by
-    # the database itself, from a trigger on each insert (migration 0010).
+    # Plans some of whose tokens or audit events were added or deleted (`listed_all`: any
+    # plan's, or the platform's): only the listings kept of them change (`get_listing`). Sent
+    # by the database itself, from a trigger on each insert or delete (migration 0010).
     listed: frozenset[uuid.UUID] = frozenset()
     listed_all: bool = False
 
     @property
     def only_listed(self) -> bool:
-        """Nothing changed but rows added to listings."""
-        return not (self.token_ids or self.plan_id or self.integration_id or self.family_id
-                    or self.user_id or self.everything)
+        """Nothing changed but rows added to or deleted from listings."""
+        return bool(self.listed or self.listed_all) and not (
+            self.token_ids or self.plan_id or self.integration_id or self.family_id
+            or self.user_id or self.everything)
 
     def payload(self) -> str:
         if self.everything or len(self.token_ids) > MAX_IDS_IN_PAYLOAD:
@@ -123,8 +124,11 @@ class Keys:
 # What `TokenCache.get_plan` keeps of a plan (`read_plan`'s `what`).
 _OF_A_PLAN = ("policy", "history", "integrations")
 
-# How many listings are kept at most (each a page of up to a few hundred rows, tens of kB).
-LISTINGS_KEPT = 512
+# What listings kept may weigh at most, together (`_weight`: bytes of their answers, roughly),
+# and how long one is kept at most: rows edited in the database by hand, which nobody
+# announces, are seen within that time (as users' facts are).
+LISTINGS_BYTES = 16 * 1024 * 1024
+LISTING_SECONDS = 60.0
 
 # How long a user's cached facts (email, name, role) are used before they are read again.
 USER_FACTS_SECONDS = 60.0
@@ -177,11 +181,12 @@ class TokenCache:
     _plans: dict[tuple[str, uuid.UUID], Any] = field(default_factory=dict)
     # Listings as answered (a page of a plan's tokens or of its audit trail): key -> (plan id,
     # the answer, the instant it was judged at, the first instant it may be judged otherwise
-    # or None). Dropped by any change this cache hears of, except the addition of rows to
-    # listings, which drops only the listings of the plans named (`Keys.listed`); and by
-    # every insert of tokens or audit events through this process (`_wrote`).
-    _listings: dict[tuple[Any, ...], tuple[uuid.UUID, Any, datetime, datetime | None]] = \
-        field(default_factory=dict)
+    # or None, its weight, the monotonic time it was kept), least recently used first. Dropped
+    # by any change this cache hears of, except rows added to or removed from listings, which
+    # drop only the listings of the plans named (`Keys.listed`); by every insert of tokens or
+    # audit events through this process (`_wrote`), likewise; and after `LISTING_SECONDS`.
+    _listings: OrderedDict[tuple[Any, ...], _Listing] = field(default_factory=OrderedDict)
+    _listings_weight: int = 0
     # Moved whenever listings are dropped: a listing read that began before is not kept.
     listings_generation: int = 0
 
@@ -338,10 +343,11 @@ class TokenCache:
         entry = self._listings.get(key)
         if entry is None:
             return None
-        _plan, value, since, until = entry
-        if now < since or (until is not None and now >= until):
+        if now < entry.since or (entry.until is not None and now >= entry.until) \
+                or time.monotonic() - entry.kept_at > LISTING_SECONDS:
             return None
-        return value
+        self._listings.move_to_end(key)
+        return entry.value
 
     def put_listing(self, key: tuple[Any, ...], plan_id: uuid.UUID, value: Any,  # noqa: ANN401
                     since: datetime, until: datetime | None, generation: int) -> None:
@@ -349,19 +355,29 @@ class TokenCache:
         `since`, `until`: from when, and until when (excluded; None: ever), it holds."""
         if generation != self.listings_generation or not self.serving:
             return
-        self._listings.pop(key, None)
-        while len(self._listings) >= min(self.size, LISTINGS_KEPT):
-            del self._listings[next(iter(self._listings))]  # the oldest kept
-        self._listings[key] = (plan_id, value, since, until)
+        weight = _weight(value)
+        if weight > LISTINGS_BYTES // 8:
+            return  # a page that large (500 rows of long names) is read each time
+        self._forget(key)
+        while self._listings and self._listings_weight + weight > LISTINGS_BYTES:
+            self._forget(next(iter(self._listings)))  # the least recently used
+        self._listings[key] = _Listing(plan_id, value, since, until, weight, time.monotonic())
+        self._listings_weight += weight
+
+    def _forget(self, key: tuple[Any, ...]) -> None:
+        entry = self._listings.pop(key, None)
+        if entry is not None:
+            self._listings_weight -= entry.weight
 
     def drop_listings(self, plans: frozenset[uuid.UUID] | None = None) -> None:
         """Drop the listings of `plans` (None: all)."""
         self.listings_generation += 1
         if plans is None:
             self._listings.clear()
+            self._listings_weight = 0
         elif self._listings:
-            for key in [k for k, entry in self._listings.items() if entry[0] in plans]:
-                del self._listings[key]
+            for key in [k for k, entry in self._listings.items() if entry.plan_id in plans]:
+                self._forget(key)
 
     def evict(self, keys: Keys) -> None:
         if keys.only_listed:
@@ -440,6 +456,24 @@ def _unindex(index: dict[uuid.UUID, set[str]], key: uuid.UUID | None, digest: st
         digests.discard(digest)
         if not digests:
             del index[key]
+
+
+class _Listing(NamedTuple):
+    plan_id: uuid.UUID
+    value: Any
+    since: datetime
+    until: datetime | None
+    weight: int
+    kept_at: float
+
+
+def _weight(value: Any) -> int:  # noqa: ANN401
+    """About what a kept answer holds, in bytes: its text, or 2 kB per model or row."""
+    if isinstance(value, bytes | str):
+        return len(value) + 64
+    if isinstance(value, tuple | list):
+        return 64 + sum(_weight(v) for v in value)
+    return 2048
 
 
 # Every cache of this process: a change evicts from all of them (several apps share a process
@@ -521,32 +555,59 @@ async def read_listing(kept: TokenCache | None, key: tuple[Any, ...], plan_id: u
     return found
 
 
-def listed_here() -> None:
-    """Rows were added to listings by this process: every cache drops every listing."""
+def listed_here(plans: frozenset[uuid.UUID] | None = None) -> None:
+    """Rows were added to the listings of `plans` (None: of any plan) by this process: every
+    cache drops those listings."""
     for cache in list(_caches):
-        cache.drop_listings()
+        cache.drop_listings(plans)
 
 
 # Statements that add rows to what listings show. Matched in the SQL as sent, so that no way of
 # writing (ORM flush, Core insert, the batches' own SQL) escapes.
 _LISTED_INSERTS = ("INSERT INTO tokens ", "INSERT INTO audit_events ")
 _LISTED = "tessera_listed"
+# An execution option naming the plans whose rows a statement of SQL text adds (`listing`).
+LISTING = "tessera_listing"
+_NONE_YET = object()
+
+
+def listing(rows: Iterable[dict[str, Any]]) -> dict[str, frozenset[uuid.UUID] | None]:
+    """The execution options of SQL text inserting `rows` (tokens, audit events): the plans
+    they are in (None when one is the platform's: every plan's trail may show it)."""
+    plans = {row["plan_id"] for row in rows}
+    return {LISTING: None if None in plans else frozenset(plans)}
+
+
+def _plans_of(context: Any) -> frozenset[uuid.UUID] | None:  # noqa: ANN401
+    """The plans whose listings a statement adds rows to; None: any plan's, or not known."""
+    options = context.execution_options
+    if LISTING in options:
+        return options[LISTING]
+    if context.compiled is None or not context.isinsert:
+        return None
+    plans = {row.get("plan_id") for row in context.compiled_parameters}
+    return None if None in plans else frozenset(plans)
 
 
 @event.listens_for(Engine, "after_cursor_execute")
-def _wrote(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:  # noqa: ANN401
-    """Rows added by this process: listings dropped now (a read racing the statement is not
-    kept), and again when its connection goes back to the pool, after the commit (`_returned`).
-    Other replicas hear of it from the database (`Keys.listed`)."""
+def _wrote(conn: Any, _cursor: Any, statement: str, _params: Any, context: Any,  # noqa: ANN401
+           _many: bool) -> None:
+    """Rows added by this process: the listings of their plans dropped now (a read racing the
+    statement is not kept), and again when its connection goes back to the pool, after the
+    commit (`_returned`). Other replicas hear of it from the database (`Keys.listed`)."""
     if "INSERT INTO" in statement and any(i in statement for i in _LISTED_INSERTS):
-        conn.info[_LISTED] = True
-        listed_here()
+        plans = _plans_of(context)
+        before = conn.info.get(_LISTED, _NONE_YET)
+        if before is not _NONE_YET:  # with the rows of the statements before (None: any plan)
+            plans = None if plans is None or before is None else before | plans
+        conn.info[_LISTED] = plans
+        listed_here(plans)
 
 
 @event.listens_for(Pool, "checkin")
 def _returned(_dbapi_conn: Any, record: Any) -> None:  # noqa: ANN401
-    if record is not None and record.info.pop(_LISTED, False):
-        listed_here()
+    if record is not None and (plans := record.info.pop(_LISTED, _NONE_YET)) is not _NONE_YET:
+        listed_here(plans)
 
 
 async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),

@@ -1,11 +1,13 @@
-"""rows added to tokens or audit_events are announced to every replica, naming their plans
+"""rows added to or deleted from tokens or audit_events are announced to every replica
 
-A statement-level trigger on each table sends, at commit, one NOTIFY on the token cache's channel
-naming the plans whose rows were added (`{"l": [...]}`; `{"l": "all"}` past 100 plans, or for an
-event of the platform's, which plans' trails show through their installations). Replicas drop
-the listings they keep of those plans (`app.tokens.cache.Keys.listed`), whoever inserted the rows:
-any code path, another version of Tessera, or a person at psql. PostgreSQL only: the embedded
-SQLite default keeps no listings (its cache never serves).
+Statement-level triggers on each table send, at commit, one NOTIFY on the token cache's channel
+naming the plans whose rows were inserted or deleted (`{"l": [...]}`; `{"l": "all"}` past 100
+plans, for an event of the platform's, which plans' trails show through their installations,
+or for a TRUNCATE). Replicas drop the listings they keep of those plans
+(`app.tokens.cache.Keys.listed`), whoever wrote the rows: any code path, another version of
+Tessera, or a person at psql (pruning the trail, say). Updates are announced by the code that
+makes them, as every change of a token's facts is. PostgreSQL only: the embedded SQLite default
+keeps no listings (its cache never serves).
 
 Revision ID: 0010
 Revises: 0009
@@ -30,6 +32,10 @@ DECLARE
   planned int;
   unplanned boolean;
 BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    PERFORM pg_notify('tessera_invalidate', '{"l":"all"}');
+    RETURN NULL;
+  END IF;
   SELECT json_agg(DISTINCT plan_id) FILTER (WHERE plan_id IS NOT NULL),
          count(DISTINCT plan_id), coalesce(bool_or(plan_id IS NULL), false)
     INTO plans, planned, unplanned FROM added;
@@ -52,11 +58,17 @@ def upgrade() -> None:
         op.execute(f"CREATE TRIGGER {table}_listed AFTER INSERT ON {table}"
                    " REFERENCING NEW TABLE AS added"
                    " FOR EACH STATEMENT EXECUTE FUNCTION tessera_listed()")
+        op.execute(f"CREATE TRIGGER {table}_unlisted AFTER DELETE ON {table}"
+                   " REFERENCING OLD TABLE AS added"
+                   " FOR EACH STATEMENT EXECUTE FUNCTION tessera_listed()")
+        op.execute(f"CREATE TRIGGER {table}_emptied AFTER TRUNCATE ON {table}"
+                   " FOR EACH STATEMENT EXECUTE FUNCTION tessera_listed()")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for table in _TABLES:
-        op.execute(f"DROP TRIGGER IF EXISTS {table}_listed ON {table}")
+        for name in ("listed", "unlisted", "emptied"):
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_{name} ON {table}")
     op.execute("DROP FUNCTION IF EXISTS tessera_listed()")

@@ -257,6 +257,13 @@ async def test_rows_another_replica_adds_are_heard_from_the_database(
             " 'integration', 'x', '{}')", uuid.uuid4(), clock.now())
         await gone(_plan_key(other_plan))
         await gone(("audit", plan.plan_id, 50, None))
+        # Rows deleted by hand (a trail pruned): heard as well, for their plans.
+        for path, who in ((ours, plan), (theirs, other_plan)):
+            assert (await client.get(path, headers=who.admin.auth)).status_code == 200
+        await remote.execute("DELETE FROM tokens WHERE id = $1", made)
+        await gone(_plan_key(plan))
+        assert kept.get_listing(_plan_key(other_plan), clock.now()) is not None
+        assert str(made) not in (await client.get(ours, headers=plan.admin.auth)).text
     finally:
         await remote.close()
         await listener.stop()
@@ -324,3 +331,90 @@ async def test_console_pages_kept_follow_the_window_and_the_viewers_speech(
     clock.advance(days=1)
     after = await same()
     assert after[1] != shown[1] and "expired" in after[2]
+
+
+async def test_rows_added_by_this_process_drop_only_their_plans_listings(
+        app, client, plan: PlanFixture, other_plan: PlanFixture) -> None:  # noqa: ANN001
+    """The plans of the rows this process inserts are known (the statement's values, or the
+    batches' own options): another plan's kept pages stay; an event of the platform's, which
+    any plan's trail may show, drops them all."""
+    serve_cache(app)
+    kept = app.state.token_cache
+    ours, audit = _plan_key(plan), ("audit", plan.plan_id, 50, None)
+    for path in (f"/v1/plans/{plan.plan_id}/tokens", f"/v1/plans/{plan.plan_id}/audit"):
+        assert (await client.get(path, headers=plan.admin.auth)).status_code == 200
+    now = app.state.clock.now()
+    # Another plan's token (the batched writer) and a failed sign-in there (its audit event).
+    made = await client.post("/v1/me/tokens", json={},
+                             auth=(other_plan.admin.email, other_plan.admin.password))
+    assert made.status_code == 201
+    wrong = await client.post("/v1/me/tokens", json={}, auth=(other_plan.admin.email, "wrong!"))
+    assert wrong.status_code == 401
+    assert kept.get_listing(ours, now) is not None and kept.get_listing(audit, now) is not None
+    # This plan's: its pages go.
+    made = await client.post("/v1/me/tokens", json={},
+                             auth=(plan.admin.email, plan.admin.password))
+    assert kept.get_listing(ours, now) is None and kept.get_listing(audit, now) is None
+    assert made.json()["id"] in (await client.get(f"/v1/plans/{plan.plan_id}/tokens",
+                                                  headers=plan.admin.auth)).text
+    assert kept.get_listing(ours, now) is not None
+    # An operator's sign-in is an event of the platform's (no plan): every page goes.
+    from app.audit import service as audit_service
+    from app.db import make_sessionmaker, session_scope
+
+    async with session_scope(make_sessionmaker(app.state.engine)) as session:
+        await audit_service.record(session, "operator:x", "operator.signed_in", None,
+                                   "operator", "x", now)
+    assert kept.get_listing(ours, now) is None
+
+
+async def test_console_rows_name_people_read_after_their_read_began(
+        app, client, uncached, plan: PlanFixture, monkeypatch) -> None:  # noqa: ANN001
+    """The Tokens page's rows name the plan's people. A user is added, and makes a token,
+    while the page's first read of the people is held: the rows kept must name that user, as
+    a page read from the database does (the people the rows name are read once the listing's
+    read began)."""
+    from app.users import service as users
+
+    serve_cache(app)
+    await sign_in(client, plan.admin)
+    uncached.cookies = client.cookies
+    entered, go = held_read(monkeypatch, users, users._IN_PLAN)
+    page = asyncio.create_task(client.get("/console/admin/tokens"))
+    await entered.wait()
+    r = await client.post(f"/v1/plans/{plan.plan_id}/users", headers=plan.admin.auth, json={
+        "email": "late@example.test", "name": "Late", "role": "member",
+        "password": "a long enough password"})
+    assert r.status_code == 201, r.text
+    made = await client.post("/v1/me/tokens", json={"name": "late's"},
+                             auth=("late@example.test", "a long enough password"))
+    assert made.status_code == 201
+    go.set()
+    assert (await page).status_code == 200
+    for _ in range(2):  # the rows as kept, then as answered from what was kept
+        shown = await client.get("/console/admin/tokens")
+        assert "<td>late@example.test</td>" in shown.text
+        assert shown.text == (await uncached.get("/console/admin/tokens")).text
+
+
+def test_listings_kept_are_bounded_in_weight_and_age(monkeypatch) -> None:  # noqa: ANN001
+    kept = cache.TokenCache(100)
+    kept.heartbeat(time.monotonic() + 3600)
+    plan, now = uuid.uuid4(), datetime(2026, 12, 6, tzinfo=UTC)
+    page = b"x" * (cache.LISTINGS_BYTES // 10)
+    for i in range(12):
+        kept.put_listing(("p", i), plan, page, now, None, kept.listings_generation)
+        if i == 8:
+            assert kept.get_listing(("p", 0), now) == page  # used: kept longest
+    assert kept._listings_weight <= cache.LISTINGS_BYTES
+    assert kept.get_listing(("p", 0), now) == page and kept.get_listing(("p", 11), now) == page
+    assert kept.get_listing(("p", 1), now) is None  # the least recently used went first
+    # A page too large for its share is never kept.
+    kept.put_listing(("big",), plan, b"x" * cache.LISTINGS_BYTES, now, None,
+                     kept.listings_generation)
+    assert kept.get_listing(("big",), now) is None
+    # Rows edited by hand, which nobody announces: seen once a listing is that old.
+    monkeypatch.setattr(cache, "LISTING_SECONDS", -1.0)
+    assert kept.get_listing(("p", 0), now) is None
+    kept.drop_listings()
+    assert kept._listings_weight == 0 and not kept._listings
