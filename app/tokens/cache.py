@@ -22,6 +22,11 @@ review or installation change must stop working on every replica within a stated
   And it keeps, per integration, the installation state and plan period the token endpoint reads
   to grant `client_credentials` (evicted with the integration, and by any plan change): an
   installation change must call `changed(session, integration_id=...)` too.
+- And it keeps listings as answered (pages of tokens and of the audit trail: `read_listing`),
+  each until the first instant one of its rows is judged otherwise, for `LISTING_SECONDS` at
+  most; dropped by any change above, and, for their plans only, by rows inserted into or
+  deleted from `tokens` or `audit_events`: by this process at once (`_wrote`), by any other
+  through the database's triggers (migration 0010, `Keys.listed`).
 """
 
 from __future__ import annotations
