@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                                    statement_timeout=settings.db_statement_timeout_seconds,
                                    connect_timeout=settings.db_connect_timeout_seconds)
 
-    token_cache = TokenCache(settings.token_cache_size, settings.token_cache_bound_seconds)
+    token_cache = TokenCache(settings.token_cache_size, settings.token_cache_bound_seconds,
+                             listings_bytes=settings.token_listings_megabytes * 1024 * 1024)
     throttles = Throttles(engine)
     hashing.SLOTS.configure(settings.password_hash_concurrency, settings.password_hash_queue,
                             settings.password_hash_share)

@@ -51,6 +51,7 @@ async def plan_audit(plan_id: uuid.UUID, principal: CurrentPrincipal, session: S
             next_cursor=next_cursor,
         )).body, None  # the same page until an event is added (or an installation changes)
 
-    # Kept as answered while the cache serves: an event added anywhere drops it.
+    # Kept as answered while the cache serves: an event of this plan's, or of the platform's
+    # (which the page shows through the plan's installations), drops it.
     return Rendered.of_body(await cache.read_listing(
         request.app.state.token_cache, ("audit", plan_id, limit, cursor), plan_id, now, read))

@@ -20,7 +20,7 @@ from app.oauth2 import browser
 from app.oauth2 import connections as grants
 from app.oauth2 import scopes as catalogue
 from app.tokens import cache, repository, service
-from app.tokens.rules import TokenKind, settled_until
+from app.tokens.rules import TokenKind, settled_until_all
 from app.tokens.schemas import PersonalTokenIn, TokenOut
 from app.users import service as users
 from app.users.models import User
@@ -122,15 +122,16 @@ async def language(request: Request, session: Session) -> Response:
 
 
 async def _my_tokens(session: Session, seen: web.Viewer, now: datetime, offset: int = 0,
-                     ) -> tuple[tuple[list[TokenOut], bool], datetime | None]:
+                     ) -> tuple[tuple[tuple[TokenOut, ...], bool], datetime | None]:
     """A page of the viewer's personal tokens, and whether older ones follow; and the first
     instant one of them is judged otherwise (`rules.settled_until`)."""
     items = await repository.list_where(session, user_id=seen.user.id,
                                         kind=TokenKind.personal.value, limit=PAGE + 1,
                                         offset=offset)
-    changes = [at for t in items[:PAGE] if (at := settled_until(t.facts, now)) is not None]
-    return ([TokenOut.of(t, now) for t in items[:PAGE]], len(items) > PAGE), \
-        min(changes, default=None)
+    shown = items[:PAGE]
+    # A tuple: kept (`cache.read_listing`), the same rows go to every request that shows them.
+    return (tuple(TokenOut.of(t, now) for t in shown), len(items) > PAGE), \
+        settled_until_all((t.facts for t in shown), now)
 
 
 @router.get(f"{PREFIX}/me/api-access")

@@ -24,10 +24,11 @@ from app.integrations.models import Integration
 from app.notifications import sweeps
 from app.oauth2 import scopes as catalogue
 from app.plans import service as plans
-from app.plans.expiry import Period, Unit
+from app.plans.expiry import Period, Spell, Unit
 from app.tokens import cache, repository
 from app.tokens import service as tokens
-from app.tokens.rules import TokenKind, check, settled_until
+from app.tokens.repository import StoredToken
+from app.tokens.rules import TokenKind, check, settled_until_all
 from app.tokens.schemas import TokenOut, TokenStatusOut
 from app.users import service as users
 
@@ -147,7 +148,7 @@ async def notify(request: Request, session: Session, now: Now) -> Response:
 # Admin Center > Tokens ----------------------------------------------------------------------
 
 STATUSES = web.STATUSES
-KINDS = [k.value for k in TokenKind]
+KINDS = tuple(k.value for k in TokenKind)
 
 
 @router.get(f"{PREFIX}/admin/tokens")
@@ -157,7 +158,7 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
     seen = await web.admin(request, session)
     q = request.query_params
     kind = q.get("kind") or None
-    if kind not in {k.value for k in TokenKind}:
+    if kind not in KINDS:
         kind = None
     user = web.parse_id(q.get("user", "")) if q.get("user") else None
     status = q.get("status") if q.get("status") in STATUSES else None
@@ -166,40 +167,25 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
     people = {u.id: u for u in await users.list_in_plan(session, seen.plan.id,
                                                         request.app.state.token_cache)}
     speech = web.speech_of(request, seen)
-    window = timedelta(days=within) if within else None
 
     async def read() -> tuple[tuple[Markup | None, bool], datetime | None]:
-        # The rows name the plan's people as read after the read began (`read_listing`): a
-        # user added since then keeps them from being kept.
-        named = {u.id: u for u in await users.list_in_plan(session, seen.plan.id,
-                                                           request.app.state.token_cache)}
+        # The people the rows name are read from the database once the read began
+        # (`read_listing`): a user added since keeps the rows from being kept, and one edited
+        # by hand shows within `cache.LISTING_SECONDS`.
+        named = {u.id: u for u in await users.list_in_plan(session, seen.plan.id)}
         items = await repository.list_where(
             session, plan_id=seen.plan.id, kind=kind, user_id=user,
             revoked=None if status is None else status == "revoked", limit=PAGE, offset=offset)
         history = await plans.history(session, seen.plan.id,
                                       kept=request.app.state.token_cache)
-        rows, changes = [], []
-        for stored in items:
-            out = TokenOut.of(stored, now, history, verdict=check(stored.facts, now))
-            changes.append(settled_until(stored.facts, now))
-            if window is not None and out.status == "active" and out.expires_at is not None:
-                changes.append(out.expires_at - window)  # when it comes into the window
-            if status is not None and out.status != status:
-                continue
-            if window is not None and (out.status != "active" or out.expires_at is None
-                                       or out.expires_at > now + window):
-                continue
-            why = None if out.status == "active" else \
-                TokenStatusOut.of(stored, now, history).explanation
-            rows.append((out, why))
+        rows, until = _shown(items, now, history, status,
+                             timedelta(days=within) if within else None)
         html = web.fragment("admin_tokens_rows.html", {
             "rows": rows, "people": named, "kinds": KINDS}, speech) if rows else None
-        return (html, len(items) == PAGE), min(
-            (at for at in changes if at is not None and at > now), default=None)
+        return (html, len(items) == PAGE), until
 
-    # Kept while nothing changes, as the API's listings are; the rows name the plan's people,
-    # who are only ever added (an addition drops every listing; one made by hand, unannounced,
-    # is seen within `cache.LISTING_SECONDS`).
+    # Kept while nothing changes, as the API's listings are (users are only ever added, and an
+    # addition drops every listing).
     key = ("page-tokens", seen.plan.id, kind, user, status, within, offset, speech.language,
            speech.zone_name)
     rows_html, full = await cache.read_listing(request.app.state.token_cache, key,
@@ -210,6 +196,29 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
         "offset": offset, "more": full and offset + PAGE <= web.OFFSET_MAX,
         "page": PAGE,
         "done": q.get("done")}, seen=seen)
+
+
+def _shown(items: list[StoredToken], now: datetime, history: list[Spell],
+           status: str | None, window: timedelta | None,
+           ) -> tuple[list[tuple[TokenOut, str | None]], datetime | None]:
+    """The rows the page shows of `items`, each with why it is not active, filtered by status
+    and by "expiring within `window`"; and the first instant they may be shown otherwise: a
+    row's answer changes (`rules.settled_until_all`), or an active token comes into the
+    window."""
+    rows, changes = [], [settled_until_all((t.facts for t in items), now)]
+    for stored in items:
+        out = TokenOut.of(stored, now, history, verdict=check(stored.facts, now))
+        if window is not None and out.status == "active" and out.expires_at is not None:
+            changes.append(out.expires_at - window)  # when it comes into the window
+        if status is not None and out.status != status:
+            continue
+        if window is not None and (out.status != "active" or out.expires_at is None
+                                   or out.expires_at > now + window):
+            continue
+        why = None if out.status == "active" else \
+            TokenStatusOut.of(stored, now, history).explanation
+        rows.append((out, why))
+    return rows, min((at for at in changes if at is not None and at > now), default=None)
 
 
 @router.post(PREFIX + "/admin/tokens/{token_id}/revoke")

@@ -93,9 +93,9 @@ async def revoke(session: AsyncSession, principal: Principal, integration_id: uu
         condition = condition | (Token.family_id.in_(families) & Token.revoked_at.is_(None))
     await session.execute(update(Token).where(condition).values(
         revoked_at=now, revoked_reason="disconnected by the user", revoked_by=principal.actor))
-    await cache.changed(session, token_ids=ids)
+    await cache.changed(session, token_ids=ids, listed=[principal.plan_id])
     for family in families:
-        await cache.changed(session, family_id=family)
+        await cache.changed(session, family_id=family, listed=[principal.plan_id])
     await audit.record(session, principal.actor, "integration.disconnected", principal.plan_id,
                        "integration", integration_id, now, tokens=len(ids))
     return len(ids)

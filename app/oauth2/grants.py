@@ -235,7 +235,7 @@ async def _code_replayed(session: AsyncSession, row: AuthorizationCode,
             update(Token).where(Token.id.in_(ids))
             .values(revoked_at=now, revoked_reason="authorization code replayed",
                     revoked_by="system"))
-        await cache.changed(session, token_ids=list(ids))
+        await cache.changed(session, token_ids=list(ids), listed=[row.plan_id])
     log.warning("authorization code replayed", extra={
         "event": "code_replayed", "client_id": integ.client_id, "plan_id": str(row.plan_id),
         "revoked_tokens": len(ids)})
@@ -314,7 +314,7 @@ async def refresh_token(session: AsyncSession, settings: Settings,
                                 Token.revoked_at.is_(None))
             .values(used_at=now))).rowcount == 1
         if rotated:
-            await cache.changed(session, token_ids=[stored.id])
+            await cache.changed(session, token_ids=[stored.id], listed=[stored.plan_id])
             await tokens.insert_rows(session, minted.rows, minted.events)
     if not rotated:
         # A concurrent exchange of the same token won: this one is a reuse all the same.

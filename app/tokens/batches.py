@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -262,8 +262,10 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
     - `inserted`: the new rows of $2 (JSON array of row objects, each with the token its
       request rotates, or null, as `rotates`) whose own rotation took place; the others are
       dropped; `audited`: their audit events ($4, the same way);
-    - the NOTIFY of the rotated ids ($3: the channel) to the other replicas (`cache.Keys`
-      payload), sent only if any was rotated and delivered only if the statement commits.
+    - the NOTIFY of the rotated ids and of their plans, up to 20 (`l`: only those plans' kept
+      listings go; past 20 every listing), ($3: the channel) to the other replicas
+      (`cache.Keys` payload), sent only if any was rotated and delivered only if the
+      statement commits.
 
     It answers the rotated ids. All parts see one snapshot; the UPDATE takes the row locks, so a
     concurrent rotation of the same token waits and then finds it used."""
@@ -275,7 +277,7 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
         " UPDATE tokens SET used_at = v.at FROM rotating AS v"
         " WHERE tokens.id = ANY(ARRAY(SELECT id FROM rotating)) AND tokens.id = v.id"  # by key
         " AND tokens.used_at IS NULL AND tokens.revoked_at IS NULL"
-        " RETURNING tokens.id),"
+        " RETURNING tokens.id, tokens.plan_id),"
         " fresh AS ("
         " SELECT (e.j ->> 'rotates')::uuid AS rotates, t.*"
         " FROM json_array_elements($2::text::json) AS e(j),"
@@ -294,9 +296,21 @@ def _rotate_sql(columns: tuple[str, ...]) -> str:
         " WHERE f.rotates IS NULL OR f.rotates IN (SELECT id FROM rotated)"
         " RETURNING 1)"
         " SELECT array(SELECT id FROM rotated),"
-        " (SELECT pg_notify($3, json_build_object('t', json_agg(id::text))::text)"
+        " (SELECT pg_notify($3, json_build_object('t', json_agg(id::text),"
+        "  'l', CASE WHEN count(DISTINCT plan_id) <= 20 THEN json_agg(DISTINCT plan_id::text)"
+        "  END)::text)"
         "  FROM rotated HAVING count(*) > 0),"
         " (SELECT count(*) FROM inserted)")
+
+
+def _rotated(items: list[Write], ids: Iterable[uuid.UUID]) -> Keys:
+    """The change of rotating the refresh tokens `ids`: the tokens, and the plans they are in
+    (those of the rows that replace them), so that only those plans' listings go."""
+    ids = frozenset(ids)
+    replacing = [w for w in items if w.rotate in ids]
+    known = all(w.rows for w in replacing)
+    return Keys(ids, listed=frozenset(row["plan_id"] for w in replacing for row in w.rows)
+                if known else frozenset())
 
 
 def _listing(writes: list[Write]) -> dict[str, Any]:
@@ -351,7 +365,7 @@ class TokenWriter(Batcher[Write, bool]):
         # In id order, as a grant's revocation locks its rows: two batches never wait on each
         # other's locks in opposite orders.
         rotate = _json([{"id": i, "at": at} for i, at in sorted(rotations.items())])
-        keys = Keys(frozenset(rotations))
+        keys = _rotated(items, rotations)
         cache.evict_here(keys)  # as `cache.changed`: now, and again after the commit
         try:
             async with db.connection(engine) as conn:
@@ -366,13 +380,13 @@ class TokenWriter(Batcher[Write, bool]):
     async def _run_portable(self, items: list[Write], ok: list[bool],
                             rotations: dict[uuid.UUID, datetime | None]) -> set[uuid.UUID]:
         """Core statements in one transaction (SQLite: no arrays, and no NOTIFY to send)."""
-        keys = Keys(frozenset(rotations))
+        keys = _rotated(items, rotations)
         if rotations:
             cache.evict_here(keys)
         async with db.connection(self.engine, begin=True) as conn:
             rotated = await self._rotate(conn, rotations) if rotations else set()
             if rotated:
-                await cache.announce(conn, Keys(frozenset(rotated)))
+                await cache.announce(conn, _rotated(items, rotated))
             done = [w for w, fine in zip(items, ok, strict=True)
                     if fine and (w.rotate is None or w.rotate in rotated)]
             rows = [row for w in done for row in w.rows]
@@ -408,7 +422,8 @@ class Revocation:
     def keys(self) -> Keys:
         """What it changes: the token, and for a refresh token its whole grant (RFC 7009 §2.1)."""
         family = self.stored.family_id if self.stored.kind == TokenKind.refresh else None
-        return Keys(frozenset({self.stored.id}), family_id=family)
+        return Keys(frozenset({self.stored.id}), family_id=family,
+                    listed=frozenset({self.stored.plan_id}))
 
 
 # On PostgreSQL, a batch of revocations in one statement (one round trip, atomic on its own):

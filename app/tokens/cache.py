@@ -24,9 +24,10 @@ review or installation change must stop working on every replica within a stated
   installation change must call `changed(session, integration_id=...)` too.
 - And it keeps listings as answered (pages of tokens and of the audit trail: `read_listing`),
   each until the first instant one of its rows is judged otherwise, for `LISTING_SECONDS` at
-  most; dropped by any change above, and, for their plans only, by rows inserted into or
-  deleted from `tokens` or `audit_events`: by this process at once (`_wrote`), by any other
-  through the database's triggers (migration 0010, `Keys.listed`).
+  most; dropped by any change above, and, for their plans only, by rows inserted into
+  `tokens` or `audit_events` by this process (at once: `_wrote`), and by rows inserted or
+  deleted by anyone (on PostgreSQL, through the database's triggers: migration 0010,
+  `Keys.listed`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ _DEAD_AFTER_SECONDS = 15.0
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """What changed. Every key given evicts every cached token it names (a union)."""
+    """What changed. Every key given evicts every cached token it names (a union); `listed`
+    and `listed_all` name listings only."""
 
     token_ids: frozenset[uuid.UUID] = frozenset()
     plan_id: uuid.UUID | None = None
@@ -96,8 +98,8 @@ class Keys:
         body: dict[str, object] = {}
         if self.token_ids:
             body["t"] = sorted(str(t) for t in self.token_ids)
-        if self.listed_all or len(self.listed) > MAX_IDS_IN_PAYLOAD:
-            body["l"] = "all"
+        if self.listed_all or len(self.listed) + len(self.token_ids) > MAX_IDS_IN_PAYLOAD:
+            body["l"] = "all"  # both lists within pg_notify's 8000 bytes
         elif self.listed:
             body["l"] = sorted(str(p) for p in self.listed)
         for name, value in (("p", self.plan_id), ("i", self.integration_id),
@@ -117,7 +119,7 @@ class Keys:
             def _id(name: str) -> uuid.UUID | None:
                 return uuid.UUID(body[name]) if body.get(name) else None
 
-            listed = body.get("l", ())
+            listed = body.get("l") or ()  # null: plans not named
             return cls(frozenset(uuid.UUID(t) for t in body.get("t", ())), _id("p"), _id("i"),
                        _id("f"), user_id=_id("u"), listed_all=listed == "all",
                        listed=frozenset() if listed == "all"
@@ -129,10 +131,10 @@ class Keys:
 # What `TokenCache.get_plan` keeps of a plan (`read_plan`'s `what`).
 _OF_A_PLAN = ("policy", "history", "integrations")
 
-# What listings kept may weigh at most, together (`_weight`: bytes of their answers, roughly),
-# and how long one is kept at most: rows edited in the database by hand, which nobody
-# announces, are seen within that time (as users' facts are).
-LISTINGS_BYTES = 16 * 1024 * 1024
+# What listings kept may weigh at most, together (`_weight`: bytes of their answers, roughly;
+# `TESSERA_TOKEN_LISTINGS_MEGABYTES`), and how long one is kept at most: rows edited in the
+# database by hand, which nobody announces, are seen within that time (as users' facts are).
+LISTINGS_BYTES = 64 * 1024 * 1024
 LISTING_SECONDS = 60.0
 
 # How long a user's cached facts (email, name, role) are used before they are read again.
@@ -145,6 +147,7 @@ class TokenCache:
 
     size: int
     bound_seconds: float = 1.0
+    listings_bytes: int = LISTINGS_BYTES
     generation: int = 0
     _entries: OrderedDict[str, StoredToken] = field(default_factory=OrderedDict)
     _by_id: dict[uuid.UUID, str] = field(default_factory=dict)
@@ -361,10 +364,10 @@ class TokenCache:
         if generation != self.listings_generation or not self.serving:
             return
         weight = _weight(value)
-        if weight > LISTINGS_BYTES // 8:
-            return  # a page that large (500 rows of long names) is read each time
+        if weight > self.listings_bytes // 8:
+            return  # a page that large for the room there is, is read each time
         self._forget(key)
-        while self._listings and self._listings_weight + weight > LISTINGS_BYTES:
+        while self._listings and self._listings_weight + weight > self.listings_bytes:
             self._forget(next(iter(self._listings)))  # the least recently used
         self._listings[key] = _Listing(plan_id, value, since, until, weight, time.monotonic())
         self._listings_weight += weight
@@ -392,8 +395,12 @@ class TokenCache:
         if keys.everything:
             self.clear()
             return
-        # Anything a listed row is judged by (a token, its plan, integration or user) changed.
-        self.drop_listings()
+        # What a listed row is judged by changed: when only tokens did, and the change names
+        # their plans, those plans' listings go; otherwise (a plan, an integration, a user, or
+        # tokens of plans unknown) every listing.
+        of_tokens = not (keys.plan_id or keys.integration_id or keys.user_id)
+        self.drop_listings(keys.listed if of_tokens and keys.listed and not keys.listed_all
+                           else None)
         if keys.plan_id is not None:
             self._placements.clear()  # periods change rarely; any plan's change drops them all
             for what in _OF_A_PLAN:
@@ -611,6 +618,10 @@ def _wrote(conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, 
 
 @event.listens_for(Pool, "checkin")
 def _returned(_dbapi_conn: Any, record: Any) -> None:  # noqa: ANN401
+    """The second drop, after the commit: every connection goes back to the pool once its
+    transaction ended (committed, rolled back or thrown away). One dropped by the garbage
+    collector instead is not checked in; its rows are then heard by NOTIFY, or within
+    `LISTING_SECONDS`."""
     if record is not None and (plans := record.info.pop(_LISTED, _NONE_YET)) is not _NONE_YET:
         listed_here(plans)
 
@@ -618,17 +629,19 @@ def _returned(_dbapi_conn: Any, record: Any) -> None:  # noqa: ANN401
 async def changed(session: AsyncSession, *, token_ids: Iterable[uuid.UUID] = (),
                   plan_id: uuid.UUID | None = None, integration_id: uuid.UUID | None = None,
                   family_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None,
-                  everything: bool = False) -> None:
+                  everything: bool = False, listed: Iterable[uuid.UUID] = ()) -> None:
     """Call inside the transaction that changes what a token check reads.
 
     Pass what changed: revoked or rotated tokens (`token_ids`, or a whole refresh `family_id`),
     a plan's period (`plan_id`), an integration's review, exception or installation
-    (`integration_id`), a user's language, or a user added (`user_id`). Evicts on this process
+    (`integration_id`), a user's language, or a user added (`user_id`); with tokens, the plans
+    they are in (`listed`), so that only those plans' kept listings go. Evicts on this process
     now and after the commit; on PostgreSQL the NOTIFY reaches every replica when the
     transaction commits, and never if it rolls back (then this process evicts again: a read in
     the transaction may have cached its changes).
     """
-    keys = Keys(frozenset(token_ids), plan_id, integration_id, family_id, everything, user_id)
+    keys = Keys(frozenset(token_ids), plan_id, integration_id, family_id, everything, user_id,
+                frozenset(listed))
     evict_here(keys)
     session.info.setdefault(_PENDING, []).append(keys)
     if session.get_bind().dialect.name == "postgresql":

@@ -17,7 +17,7 @@ from app.errors import NotFound, Unauthorized
 from app.oauth2 import connections
 from app.plans import service as plans
 from app.tokens import cache, repository, service
-from app.tokens.rules import Inactive, TokenKind, check, settled_until
+from app.tokens.rules import Inactive, TokenKind, check, settled_until_all
 from app.tokens.schemas import (
     GrantList,
     GrantOut,
@@ -165,8 +165,7 @@ async def _listing(request: Request, session: Session, plan_id: uuid.UUID, now: 
             "items": [fields_of(t, now, history, verdict=v)
                       for t, v in zip(items, verdicts, strict=True)],
             "limit": limit, "offset": offset}).body
-        changes = [at for t in items if (at := settled_until(t.facts, now)) is not None]
-        return body, min(changes, default=None)
+        return body, settled_until_all((t.facts for t in items), now)
 
     key = ("tokens", in_plan, plan_id, user_id, kind, limit, offset)
     return Rendered.of_body(await cache.read_listing(request.app.state.token_cache, key,

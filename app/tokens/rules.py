@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
@@ -112,7 +113,7 @@ def settled_until(facts: TokenFacts, now: datetime) -> datetime | None:
     changes only when time passes one of the instants the facts name: the effective expiry, the
     token's own lifetime's end and its period's, an integration's review deadline or exception
     date (`integrations.access.decide`). A page of tokens judged at `now` is the same page until
-    the earliest of its rows' (`app.tokens.listings`)."""
+    the earliest of its rows' (`settled_until_all`, `app.tokens.cache.read_listing`)."""
     found = [facts.expiry, facts.expires_at]
     if facts.period is not None:
         found.append(add_period(facts.issued_at, facts.period))
@@ -120,3 +121,8 @@ def settled_until(facts: TokenFacts, now: datetime) -> datetime | None:
         found += [integ.review_deadline, integ.exception_until]
     later = [at for at in found if at is not None and at > now]
     return min(later) if later else None
+
+
+def settled_until_all(facts: Iterable[TokenFacts], now: datetime) -> datetime | None:
+    """`settled_until` of a page of tokens: the earliest of its rows' (None: none changes)."""
+    return min((at for f in facts if (at := settled_until(f, now)) is not None), default=None)

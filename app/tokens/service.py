@@ -153,7 +153,8 @@ async def revoke(session: AsyncSession, stored: StoredToken, *, actor: str, reas
         # nothing happened, so nothing is recorded or announced. (A replay is recorded
         # whatever it found: it is an attack's trace.)
         return False
-    await cache.changed(session, token_ids=[stored.id], family_id=family_id)
+    await cache.changed(session, token_ids=[stored.id], family_id=family_id,
+                        listed=[stored.plan_id])
     await audit.record(session, actor, action, stored.plan_id, "token", stored.id, now,
                        reason=reason, kind=stored.kind, family_id=family_id and str(family_id))
     return bool(changed.rowcount)

@@ -25,6 +25,8 @@ depends_on: str | Sequence[str] | None = None
 
 _TABLES = ("tokens", "audit_events")
 
+# The channel is the token cache's (`app.tokens.cache.CHANNEL`), written out here: a migration
+# does not import the application.
 _FUNCTION = """
 CREATE OR REPLACE FUNCTION tessera_listed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -38,7 +40,7 @@ BEGIN
   END IF;
   SELECT json_agg(DISTINCT plan_id) FILTER (WHERE plan_id IS NOT NULL),
          count(DISTINCT plan_id), coalesce(bool_or(plan_id IS NULL), false)
-    INTO plans, planned, unplanned FROM added;
+    INTO plans, planned, unplanned FROM written;
   IF unplanned OR planned > 100 THEN
     PERFORM pg_notify('tessera_invalidate', '{"l":"all"}');
   ELSIF planned > 0 THEN
@@ -56,10 +58,10 @@ def upgrade() -> None:
     op.execute(_FUNCTION)
     for table in _TABLES:
         op.execute(f"CREATE TRIGGER {table}_listed AFTER INSERT ON {table}"
-                   " REFERENCING NEW TABLE AS added"
+                   " REFERENCING NEW TABLE AS written"
                    " FOR EACH STATEMENT EXECUTE FUNCTION tessera_listed()")
         op.execute(f"CREATE TRIGGER {table}_unlisted AFTER DELETE ON {table}"
-                   " REFERENCING OLD TABLE AS added"
+                   " REFERENCING OLD TABLE AS written"
                    " FOR EACH STATEMENT EXECUTE FUNCTION tessera_listed()")
         op.execute(f"CREATE TRIGGER {table}_emptied AFTER TRUNCATE ON {table}"
                    " FOR EACH STATEMENT EXECUTE FUNCTION tessera_listed()")

@@ -277,8 +277,73 @@ async def test_listings_are_not_kept_while_the_cache_does_not_serve(
     r = await client.get(f"/v1/plans/{plan.plan_id}/tokens", headers=plan.admin.auth)
     assert r.status_code == 200
     assert kept._listings == {}
-    assert cache.Keys.from_payload('{"l":"all"}').listed_all
-    assert cache.Keys.from_payload(f'{{"l":["{plan.plan_id}"]}}').listed == {plan.plan_id}
+
+
+def test_what_the_trigger_sends_is_read_as_listings_only() -> None:
+    """`Keys` of the triggers' payloads name listings only: they move the token facts'
+    generation no more than they drop their entries; anything unreadable clears everything."""
+    plan = uuid.uuid4()
+    assert cache.Keys.from_payload('{"l":"all"}') == cache.Keys(listed_all=True)
+    assert cache.Keys.from_payload(f'{{"l":["{plan}"]}}') == cache.Keys(listed=frozenset({plan}))
+    assert cache.Keys.from_payload('{"l":[1]}').everything
+    assert cache.Keys.from_payload('{"l":{"a":1}}').everything
+    kept = cache.TokenCache(10)
+    before = kept.generation
+    kept.evict(cache.Keys(listed=frozenset({plan})))
+    assert kept.generation == before and kept.listings_generation == 1
+    kept.evict(cache.Keys())  # an empty change evicts as any change does
+    assert kept.generation == before + 1
+    # Tokens changed in a plan named: that plan's listings go, and only them; tokens of plans
+    # not named (a payload without "l", or "l": null), or any other change: every listing.
+    other, now = uuid.uuid4(), datetime(2026, 12, 6, tzinfo=UTC)
+    kept.heartbeat(time.monotonic() + 3600)
+
+    def keep_both() -> None:
+        for p in (plan, other):
+            kept.put_listing(("x", p), p, b"[]", now, None, kept.listings_generation)
+
+    def left() -> set:
+        return {k[1] for k in kept._listings}
+
+    for change, survivors in (
+            (cache.Keys(frozenset({uuid.uuid4()}), listed=frozenset({plan})), {other}),
+            (cache.Keys(family_id=uuid.uuid4(), listed=frozenset({plan})), {other}),
+            (cache.Keys.from_payload(f'{{"t":["{uuid.uuid4()}"],"l":["{other}"]}}'), {plan}),
+            (cache.Keys.from_payload(f'{{"t":["{uuid.uuid4()}"],"l":null}}'), set()),
+            (cache.Keys(frozenset({uuid.uuid4()})), set()),
+            (cache.Keys(plan_id=plan, listed=frozenset({plan})), set()),
+            (cache.Keys(user_id=uuid.uuid4()), set())):
+        keep_both()
+        kept.evict(change)
+        assert left() == survivors, change
+    many = cache.Keys(frozenset(uuid.uuid4() for _ in range(60)),
+                      listed=frozenset(uuid.uuid4() for _ in range(60)))
+    assert len(many.payload()) < 8000 and cache.Keys.from_payload(many.payload()).listed_all
+
+
+async def test_a_read_between_a_flush_and_its_commit_is_dropped_at_the_commit(
+        app, client, plan: PlanFixture) -> None:  # noqa: ANN001
+    """A page read while a unit of work has inserted a token but not committed it shows the
+    page without it, and may be kept; the commit (its connection back in the pool) drops it."""
+    from app.db import make_sessionmaker, session_scope
+    from app.tokens import service
+    from app.tokens.rules import TokenKind
+
+    serve_cache(app)
+    kept = app.state.token_cache
+    path, now = f"/v1/plans/{plan.plan_id}/tokens", app.state.clock.now()
+    assert (await client.get(path, headers=plan.admin.auth)).status_code == 200
+    async with session_scope(make_sessionmaker(app.state.engine)) as session:
+        made, _secret = service.issue(session, kind=TokenKind.personal, plan_id=plan.plan_id,
+                                      user_id=plan.admin.user_id, now=now)
+        await session.flush()
+        assert kept.get_listing(_plan_key(plan), now) is None  # at the statement
+        if app.state.engine.dialect.name == "postgresql":  # SQLite: the writer locks readers
+            seen = await client.get(path, headers=plan.admin.auth)
+            assert str(made.id) not in seen.text
+            assert kept.get_listing(_plan_key(plan), now) is not None
+    assert kept.get_listing(_plan_key(plan), now) is None  # and again at the commit
+    assert str(made.id) in (await client.get(path, headers=plan.admin.auth)).text
 
 
 async def test_console_pages_kept_follow_the_window_and_the_viewers_speech(
@@ -399,23 +464,65 @@ async def test_console_rows_name_people_read_after_their_read_began(
 
 
 def test_listings_kept_are_bounded_in_weight_and_age(monkeypatch) -> None:  # noqa: ANN001
-    kept = cache.TokenCache(100)
+    kept = cache.TokenCache(100, listings_bytes=10_000)  # TESSERA_TOKEN_LISTINGS_MEGABYTES
     kept.heartbeat(time.monotonic() + 3600)
     plan, now = uuid.uuid4(), datetime(2026, 12, 6, tzinfo=UTC)
-    page = b"x" * (cache.LISTINGS_BYTES // 10)
+    page = b"x" * 900
     for i in range(12):
         kept.put_listing(("p", i), plan, page, now, None, kept.listings_generation)
         if i == 8:
             assert kept.get_listing(("p", 0), now) == page  # used: kept longest
-    assert kept._listings_weight <= cache.LISTINGS_BYTES
+    assert kept._listings_weight <= 10_000
     assert kept.get_listing(("p", 0), now) == page and kept.get_listing(("p", 11), now) == page
     assert kept.get_listing(("p", 1), now) is None  # the least recently used went first
     # A page too large for its share is never kept.
-    kept.put_listing(("big",), plan, b"x" * cache.LISTINGS_BYTES, now, None,
+    kept.put_listing(("big",), plan, b"x" * 1_300, now, None,
                      kept.listings_generation)
     assert kept.get_listing(("big",), now) is None
+    # Judged at an instant: not answered for an earlier one (a clock set back).
+    assert kept.get_listing(("p", 0), now - timedelta(microseconds=1)) is None
     # Rows edited by hand, which nobody announces: seen once a listing is that old.
     monkeypatch.setattr(cache, "LISTING_SECONDS", -1.0)
     assert kept.get_listing(("p", 0), now) is None
     kept.drop_listings()
     assert kept._listings_weight == 0 and not kept._listings
+
+
+async def test_a_rotation_drops_only_its_plans_listings_here_and_says_which(
+        app, client, database, plan: PlanFixture, other_plan: PlanFixture) -> None:  # noqa: ANN001
+    """A refresh token rotated in one plan: the other plan's kept pages stay, on this replica
+    and (the NOTIFY names the plan) on the others."""
+    import json
+
+    from tests.oauth2.test_fast_path import refresh_token_of
+
+    reg = await register_custom(client, plan)
+    serve_cache(app)
+    kept = app.state.token_cache
+    heard: list[str] = []
+    remote = None
+    if database.backend == "postgresql":
+        remote = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+        await remote.add_listener(cache.CHANNEL, lambda *args: heard.append(args[-1]))
+    try:
+        spent = await refresh_token_of(database, plan, reg.id)
+        for path, who in ((f"/v1/plans/{plan.plan_id}/tokens", plan),
+                          (f"/v1/plans/{other_plan.plan_id}/tokens", other_plan)):
+            assert (await client.get(path, headers=who.admin.auth)).status_code == 200
+        now = app.state.clock.now()
+        r = await client.post("/oauth2/token", data={"grant_type": "refresh_token",
+                                                      "refresh_token": spent},
+                              auth=(reg.client_id, reg.client_secret))
+        assert r.status_code == 200, r.text
+        assert kept.get_listing(_plan_key(plan), now) is None
+        assert kept.get_listing(_plan_key(other_plan), now) is not None
+        if remote is not None:
+            started = time.monotonic()
+            while not any('"t"' in p for p in heard):
+                assert time.monotonic() - started < 2
+                await asyncio.sleep(0.01)
+            rotation = next(json.loads(p) for p in heard if '"t"' in p)
+            assert rotation["l"] == [str(plan.plan_id)]
+    finally:
+        if remote is not None:
+            await remote.close()
