@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import Request
+from markupsafe import Markup
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -122,28 +123,41 @@ async def language(request: Request, session: Session) -> Response:
 
 
 async def _my_tokens(session: Session, seen: web.Viewer, now: datetime, offset: int = 0,
-                     ) -> tuple[tuple[tuple[TokenOut, ...], bool], datetime | None]:
-    """A page of the viewer's personal tokens, and whether older ones follow; and the first
-    instant one of them is judged otherwise (`rules.settled_until`)."""
+                     ) -> tuple[list[TokenOut], bool, datetime | None]:
+    """A page of the viewer's personal tokens, whether older ones follow, and the first instant
+    one of them is judged otherwise (`rules.settled_until`)."""
     items = await repository.list_where(session, user_id=seen.user.id,
                                         kind=TokenKind.personal.value, limit=PAGE + 1,
                                         offset=offset)
     shown = items[:PAGE]
-    # A tuple: kept (`cache.read_listing`), the same rows go to every request that shows them.
-    return (tuple(TokenOut.of(t, now) for t in shown), len(items) > PAGE), \
+    return [TokenOut.of(t, now) for t in shown], len(items) > PAGE, \
         settled_until_all((t.facts for t in shown), now)
+
+
+def _rows(tokens: list[TokenOut], speech: i18n.Speech) -> Markup | None:
+    """The table's rows, drawn apart from the page (`web.fragment`), or None: no row."""
+    return web.fragment("api_access_rows.html", {"tokens": tokens}, speech) if tokens else None
 
 
 @router.get(f"{PREFIX}/me/api-access")
 async def api_access(request: Request, session: Session, now: Now) -> Response:
     seen = await web.viewer(request, session)
     offset = web.whole_number(request, "offset", web.OFFSET_MAX)
-    # Kept while nothing changes, as the API's listing of the same tokens is.
-    tokens, more = await cache.read_listing(
-        request.app.state.token_cache, ("page-api-access", seen.user.id, offset),
-        seen.user.plan_id, now, lambda: _my_tokens(session, seen, now, offset))
+    speech = web.speech_of(request, seen)
+
+    async def read() -> tuple[tuple[Markup | None, bool], datetime | None]:
+        tokens, more, until = await _my_tokens(session, seen, now, offset)
+        return (_rows(tokens, speech), more), until
+
+    # Kept while nothing changes, as the API's listing of the same tokens is: the rows drawn
+    # for the viewer's language and zone (the page's forms, with the session's CSRF token, are
+    # drawn for each request).
+    rows_html, more = await cache.read_listing(
+        request.app.state.token_cache,
+        ("page-api-access", seen.user.id, offset, speech.language, speech.zone_name),
+        seen.user.plan_id, now, read)
     return web.render(request, "api_access.html", {
-        "tokens": tokens, "issued": None, "offset": offset,
+        "rows_html": rows_html, "issued": None, "offset": offset,
         "more": more and offset + PAGE <= web.OFFSET_MAX, "page": PAGE,
         "done": request.query_params.get("done")}, seen=seen)
 
@@ -154,9 +168,10 @@ async def _issue(request: Request, session: Session, seen: web.Viewer, now, name
         session, request.app.state.token_batches, plan_id=seen.user.plan_id,
         user_id=seen.user.id, name=name, now=now, via="console")
     # Shown once, on this answer only: no redirect, whose URL or history could keep it.
-    (tokens, more), _ = await _my_tokens(session, seen, now)
+    tokens, more, _ = await _my_tokens(session, seen, now)
+    shown = [TokenOut.of(stored, now)] + [t for t in tokens if t.id != stored.id]
     return web.render(request, "api_access.html", {
-        "tokens": [TokenOut.of(stored, now)] + [t for t in tokens if t.id != stored.id],
+        "rows_html": _rows(shown, web.speech_of(request, seen)),
         "issued": {"secret": secret, "name": stored.name, "replaced": replaced},
         "offset": 0, "more": more, "page": PAGE, "done": None}, seen=seen, status=201)
 

@@ -391,7 +391,8 @@ async def test_console_pages_kept_follow_the_window_and_the_viewers_speech(
     client.cookies.delete("tessera_tz")
     uncached.cookies = client.cookies
     assert (await same())[1] == shown[1]
-    assert kept.get_listing(("page-api-access", plan.admin.user_id, 0), clock.now()) is not None
+    assert kept.get_listing(("page-api-access", plan.admin.user_id, 0, "en", "UTC"),
+                            clock.now()) is not None
     # The admin's token (the fixture's, three days old) expires: both pages change at once.
     clock.advance(days=1)
     after = await same()
