@@ -164,6 +164,16 @@ async def client(app) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
         yield c
 
 
+@pytest.fixture
+async def uncached(settings, clock, database) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
+    """A second application on the same database, whose cache never serves: what a page is
+    when read whole from the database, to compare with one whose cache serves."""
+    fresh = create_app(settings, clock=clock, engine=database.engine)
+    transport = httpx2.ASGITransport(app=fresh)
+    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
+        yield c
+
+
 @dataclass
 class Member:
     user_id: uuid.UUID

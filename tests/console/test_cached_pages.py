@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx2
@@ -17,22 +16,12 @@ import pytest
 from app.auth.principal import Principal
 from app.console import web
 from app.db import make_sessionmaker, session_scope
-from app.main import create_app
 from app.plans import service as plans
 from app.plans.expiry import Period, Unit
 from app.tokens.cache import Keys
 from tests.conftest import PlanFixture
 from tests.console.conftest import sign_in
 from tests.integrations.test_token_client_cache import serve_cache
-
-
-@pytest.fixture
-async def uncached(settings, clock, database) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
-    """A second application on the same database, whose cache never serves."""
-    fresh = create_app(settings, clock=clock, engine=database.engine)
-    transport = httpx2.ASGITransport(app=fresh)
-    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
-        yield c
 
 
 async def test_cached_pages_answer_as_the_database_after_every_change(

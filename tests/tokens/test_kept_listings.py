@@ -10,15 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import httpx2
-import pytest
 
 from app.integrations.access import IntegrationFacts
-from app.main import create_app
 from app.plans.expiry import Period, Spell, Unit, death
 from app.tokens import cache, repository
 from app.tokens.cache import Listener
@@ -29,15 +25,6 @@ from tests.console.test_cached_pages import held_read
 from tests.integrations.test_review_api import install, review
 from tests.integrations.test_token_client_cache import serve_cache, token
 from tests.oauth2.conftest import register_custom, register_third_party
-
-
-@pytest.fixture
-async def uncached(settings, clock, database) -> AsyncIterator[httpx2.AsyncClient]:  # noqa: ANN001
-    """A second application on the same database, whose cache never serves."""
-    fresh = create_app(settings, clock=clock, engine=database.engine)
-    transport = httpx2.ASGITransport(app=fresh)
-    async with httpx2.AsyncClient(transport=transport, base_url="https://tessera.test") as c:
-        yield c
 
 
 def _plan_key(plan: PlanFixture) -> tuple:
