@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import Request
-from markupsafe import Markup
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -134,7 +133,7 @@ async def _my_tokens(session: Session, seen: web.Viewer, now: datetime, offset: 
         settled_until_all((t.facts for t in shown), now)
 
 
-def _rows(tokens: list[TokenOut], speech: i18n.Speech) -> Markup | None:
+def _rows(tokens: list[TokenOut], speech: i18n.Speech) -> web.Fragment | None:
     """The table's rows, drawn apart from the page (`web.fragment`), or None: no row."""
     return web.fragment("api_access_rows.html", {"tokens": tokens}, speech) if tokens else None
 
@@ -145,7 +144,7 @@ async def api_access(request: Request, session: Session, now: Now) -> Response:
     offset = web.whole_number(request, "offset", web.OFFSET_MAX)
     speech = web.speech_of(request, seen)
 
-    async def read() -> tuple[tuple[Markup | None, bool], datetime | None]:
+    async def read() -> tuple[tuple[web.Fragment | None, bool], datetime | None]:
         tokens, more, until = await _my_tokens(session, seen, now, offset)
         return (_rows(tokens, speech), more), until
 

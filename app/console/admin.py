@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from fastapi import Request
-from markupsafe import Markup
 from sqlalchemy import select
 from starlette.responses import Response
 
@@ -168,7 +167,7 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
                                                         request.app.state.token_cache)}
     speech = web.speech_of(request, seen)
 
-    async def read() -> tuple[tuple[Markup | None, bool], datetime | None]:
+    async def read() -> tuple[tuple[web.Fragment | None, bool], datetime | None]:
         # The people the rows name are read from the database once the read began
         # (`read_listing`): a user added since keeps the rows from being kept, and one edited
         # by hand shows within `cache.LISTING_SECONDS`.

@@ -11,6 +11,8 @@ answer shows a secret once.
 
 from __future__ import annotations
 
+import re
+import secrets
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -217,13 +219,36 @@ def speech_of(request: Request, seen: Viewer | None) -> i18n.Speech:
     return i18n.speech(request, seen.user.locale if seen is not None else None)
 
 
-def fragment(name: str, context: dict[str, Any], speech: i18n.Speech) -> Markup:
+class Fragment(bytes):
+    """A part of a page drawn apart (`fragment`), as UTF-8. `render` puts it into its page as
+    it is: a page's rows are most of its bytes, and a page's text holding them was copied by
+    the template and then encoded whole, per request (a sixth of the console's Tokens page,
+    bench/NOTES.md, nineteenth pass)."""
+
+    __slots__ = ()
+
+
+# Where a fragment goes in a page's text, until its bytes are put there. What a page shows of
+# anyone's data is escaped, so no `<!--` of theirs reaches the text; the per-process nonce is
+# a second lock.
+_SLOT = f"<!--tessera-fragment-{secrets.token_hex(8)}-"
+_SLOTS = re.compile(re.escape(_SLOT) + r"(\w+)-->")
+
+
+def fragment(name: str, context: dict[str, Any], speech: i18n.Speech) -> Fragment:
     """A part of a page (a table's rows) rendered on its own, from `context` and `speech`
     alone: what it shows depends on nothing else, so that it can be kept
     (`cache.read_listing`) and put into its page (`render`) for any viewer speaking alike."""
-    return Markup(envs[speech.language].get_template(name).render(  # noqa: S704 - a template's
-        **context, speech=speech, _=speech.gettext, gettext=speech.gettext,  # own escaping
-        ngettext=speech.ngettext))
+    return Fragment(envs[speech.language].get_template(name).render(
+        **context, speech=speech, _=speech.gettext, gettext=speech.gettext,
+        ngettext=speech.ngettext).encode())
+
+
+def _spliced(html: str, parts: Mapping[str, Fragment]) -> bytes:
+    """The page's text encoded, each fragment's slot replaced by its bytes."""
+    pieces = _SLOTS.split(html)  # text, name, text, name, ..., text
+    return b"".join(parts[piece] if i % 2 else piece.encode()
+                    for i, piece in enumerate(pieces))
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status: int = 200,
@@ -234,12 +259,17 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
     speech = speech_of(request, seen)
     own = csrf is not None
     csrf = csrf or browser.csrf_token(request, settings)
+    parts = {key: value for key, value in context.items() if isinstance(value, Fragment)}
+    if parts:
+        context = {**context, **{key: Markup(f"{_SLOT}{key}-->")  # noqa: S704 - our own
+                                 for key in parts}}
     html = envs[speech.language].get_template(name).render(
         **context, request=request, csrf=csrf, viewer=seen, speech=speech,
         _=speech.gettext, gettext=speech.gettext, ngettext=speech.ngettext,
         lang=speech.language, languages=i18n.LANGUAGES, path=request.url.path,
         here=_back(request))
-    response = HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
+    response = HTMLResponse(_spliced(html, parts) if parts else html, status_code=status,
+                            headers={**HEADERS, **(headers or {})})
     if not own and browser.login_session(request, settings) is None:  # before login
         browser.set_csrf(response, settings, csrf)  # a double-submit token
     return response

@@ -259,3 +259,34 @@ async def test_the_plans_integrations_kept_answer_as_the_database_after_every_ch
     await deactivate_due(make_sessionmaker(app.state.engine), clock.now(), batch_size=100)
     states = {i["client_id"]: i["state"] for i in json.loads(await same())}
     assert states[other.client_id] == "deactivated" and states[custom.client_id] == "active"
+
+
+async def test_rows_drawn_apart_are_put_into_their_page_as_drawn(
+        app, client, uncached, plan: PlanFixture) -> None:  # noqa: ANN001
+    """A page's rows are kept as bytes and put into the page where their slot is
+    (`web.Fragment`): a name that spells a slot, or closes a comment, or is not ASCII, is shown
+    as written, escaped, as often as a plain name is, in both pages that draw their rows
+    apart; and each page is the one an application with no cache gives."""
+    serve_cache(app)
+    hostile = [f"{web._SLOT}rows_html-->", "--><script>x()</script>", "Clé “née” — ✓",
+               "plain-name-x"]
+    for name in hostile:
+        made = await client.post("/v1/me/tokens", json={"name": name},
+                                 auth=(plan.admin.email, plan.admin.password))
+        assert made.status_code == 201, made.text
+    await sign_in(client, plan.admin)
+    uncached.cookies = client.cookies
+    for path in ("/console/admin/tokens", "/console/me/api-access"):
+        for _ in range(2):  # drawn, then kept
+            page = await client.get(path)
+            assert page.status_code == 200, page.text
+            assert page.text == (await uncached.get(path)).text, path
+            assert web._SLOT not in page.text
+            assert "<script>x()" not in page.text
+            shown = page.text.count("plain-name-x")
+            assert shown >= 1
+            assert page.text.count(f"&lt;!--tessera-fragment-{web._SLOT[21:]}rows_html--&gt;") \
+                == shown
+            assert page.text.count("--&gt;&lt;script&gt;x()&lt;/script&gt;") == shown
+            assert page.text.count("Clé “née” — ✓") == shown
+            assert page.headers["content-type"] == "text/html; charset=utf-8"
