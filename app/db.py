@@ -219,19 +219,20 @@ def is_data_error(exc: BaseException) -> bool:
             and (getattr(exc.orig, "sqlstate", None) or "").startswith(("22", "23")))
 
 
-def in_list(column: Any, name: str, *, array: bool) -> Any:  # noqa: ANN401
+def in_list(column: Any, name: str, *, array: bool, of: Any = String) -> Any:  # noqa: ANN401
     """`column` among the values bound as `name`: with `array` (PostgreSQL) one array
-    parameter (`= ANY`), so the statement is the same for any number of values (and can be
-    read straight on the driver: `DirectReads`); otherwise an expanding IN."""
+    parameter (`= ANY`) of `of`, so the statement is the same for any number of values (and
+    can be read straight on the driver: `DirectReads`); otherwise an expanding IN."""
     if array:
-        return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(of)))
     return column.in_(bindparam(name, expanding=True))
 
 
-def for_many(query: Select[Any], column: Any) -> dict[str | None, Select[Any]]:  # noqa: ANN401
-    """`query` for many values of `column` at once (`{"keys": [...]}`), built once per dialect
-    (`in_list`). `of_dialect` picks the one for a connection."""
-    return {"postgresql": query.where(in_list(column, "keys", array=True)),
+def for_many(query: Select[Any], column: Any, of: Any = String,  # noqa: ANN401
+             ) -> dict[str | None, Select[Any]]:
+    """`query` for many values of `column` (of type `of`) at once (`{"keys": [...]}`), built
+    once per dialect (`in_list`). `of_dialect` picks the one for a connection."""
+    return {"postgresql": query.where(in_list(column, "keys", array=True, of=of)),
             None: query.where(in_list(column, "keys", array=False))}
 
 
@@ -504,13 +505,24 @@ async def read_alone(session: AsyncSession, statement: Any,  # noqa: ANN401 - a 
     back first (`release`), so the request never holds one connection while it waits for
     another; one that wrote cannot, and reads through itself."""
     direct = getattr(session, "direct", None)
-    made = getattr(session, "made", session)
-    if direct is None or not direct.takes(statement) or (
-            made is not None and made.in_transaction() and not has_only_read(made)):
+    if direct is None or not direct.takes(statement) or not await set_apart(session):
         return await rows(session, statement, params)
-    if made is not None:
-        await release(made)
     return await direct.all(statement, params)
+
+
+async def set_apart(session: AsyncSession) -> bool:
+    """Ready a session's request to read on another connection (`read_alone`, a batched
+    `Lookup`): a connection it holds for reads only is given back first (`release`), so the
+    request never holds one connection while it waits for another (twenty such requests
+    would hold a small pool and wait for each other). False when it wrote: it reads through
+    itself, what it wrote included."""
+    made = getattr(session, "made", session)
+    if made is None:
+        return True
+    if made.in_transaction() and not has_only_read(made):
+        return False
+    await release(made)
+    return True
 
 
 def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -33,6 +33,7 @@ from app.oauth2.proofs import ProofRecorder
 from app.ops.endpoints import router as ops_router
 from app.ops.metrics import StateCollector, watch_event_loop
 from app.ops.observe import Observed
+from app.plans.service import PolicyReader
 from app.throttle import hashing
 from app.throttle.store import Throttles
 from app.tokens.batches import Batches
@@ -165,6 +166,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.metadata = authorization_server_metadata(settings)
     app.state.token_cache = token_cache
     app.state.token_batches = Batches.for_engine(engine)
+    # What a change of a period reads first, batched on PostgreSQL; on SQLite, where the
+    # reads of a unit of work go through its session, read there.
+    app.state.plan_policies = PolicyReader(engine) if engine.dialect.name == "postgresql" \
+        else None
     # DPoP (RFC 9449): proofs already used (this process's memory, and the database's for
     # every replica), and server nonces when required.
     app.state.dpop_replays = dpop.Replays(ProofRecorder(engine))

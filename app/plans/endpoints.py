@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import Response
+from fastapi import Request, Response
 
 from app.api.deps import Now, Session
 from app.api.responses import Rendered
@@ -60,11 +60,12 @@ async def read_policy(plan_id: uuid.UUID, principal: CurrentPrincipal, session: 
 
 @router.put("", response_model=PolicyOut)
 async def set_policy(plan_id: uuid.UUID, body: PeriodIn, principal: CurrentPrincipal,
-                     session: Session, now: Now):
+                     session: Session, now: Now, request: Request):
     principal.require_plan_admin(plan_id, write=True)
     principal.require_own_credentials("changing the plan's token expiration period")
-    return Rendered(_policy(await service.set_period(session, plan_id, body.period(), principal,
-                                                    now)))
+    return Rendered(_policy(await service.set_period(
+        session, plan_id, body.period(), principal, now,
+        policies=request.app.state.plan_policies)))
 
 
 @router.delete("", status_code=204)

@@ -220,3 +220,43 @@ async def test_the_period_in_force_set_again_changes_nothing(client, plan, clock
                                                headers=plan.admin.auth) for _ in range(20)))
     assert {r.status_code for r in twenty} == {200}
     assert await counts() == (spells, events)
+
+
+async def test_setting_the_period_again_reads_what_another_replica_committed(
+        app, client, plan, database) -> None:  # noqa: ANN001
+    """The PUT that finds the period in force changes nothing, and decides so from a read made
+    after it came (batched with the concurrent ones on PostgreSQL), never from what this
+    replica cached: a change committed elsewhere just before (here by hand, which nobody
+    announces) is undone by twenty PUTs of the earlier period, once, and each answers the
+    period it set."""
+    import asyncio
+
+    from sqlalchemy import func, select, update
+
+    from app.audit.models import AuditEvent
+    from app.db import make_sessionmaker
+    from app.plans.models import Plan
+    from tests.integrations.test_token_client_cache import serve_cache
+
+    serve_cache(app)
+    path = f"/v1/plans/{plan.plan_id}/token-expiration"
+    first = await client.put(path, json={"value": 90, "unit": "days"}, headers=plan.admin.auth)
+    assert first.status_code == 200, first.text
+    read = await client.get(path, headers=plan.admin.auth)  # the caller's facts, cached
+    assert read.json()["period"] == {"value": 90, "unit": "days"}
+    async with make_sessionmaker(database.engine)() as s, s.begin():
+        await s.execute(update(Plan).where(Plan.id == plan.plan_id)
+                        .values(expiration_value=30, expiration_unit="days"))
+        before = await s.scalar(select(func.count()).select_from(AuditEvent)
+                                .where(AuditEvent.action == "plan.period_set"))
+    twenty = await asyncio.gather(*(client.put(path, json={"value": 90, "unit": "days"},
+                                               headers=plan.admin.auth) for _ in range(20)))
+    assert [r.status_code for r in twenty] == [200] * 20, [r.text for r in twenty]
+    assert {r.json()["period"]["value"] for r in twenty} == {90}
+    async with make_sessionmaker(database.engine)() as s:
+        stored = (await s.execute(select(Plan.expiration_value, Plan.expiration_unit)
+                                  .where(Plan.id == plan.plan_id))).one()
+        after = await s.scalar(select(func.count()).select_from(AuditEvent)
+                               .where(AuditEvent.action == "plan.period_set"))
+    assert tuple(stored) == (90, "days")
+    assert after == before + 1  # one of the twenty changed it back; the others found it so
