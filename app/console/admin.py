@@ -163,8 +163,7 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
     status = q.get("status") if q.get("status") in STATUSES else None
     within = web.whole_number(request, "within", 3650)
     offset = web.whole_number(request, "offset", web.OFFSET_MAX)
-    people = {u.id: u for u in await users.list_in_plan(session, seen.plan.id,
-                                                        request.app.state.token_cache)}
+    people = await users.in_plan(session, seen.plan.id, request.app.state.token_cache)
     speech = web.speech_of(request, seen)
 
     async def read() -> tuple[tuple[web.Fragment | None, bool], datetime | None]:
@@ -189,12 +188,12 @@ async def plan_tokens(request: Request, session: Session, now: Now) -> Response:
            speech.zone_name)
     rows_html, full = await cache.read_listing(request.app.state.token_cache, key,
                                                seen.plan.id, now, read)
-    return web.render(request, "admin_tokens.html", {
+    return web.render_kept(request, "admin_tokens.html", {
         "rows_html": rows_html, "people": people, "kinds": KINDS,
         "statuses": STATUSES, "kind": kind, "user": user, "status": status, "within": within,
         "offset": offset, "more": full and offset + PAGE <= web.OFFSET_MAX,
         "page": PAGE,
-        "done": q.get("done")}, seen=seen)
+        "done": q.get("done")}, seen=seen, now=now)
 
 
 def _shown(items: list[StoredToken], now: datetime, history: list[Spell],

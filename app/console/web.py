@@ -16,6 +16,7 @@ import secrets
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
@@ -256,9 +257,17 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
            csrf: str | None = None) -> Response:
     """A page; `csrf` is its forms' token when not the login session's (the operator's)."""
     settings = request.app.state.settings
-    speech = speech_of(request, seen)
     own = csrf is not None
     csrf = csrf or browser.csrf_token(request, settings)
+    body = _drawn(request, name, context, seen, speech_of(request, seen), csrf)
+    response = HTMLResponse(body, status_code=status, headers={**HEADERS, **(headers or {})})
+    if not own and browser.login_session(request, settings) is None:  # before login
+        browser.set_csrf(response, settings, csrf)  # a double-submit token
+    return response
+
+
+def _drawn(request: Request, name: str, context: dict[str, Any], seen: Viewer | None,
+           speech: i18n.Speech, csrf: str) -> str | bytes:
     parts = {key: value for key, value in context.items() if isinstance(value, Fragment)}
     if parts:
         context = {**context, **{key: Markup(f"{_SLOT}{key}-->")  # noqa: S704 - our own
@@ -268,11 +277,43 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
         _=speech.gettext, gettext=speech.gettext, ngettext=speech.ngettext,
         lang=speech.language, languages=i18n.LANGUAGES, path=request.url.path,
         here=_back(request))
-    response = HTMLResponse(_spliced(html, parts) if parts else html, status_code=status,
-                            headers={**HEADERS, **(headers or {})})
-    if not own and browser.login_session(request, settings) is None:  # before login
-        browser.set_csrf(response, settings, csrf)  # a double-submit token
-    return response
+    return _spliced(html, parts) if parts else html
+
+
+# What a page's context may hold that is a value, compared as such in a kept page's key; any
+# other object is compared by identity (`render_kept`).
+_VALUES = (str, int, float, uuid.UUID, type(None))
+
+
+def render_kept(request: Request, name: str, context: dict[str, Any], *, seen: Viewer,
+                now: datetime) -> Response:
+    """`render` for a signed-in viewer's page that only reads, its bytes kept beside the plan's
+    listings (`cache.get_listing`: the same room, dropped with the plan's listings, while the
+    cache serves, for `cache.LISTING_SECONDS` at most), and answered again while it would be
+    drawn alike: the same template, viewer, session (its CSRF token), language, time zone and
+    URL, the same values in its context, and the very objects for the rest (the rows kept as
+    answered, the plan's people kept beside the cache), which are handed out anew once
+    anything they show changed. The console's Tokens page drew its frame (menus, filters, the
+    language form) in about a third of its time (bench/NOTES.md, nineteenth pass)."""
+    cache = request.app.state.token_cache
+    speech = speech_of(request, seen)
+    csrf = browser.csrf_token(request, request.app.state.settings)
+    refs = tuple(value for value in context.values() if not isinstance(value, _VALUES))
+    key = ("drawn", name, seen, speech.language, speech.zone_name, csrf,
+           request.scope["path"], request.scope["query_string"],
+           *((key, value if isinstance(value, _VALUES) else id(value))
+             for key, value in context.items()))
+    kept = cache.get_listing(key, now)
+    if kept is not None and len(kept[0]) == len(refs) \
+            and all(was is ref for was, ref in zip(kept[0], refs, strict=True)):
+        body = kept[1]
+    else:
+        generation = cache.listings_generation
+        body = _drawn(request, name, context, seen, speech, csrf)
+        if isinstance(body, str):
+            body = body.encode()
+        cache.put_listing(key, seen.plan.id, (refs, body), now, None, generation)
+    return HTMLResponse(body, headers=HEADERS)
 
 
 def redirect(to: str, **query: str | None) -> RedirectResponse:

@@ -170,10 +170,17 @@ async def list_in_plan(session: AsyncSession, plan_id: uuid.UUID,
     """The plan's users, oldest first. With `kept` (the token cache), as kept there while no
     user was added since (`TokenCache.get_plan_users`): users are only ever added, and each
     addition is announced to every replica."""
+    return list(await in_plan(session, plan_id, kept))  # no caller changes the next one's
+
+
+async def in_plan(session: AsyncSession, plan_id: uuid.UUID,
+                  kept: cache.TokenCache | None = None) -> tuple[UserOut, ...]:
+    """`list_in_plan`, as the tuple kept: the same object for as long as it is kept (a page
+    drawn from it is kept by it: `app.console.web.render_kept`)."""
     if kept is not None and (found := kept.get_plan_users(plan_id)) is not None:
-        return list(found)  # kept as a tuple: no caller changes what the next one gets
+        return found
     generation = kept.users_generation if kept is not None else 0
-    found = [facts.of(row) for row in await rows(session, _IN_PLAN, {"plan_id": plan_id})]
+    found = tuple(facts.of(row) for row in await rows(session, _IN_PLAN, {"plan_id": plan_id}))
     if kept is not None:
-        kept.put_plan_users(plan_id, tuple(found), generation)
+        kept.put_plan_users(plan_id, found, generation)
     return found

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from app.auth.principal import Principal
-from app.console import web
+from app.console import i18n, web
 from app.db import make_sessionmaker, session_scope
 from app.plans import service as plans
 from app.plans.expiry import Period, Unit
@@ -290,3 +290,58 @@ async def test_rows_drawn_apart_are_put_into_their_page_as_drawn(
             assert page.text.count("--&gt;&lt;script&gt;x()&lt;/script&gt;") == shown
             assert page.text.count("Clé “née” — ✓") == shown
             assert page.headers["content-type"] == "text/html; charset=utf-8"
+
+
+async def test_a_page_kept_whole_is_each_viewers_own(
+        app, client, uncached, plan: PlanFixture) -> None:  # noqa: ANN001
+    """The Tokens and API access pages are kept whole (`web.render_kept`) per viewer, session,
+    language, time zone and URL: another admin, another session of the same admin, French, a
+    time zone, a message in the URL, each gets the page an application with no cache draws for
+    it, and a page kept is answered again as it was."""
+    serve_cache(app)
+    cache = app.state.token_cache
+    other = await plan.add_user("admin")
+    pages = ["/console/admin/tokens", "/console/me/api-access",
+             "/console/me/api-access?done=revoked", "/console/admin/tokens?kind=personal"]
+
+    async def same(**headers: str) -> list[str]:
+        uncached.cookies = client.cookies
+        seen = []
+        for path in pages:
+            kept = await client.get(path, headers=headers)
+            again = await client.get(path, headers=headers)
+            read = await uncached.get(path, headers=headers)
+            assert kept.status_code == again.status_code == read.status_code == 200, path
+            assert kept.text == again.text == read.text, path
+            seen.append(kept.text)
+        return seen
+
+    # Every session made first: a sign-in writes an audit event, which drops the plan's pages.
+    sessions = []
+    for who in (plan.admin, plan.admin, other):
+        client.cookies.clear()
+        sessions.append((await sign_in(client, who), httpx2.Cookies(client.cookies)))
+    (first, mine_cookies), (second, again_cookies), (_, their_cookies) = sessions
+    assert second != first
+
+    client.cookies = mine_cookies
+    mine = await same()
+    assert any(key[0] == "drawn" for key in cache._listings)
+    assert all(first in page and plan.admin.email in page for page in mine)
+    assert mine[2] != mine[1]  # the message the URL names is shown
+    client.cookies = again_cookies  # the same admin, another session: another CSRF token
+    assert all(second in page and first not in page for page in await same())
+    client.cookies = their_cookies
+    assert all(other.email in page and plan.admin.email not in page.split("<main")[0]
+               for page in await same())
+    client.cookies = httpx2.Cookies(mine_cookies)
+    french = await same(**{"accept-language": "fr"})
+    assert french[0] != mine[0] and 'lang="fr"' in french[0]
+    client.cookies.set(i18n.TZ_COOKIE, "Pacific/Auckland")
+    zoned = await same()
+    assert zoned[0] != mine[0] and "Pacific/Auckland" in zoned[0]
+    client.cookies = mine_cookies
+    assert await same() == mine  # kept all along, as drawn
+    client.cookies.clear()  # signed out: the sign-in page, never a kept one
+    out = await client.get(pages[0])
+    assert out.status_code == 303 and "/console/login" in out.headers["location"]
