@@ -35,6 +35,7 @@ router = api_router(tags=["console"], include_in_schema=False)
 
 SECURITY = f"{PREFIX}/admin/security/api-tokens"
 PAGE = 100
+UNITS = tuple(Unit)  # the choices of a period's unit, in their order
 
 
 def _period(fields: dict[str, str]) -> Period:
@@ -63,12 +64,16 @@ async def _security(request: Request, session: Session, seen: web.Viewer, now,  
                    "mine_now": [d for d in mine if d.dies_at <= now],
                    "truncated": counts.expire_immediately + counts.expire_within_7_days
                    > len(dying)}
-    return web.render(request, "admin_security.html", {
+    context = {
         "period": plans.period_of(plan), "updated_at": plan.policy_updated_at,
         "dpop_required": plan.dpop_required,
-        "units": list(Unit), "proposed": proposed, "preview": preview, "error": error,
-        "done": request.query_params.get("done"), "notified": request.query_params.get("n")},
-        seen=seen, status=status)
+        "units": UNITS, "proposed": proposed, "preview": preview, "error": error,
+        "done": request.query_params.get("done"), "notified": request.query_params.get("n")}
+    if proposed is None and error is None and status == 200:
+        # The page of the policy alone, kept while the policy kept beside the cache is.
+        return web.render_kept(request, "admin_security.html", context, seen=seen, now=now,
+                               drawn_from=(plan, UNITS))
+    return web.render(request, "admin_security.html", context, seen=seen, status=status)
 
 
 @router.get(SECURITY)
@@ -241,11 +246,12 @@ ACTIONS = ("deactivate", "reactivate", "confirm_keep", "report_misjudgement",
 @router.get(f"{PREFIX}/admin/integrations")
 async def integrations(request: Request, session: Session, now: Now) -> Response:
     seen = await web.admin(request, session)
-    found = await lifecycle.list_for_plan(session, seen.plan.id, now,
-                                          request.app.state.token_cache)
-    return web.render(request, "admin_integrations.html", {
-        "items": found, "describe": catalogue.CATALOGUE,
-        "done": request.query_params.get("done")}, seen=seen)
+    found = await lifecycle.listed(session, seen.plan.id, request.app.state.token_cache)
+    return web.render_kept(request, "admin_integrations.html", {
+        "items": lifecycle.views_of(found, now), "describe": catalogue.CATALOGUE,
+        "done": request.query_params.get("done")}, seen=seen, now=now,
+        drawn_from=(found, catalogue.CATALOGUE),
+        until=lifecycle.views_settled_until(found, now))
 
 
 @router.post(PREFIX + "/admin/integrations/{integration_id}/{action}")

@@ -282,27 +282,32 @@ def _drawn(request: Request, name: str, context: dict[str, Any], seen: Viewer | 
 
 # What a page's context may hold that is a value, compared as such in a kept page's key; any
 # other object is compared by identity (`render_kept`).
-_VALUES = (str, int, float, uuid.UUID, type(None))
+_VALUES = (str, int, float, uuid.UUID, datetime, type(None))
 
 
 def render_kept(request: Request, name: str, context: dict[str, Any], *, seen: Viewer,
-                now: datetime) -> Response:
+                now: datetime, drawn_from: tuple[Any, ...] | None = None,
+                until: datetime | None = None) -> Response:
     """`render` for a signed-in viewer's page that only reads, its bytes kept beside the plan's
     listings (`cache.get_listing`: the same room, dropped with the plan's listings, while the
     cache serves, for `cache.LISTING_SECONDS` at most), and answered again while it would be
     drawn alike: the same template, viewer, session (its CSRF token), language, time zone and
     URL, the same values in its context, and the very objects for the rest (the rows kept as
     answered, the plan's people kept beside the cache), which are handed out anew once
-    anything they show changed. The console's Tokens page drew its frame (menus, filters, the
-    language form) in about a third of its time (bench/NOTES.md, nineteenth pass)."""
+    anything they show changed. `drawn_from`: the objects the context's other entries were
+    made from, compared instead of them (the rows kept, of which views were made as of
+    `now`); `until`: the first instant at which they would be made otherwise. The console's
+    Tokens page drew its frame (menus, filters, the language form) in about a third of its
+    time (bench/NOTES.md, nineteenth pass)."""
     cache = request.app.state.token_cache
     speech = speech_of(request, seen)
     csrf = browser.csrf_token(request, request.app.state.settings)
-    refs = tuple(value for value in context.values() if not isinstance(value, _VALUES))
+    given = {key: value for key, value in context.items() if isinstance(value, _VALUES)}
+    refs = drawn_from if drawn_from is not None else \
+        tuple(value for key, value in context.items() if key not in given)
     key = ("drawn", name, seen, speech.language, speech.zone_name, csrf,
-           request.scope["path"], request.scope["query_string"],
-           *((key, value if isinstance(value, _VALUES) else id(value))
-             for key, value in context.items()))
+           request.scope["path"], request.scope["query_string"], *given.items(),
+           *map(id, refs))
     kept = cache.get_listing(key, now)
     if kept is not None and len(kept[0]) == len(refs) \
             and all(was is ref for was, ref in zip(kept[0], refs, strict=True)):
@@ -312,7 +317,7 @@ def render_kept(request: Request, name: str, context: dict[str, Any], *, seen: V
         body = _drawn(request, name, context, seen, speech, csrf)
         if isinstance(body, str):
             body = body.encode()
-        cache.put_listing(key, seen.plan.id, (refs, body), now, None, generation)
+        cache.put_listing(key, seen.plan.id, (refs, body), now, until, generation)
     return HTMLResponse(body, headers=HEADERS)
 
 

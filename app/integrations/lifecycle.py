@@ -215,14 +215,33 @@ async def list_for_plan(session: AsyncSession, plan_id: uuid.UUID, now: datetime
     """Every integration installed in the plan, as of `now`. With `kept` (the token cache),
     its rows as kept there while no change of the plan or of an integration has come since
     (every change of what is listed announces its integration: `cache.changed`)."""
+    return views_of(await listed(session, plan_id, kept), now)
+
+
+async def listed(session: AsyncSession, plan_id: uuid.UUID,
+                 kept: cache.TokenCache | None = None) -> Sequence[Any]:
+    """The rows `list_for_plan` shows: with `kept`, the same object for as long as it is kept
+    (a page drawn from them is kept by them: `app.console.web.render_kept`)."""
     async def read() -> Sequence[Any]:
         return await rows(session, _LISTED, {"plan_id": plan_id})
 
-    found = await cache.read_plan(kept, "integrations", plan_id, read)
+    return await cache.read_plan(kept, "integrations", plan_id, read)
+
+
+def views_of(found: Sequence[Any], now: datetime) -> list[InstallationOut]:
+    """The rows as of `now`: those needing attention first, the nearest deadline first among
+    them."""
     views = [installation_out(row, row, now) for row in found]
     far = datetime.max.replace(tzinfo=now.tzinfo)
-    # Those needing attention first, the nearest deadline first among them.
     return sorted(views, key=lambda v: (not v.needs_attention, v.review_deadline or far, v.name))
+
+
+def views_settled_until(found: Sequence[Any], now: datetime) -> datetime | None:
+    """The first instant after `now` at which `views_of(found, ...)` may differ: time enters a
+    view only through `access.decide` and `review.exception_runs`, which compare it with the
+    review deadline and the exception date alone. None: never, while the rows hold."""
+    return min((at for row in found for at in (row.review_deadline, row.exception_until)
+                if at is not None and at > now), default=None)
 
 
 async def deactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID, *,

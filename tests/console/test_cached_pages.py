@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx2
 import pytest
@@ -345,3 +345,55 @@ async def test_a_page_kept_whole_is_each_viewers_own(
     client.cookies.clear()  # signed out: the sign-in page, never a kept one
     out = await client.get(pages[0])
     assert out.status_code == 303 and "/console/login" in out.headers["location"]
+
+
+async def test_kept_integrations_and_security_pages_turn_when_time_or_policy_does(
+        app, client, uncached, operator, plan: PlanFixture, clock) -> None:  # noqa: ANN001
+    """The Integrations page is kept whole until the first review deadline or exception date
+    of what it lists (`lifecycle.views_settled_until`): at the microsecond before, the page
+    kept; at the deadline, the refusal, as an application with no cache draws it. The Security
+    page turns with the policy."""
+    from tests.integrations.test_review_api import install
+    from tests.oauth2.conftest import register_third_party
+
+    tp = await register_third_party(client, operator)  # not reviewed: a deadline in 30 days
+    await install(app, plan, tp)
+    deadline = (await client.get(f"/v1/integrations/{tp.id}", headers=operator)) \
+        .json()["review_deadline"]
+    serve_cache(app)
+    await sign_in(client, plan.admin)
+    uncached.cookies = client.cookies
+    integrations, security = "/console/admin/integrations", "/console/admin/security/api-tokens"
+
+    async def page(path: str) -> str:
+        kept, read = await client.get(path), await uncached.get(path)
+        assert kept.status_code == read.status_code == 200, kept.text
+        assert kept.text == read.text, path
+        return kept.text
+
+    before = await page(integrations)
+    assert await page(integrations) == before
+    assert any(key[0] == "drawn" and key[1] == "admin_integrations.html"
+               for key in cache_keys(app))
+    at = datetime.fromisoformat(deadline)
+    clock.set(at - timedelta(microseconds=1))
+    assert await page(integrations) == before
+    clock.set(at)
+    after = await page(integrations)
+    assert after != before
+    clock.advance(days=1)
+    assert await page(integrations) == after
+
+    shown = await page(security)
+    assert await page(security) == shown
+    await plan.admin.renew(client)  # the admin's token of 30 days ago, made now
+    admin = plan.admin.auth
+    r = await client.put(f"/v1/plans/{plan.plan_id}/token-expiration",
+                         json={"value": 400, "unit": "days"}, headers=admin)
+    assert r.status_code == 200, r.text
+    changed = await page(security)
+    assert changed != shown and "400" in changed
+
+
+def cache_keys(app) -> list[tuple]:  # noqa: ANN001
+    return list(app.state.token_cache._listings)
