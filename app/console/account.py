@@ -155,10 +155,10 @@ async def api_access(request: Request, session: Session, now: Now) -> Response:
         request.app.state.token_cache,
         ("page-api-access", seen.user.id, offset, speech.language, speech.zone_name),
         seen.user.plan_id, now, read)
-    return web.render_kept(request, "api_access.html", {
+    return web.render(request, "api_access.html", {
         "rows_html": rows_html, "issued": None, "offset": offset,
         "more": more and offset + PAGE <= web.OFFSET_MAX, "page": PAGE,
-        "done": request.query_params.get("done")}, seen=seen, now=now)
+        "done": request.query_params.get("done")}, seen=seen)
 
 
 async def _issue(request: Request, session: Session, seen: web.Viewer, now, name: str | None,

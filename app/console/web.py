@@ -245,11 +245,15 @@ def fragment(name: str, context: dict[str, Any], speech: i18n.Speech) -> Fragmen
         ngettext=speech.ngettext).encode())
 
 
-def _spliced(html: str, parts: Mapping[str, Fragment]) -> bytes:
-    """The page's text encoded, each fragment's slot replaced by its bytes."""
-    pieces = _SLOTS.split(html)  # text, name, text, name, ..., text
-    return b"".join(parts[piece] if i % 2 else piece.encode()
-                    for i, piece in enumerate(pieces))
+def _pieces(html: str) -> tuple[bytes | str, ...]:
+    """The page's text encoded, in pieces around its fragments' slots: bytes, then the name of
+    the fragment that goes next (a `str`), and so on."""
+    return tuple(piece if i % 2 else piece.encode()
+                 for i, piece in enumerate(_SLOTS.split(html)))  # text, name, ..., text
+
+
+def _joined(pieces: tuple[bytes | str, ...], parts: Mapping[str, Fragment]) -> bytes:
+    return b"".join(parts[piece] if isinstance(piece, str) else piece for piece in pieces)
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status: int = 200,
@@ -259,15 +263,17 @@ def render(request: Request, name: str, context: dict[str, Any], *, status: int 
     settings = request.app.state.settings
     own = csrf is not None
     csrf = csrf or browser.csrf_token(request, settings)
-    body = _drawn(request, name, context, seen, speech_of(request, seen), csrf)
-    response = HTMLResponse(body, status_code=status, headers={**HEADERS, **(headers or {})})
+    pieces = _drawn(request, name, context, seen, speech_of(request, seen), csrf)
+    response = HTMLResponse(_joined(pieces, context), status_code=status,
+                            headers={**HEADERS, **(headers or {})})
     if not own and browser.login_session(request, settings) is None:  # before login
         browser.set_csrf(response, settings, csrf)  # a double-submit token
     return response
 
 
 def _drawn(request: Request, name: str, context: dict[str, Any], seen: Viewer | None,
-           speech: i18n.Speech, csrf: str) -> str | bytes:
+           speech: i18n.Speech, csrf: str) -> tuple[bytes | str, ...]:
+    """The page as `_pieces`: its fragments left out, in their slots' place."""
     parts = {key: value for key, value in context.items() if isinstance(value, Fragment)}
     if parts:
         context = {**context, **{key: Markup(f"{_SLOT}{key}-->")  # noqa: S704 - our own
@@ -277,7 +283,7 @@ def _drawn(request: Request, name: str, context: dict[str, Any], seen: Viewer | 
         _=speech.gettext, gettext=speech.gettext, ngettext=speech.ngettext,
         lang=speech.language, languages=i18n.LANGUAGES, path=request.url.path,
         here=_back(request))
-    return _spliced(html, parts) if parts else html
+    return _pieces(html) if parts else (html.encode(),)
 
 
 # What a page's context may hold that is a value, compared as such in a kept page's key; any
@@ -311,14 +317,18 @@ def render_kept(request: Request, name: str, context: dict[str, Any], *, seen: V
     kept = cache.get_listing(key, now)
     if kept is not None and len(kept[0]) == len(refs) \
             and all(was is ref for was, ref in zip(kept[0], refs, strict=True)):
-        body = kept[1]
+        pieces = kept[1]
     else:
         generation = cache.listings_generation
-        body = _drawn(request, name, context, seen, speech, csrf)
-        if isinstance(body, str):
-            body = body.encode()
-        cache.put_listing(key, seen.plan.id, (refs, body), now, until, generation)
-    return HTMLResponse(body, headers=HEADERS)
+        pieces = _drawn(request, name, context, seen, speech, csrf)
+        # Its bytes, the fragments it holds (kept, and weighed, as listings too, but held
+        # here after those listings were read anew), and its key's text.
+        weight = 256 + sum(map(len, pieces)) + len(csrf) + len(key[6]) + len(key[7]) \
+            + sum(len(ref) for ref in refs if isinstance(ref, Fragment)) \
+            + sum(len(value) for value in given.values() if isinstance(value, str))
+        cache.put_listing(key, seen.plan.id, (refs, pieces), now, until, generation,
+                          weight=weight)
+    return HTMLResponse(_joined(pieces, context), headers=HEADERS)
 
 
 def redirect(to: str, **query: str | None) -> RedirectResponse:

@@ -358,12 +358,14 @@ class TokenCache:
         return entry.value
 
     def put_listing(self, key: tuple[Any, ...], plan_id: uuid.UUID, value: Any,  # noqa: ANN401
-                    since: datetime, until: datetime | None, generation: int) -> None:
+                    since: datetime, until: datetime | None, generation: int, *,
+                    weight: int | None = None) -> None:
         """`generation`: `listings_generation` as it was when the read of `value` began;
-        `since`, `until`: from when, and until when (excluded; None: ever), it holds."""
+        `since`, `until`: from when, and until when (excluded; None: ever), it holds;
+        `weight`: about the bytes it holds of its own (by default, `_weight`'s guess)."""
         if generation != self.listings_generation or not self.serving:
             return
-        weight = _weight(value)
+        weight = _weight(value) if weight is None else weight
         if weight > self.listings_bytes // 8:
             return  # a page that large for the room there is, is read each time
         self._forget(key)

@@ -294,10 +294,11 @@ async def test_rows_drawn_apart_are_put_into_their_page_as_drawn(
 
 async def test_a_page_kept_whole_is_each_viewers_own(
         app, client, uncached, plan: PlanFixture) -> None:  # noqa: ANN001
-    """The Tokens and API access pages are kept whole (`web.render_kept`) per viewer, session,
-    language, time zone and URL: another admin, another session of the same admin, French, a
-    time zone, a message in the URL, each gets the page an application with no cache draws for
-    it, and a page kept is answered again as it was."""
+    """The Tokens page is kept whole (`web.render_kept`) per viewer, session, language, time
+    zone and URL: another admin, another session of the same admin, French, a time zone, a
+    message in the URL, each gets the page an application with no cache draws for it, and a
+    page kept is answered again as it was. What it holds is weighed whole: its bytes, the rows
+    it holds and its key's text (a URL of 60 kB)."""
     serve_cache(app)
     cache = app.state.token_cache
     other = await plan.add_user("admin")
@@ -342,6 +343,11 @@ async def test_a_page_kept_whole_is_each_viewers_own(
     assert zoned[0] != mine[0] and "Pacific/Auckland" in zoned[0]
     client.cookies = mine_cookies
     assert await same() == mine  # kept all along, as drawn
+    long = "/console/admin/tokens?done=" + "A" * 60_000
+    assert (await client.get(long)).status_code == 200
+    entry = next(entry for key, entry in cache._listings.items()
+                 if key[0] == "drawn" and len(key[7]) > 60_000)
+    assert entry.weight > 2 * 60_000  # the query in its key, and again in its page's links
     client.cookies.clear()  # signed out: the sign-in page, never a kept one
     out = await client.get(pages[0])
     assert out.status_code == 303 and "/console/login" in out.headers["location"]
