@@ -86,9 +86,11 @@ class Settings(BaseSettings):
     # only while its LISTEN connection answered a heartbeat within this many seconds.
     token_cache_bound_seconds: float = Field(default=1.0, gt=0, le=60)
     token_cache_heartbeat_seconds: float = Field(default=0.25, gt=0, le=30)
-    # What pages kept as answered (tokens, the audit trail) may hold at most, per process, in
-    # MB; 0 keeps none. Kept only while the token cache serves.
-    token_listings_megabytes: int = Field(default=64, ge=0, le=4096)
+    # What pages kept as answered (tokens, the audit trail, the console's) may hold at most,
+    # per process, in MB; 0 keeps none. Kept only while the token cache serves. A user's page
+    # of 100 tokens is about 40 kB of JSON and 65 kB of the console's rows: a thousand users
+    # reading both hold about 105 MB.
+    token_listings_megabytes: int = Field(default=128, ge=0, le=4096)
     # Password checks (argon2id) running at once in a process, and waiting beyond them; past
     # that a sign-in is answered 503 at once (app/throttle/hashing.py).
     password_hash_concurrency: int = Field(default=1, ge=1, le=64)

@@ -134,7 +134,7 @@ _OF_A_PLAN = ("policy", "history", "integrations")
 # What listings kept may weigh at most, together (`_weight`: bytes of their answers, roughly;
 # `TESSERA_TOKEN_LISTINGS_MEGABYTES`), and how long one is kept at most: rows edited in the
 # database by hand, which nobody announces, are seen within that time (as users' facts are).
-LISTINGS_BYTES = 64 * 1024 * 1024
+LISTINGS_BYTES = 128 * 1024 * 1024
 LISTING_SECONDS = 60.0
 
 # How long a user's cached facts (email, name, role) are used before they are read again.
