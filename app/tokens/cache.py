@@ -37,7 +37,6 @@ import contextlib
 import functools
 import json
 import logging
-import random
 import time
 import uuid
 import weakref
@@ -372,13 +371,7 @@ class TokenCache:
         self._forget(key)
         while self._listings and self._listings_weight + weight > self.listings_bytes:
             self._forget(next(iter(self._listings)))  # the least recently used
-        # Kept for between 3/4 of `LISTING_SECONDS` and all of it: pages kept in the same few
-        # seconds (a thousand users' pages, asked for in turn) are not all read again in the
-        # same few seconds a minute later, which at a million tokens made a burst of reads
-        # that held every request behind it (bench/NOTES.md, nineteenth pass).
-        aged = random.random() * LISTING_SECONDS / 4  # noqa: S311 - not a secret
-        self._listings[key] = _Listing(plan_id, value, since, until, weight,
-                                       time.monotonic() - aged)
+        self._listings[key] = _Listing(plan_id, value, since, until, weight, time.monotonic())
         self._listings_weight += weight
 
     def _forget(self, key: tuple[Any, ...]) -> None:

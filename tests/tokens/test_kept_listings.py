@@ -514,22 +514,3 @@ async def test_a_rotation_drops_only_its_plans_listings_here_and_says_which(
     finally:
         if remote is not None:
             await remote.close()
-
-
-def test_listings_kept_together_are_not_all_read_again_together(monkeypatch) -> None:  # noqa: ANN001
-    """Pages kept in the same instant grow old at different times, between 3/4 of
-    `LISTING_SECONDS` and all of it: none before, all after, and a spread between."""
-    kept = cache.TokenCache(100, listings_bytes=10_000_000)
-    kept.heartbeat(time.monotonic() + 3600)
-    plan, now, started = uuid.uuid4(), datetime(2027, 1, 1, tzinfo=UTC), time.monotonic()
-    monkeypatch.setattr(cache.time, "monotonic", lambda: started)
-    for i in range(200):
-        kept.put_listing(("p", i), plan, b"page", now, None, kept.listings_generation)
-
-    def alive(after: float) -> int:
-        monkeypatch.setattr(cache.time, "monotonic", lambda: started + after)
-        return sum(kept.get_listing(("p", i), now) is not None for i in range(200))
-
-    assert alive(cache.LISTING_SECONDS * 0.74) == 200
-    assert 20 < alive(cache.LISTING_SECONDS * 0.875) < 180
-    assert alive(cache.LISTING_SECONDS + 0.001) == 0
