@@ -122,12 +122,10 @@ async def set_period(session: AsyncSession, plan_id: uuid.UUID, period: Period,
     # locked read decides.
     if policies is not None and await set_apart(session):
         found = await policies.find(plan_id)
-        if found is not None and period_of(found) == period:
-            return found
     else:
-        kept = await read_alone(session, _POLICY, {"plan_id": plan_id})
-        if kept and period_of(kept[0]) == period:
-            return kept[0]
+        found = next(iter(await read_alone(session, _POLICY, {"plan_id": plan_id})), None)
+    if found is not None and period_of(found) == period:
+        return found
     plan = await get_plan(session, plan_id, lock=True)
     if period_of(plan) == period:
         return plan
