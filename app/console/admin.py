@@ -27,7 +27,7 @@ from app.plans.expiry import Period, Spell, Unit
 from app.tokens import cache, repository
 from app.tokens import service as tokens
 from app.tokens.repository import StoredToken
-from app.tokens.rules import TokenKind, check, settled_until_all
+from app.tokens.rules import TokenKind, check, first_after, settled_until_all
 from app.tokens.schemas import TokenOut, TokenStatusOut
 from app.users import service as users
 
@@ -221,7 +221,7 @@ def _shown(items: list[StoredToken], now: datetime, history: list[Spell],
         why = None if out.status == "active" else \
             TokenStatusOut.of(stored, now, history).explanation
         rows.append((out, why))
-    return rows, min((at for at in changes if at is not None and at > now), default=None)
+    return rows, first_after(changes, now)
 
 
 @router.post(PREFIX + "/admin/tokens/{token_id}/revoke")

@@ -31,6 +31,7 @@ from app.integrations.service import facts_of, get, out
 from app.notifications import reminders
 from app.notifications.messages import iso
 from app.tokens import cache
+from app.tokens.rules import first_after
 
 REPORT_ACTION = "integration.misjudgement_reported"
 
@@ -240,8 +241,8 @@ def views_settled_until(found: Sequence[Any], now: datetime) -> datetime | None:
     """The first instant after `now` at which `views_of(found, ...)` may differ: time enters a
     view only through `access.decide` and `review.exception_runs`, which compare it with the
     review deadline and the exception date alone. None: never, while the rows hold."""
-    return min((at for row in found for at in (row.review_deadline, row.exception_until)
-                if at is not None and at > now), default=None)
+    return first_after((at for row in found for at in (row.review_deadline, row.exception_until)),
+                       now)
 
 
 async def deactivate(session: AsyncSession, plan_id: uuid.UUID, integration_id: uuid.UUID, *,

@@ -119,8 +119,12 @@ def settled_until(facts: TokenFacts, now: datetime) -> datetime | None:
         found.append(add_period(facts.issued_at, facts.period))
     if (integ := facts.integration) is not None:
         found += [integ.review_deadline, integ.exception_until]
-    later = [at for at in found if at is not None and at > now]
-    return min(later) if later else None
+    return first_after(found, now)
+
+
+def first_after(instants: Iterable[datetime | None], now: datetime) -> datetime | None:
+    """The earliest of `instants` after `now` (None: none is)."""
+    return min((at for at in instants if at is not None and at > now), default=None)
 
 
 def settled_until_all(facts: Iterable[TokenFacts], now: datetime) -> datetime | None:
